@@ -1,0 +1,1 @@
+//! Control groups: a [`CgroupManager`] trait with v1 and v2 implementations.
