@@ -1,0 +1,1 @@
+//! Helpers for Berth's end-to-end tests.
