@@ -1,1 +1,145 @@
-//! Control groups: a [`CgroupManager`] trait with v1 and v2 implementations.
+//! Control groups: a [`CgroupManager`] trait with v1 (legacy/hybrid) and v2
+//! (unified) implementations, using the cgroupfs directly (no systemd).
+//!
+//! Files:
+//! - `detect.rs`: host layout from mountinfo and /proc/self/cgroup
+//! - `path.rs`: resolving `linux.cgroupsPath` inside a hierarchy
+//! - `convert.rs`: OCI values to cgroup file values
+//! - `v1.rs` / `v1_apply.rs`: legacy manager and its resource writers
+//! - `v2.rs` / `v2_apply.rs`: unified manager and its resource writers
+//! - `fsutil.rs`: file helpers (write/read with context, rmdir retry)
+//!
+//! Recommended call order for a new container: [`new_manager`], then
+//! [`CgroupManager::create`], [`CgroupManager::apply`], then
+//! [`CgroupManager::add_task`] for the init pid (limits are in force
+//! before the process runs anything), and save [`CgroupManager::state`].
+//! On v2 the fd from [`CgroupManager::clone_into_fd`] may replace
+//! `add_task` (clone3 with `CLONE_INTO_CGROUP`) after `create` + `apply`.
+
+mod convert;
+pub mod detect;
+mod error;
+mod fsutil;
+mod path;
+mod v1;
+mod v1_apply;
+mod v2;
+mod v2_apply;
+
+#[cfg(test)]
+mod tests_common;
+#[cfg(test)]
+mod tests_host;
+#[cfg(test)]
+mod tests_v1;
+#[cfg(test)]
+mod tests_v2;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+pub use error::{Error, Result};
+pub use v1::V1Manager;
+pub use v2::V2Manager;
+
+/// Operations on one container's cgroup, whatever the cgroup version.
+pub trait CgroupManager: std::fmt::Debug {
+    /// Create the cgroup directory in every hierarchy (`mkdir -p`).
+    /// Idempotent. On v1 new cpuset dirs inherit the parent's cpus/mems;
+    /// on v2 controllers are enabled in the ancestors' `subtree_control`.
+    fn create(&self) -> Result<()>;
+    /// Write the limits the spec sets; untouched controllers stay as is.
+    fn apply(&self, resources: &oci_spec::runtime::LinuxResources) -> Result<()>;
+    /// Move `pid` (a whole process) into the cgroup in every hierarchy.
+    fn add_task(&self, pid: i32) -> Result<()>;
+    /// Every pid in the cgroup and its descendants (sorted, deduplicated).
+    fn pids(&self) -> Result<Vec<i32>>;
+    /// Remove the cgroup (and any child cgroups) in every hierarchy,
+    /// deepest first. Missing dirs are fine; EBUSY is retried briefly.
+    /// Processes must already be gone. All hierarchies are attempted even
+    /// if one fails; the first error is returned.
+    fn destroy(&self) -> Result<()>;
+    /// Serializable description to rebuild the manager with [`from_state`].
+    fn state(&self) -> CgroupState;
+    /// v2 only: an `O_PATH|O_DIRECTORY|O_CLOEXEC` fd of the cgroup dir, for
+    /// clone3 `CLONE_INTO_CGROUP`. None on v1/hybrid or if it can't be opened.
+    fn clone_into_fd(&self) -> Option<std::os::fd::OwnedFd>;
+    /// Freeze (`true`) or thaw (`false`) every process, waiting until the
+    /// kernel reports the new state.
+    fn freeze(&self, frozen: bool) -> Result<()>;
+    /// Whether the cgroup is (completely) frozen.
+    fn is_frozen(&self) -> Result<bool>;
+}
+
+/// Persistable manager description (for state.json).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
+pub enum CgroupState {
+    /// Legacy/hybrid: absolute directory per controller key ("memory",
+    /// "cpu", "name=systemd", "unified", ...). Co-mounted controllers map
+    /// to the same directory.
+    V1 {
+        /// Controller key => absolute cgroup directory.
+        paths: BTreeMap<String, PathBuf>,
+    },
+    /// Unified: the absolute cgroup directory.
+    V2 {
+        /// The cgroup directory.
+        path: PathBuf,
+    },
+}
+
+/// Rebuild a manager from saved state.
+pub fn from_state(state: &CgroupState) -> Box<dyn CgroupManager> {
+    match state {
+        CgroupState::V1 { paths } => Box::new(V1Manager::new(paths.clone())),
+        CgroupState::V2 { path } => Box::new(V2Manager::new(path.clone())),
+    }
+}
+
+/// Where cgroup filesystems are conventionally mounted.
+pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
+/// Resolve a container's cgroup on this host. `cgroups_path` is
+/// `linux.cgroupsPath`; `None` (or empty) uses the container id as a
+/// relative path. Relative paths are below this process's own cgroup in
+/// each hierarchy, absolute ones below the hierarchy root. Paths with `..`
+/// or resolving to the root/our own cgroup are refused.
+///
+/// Only the cgroupfs driver is implemented: a systemd-style
+/// `slice:prefix:name` is treated as a plain (relative) directory name.
+pub fn new_manager(cgroups_path: Option<&str>, id: &str) -> Result<Box<dyn CgroupManager>> {
+    let read = |p: &str| {
+        std::fs::read_to_string(p).map_err(|os| Error::Read {
+            path: PathBuf::from(p),
+            field: "cgroup detection".into(),
+            os,
+        })
+    };
+    let mountinfo = read("/proc/self/mountinfo")?;
+    let proc_cgroup = read("/proc/self/cgroup")?;
+    let layout = detect::detect(&mountinfo, &proc_cgroup, Path::new(CGROUP_ROOT))?;
+    manager_for_layout(&layout, cgroups_path, id)
+}
+
+/// Build a manager for an already detected layout (injectable for tests).
+pub fn manager_for_layout(
+    layout: &detect::Layout,
+    cgroups_path: Option<&str>,
+    id: &str,
+) -> Result<Box<dyn CgroupManager>> {
+    let wanted = path::requested(cgroups_path, id)?;
+    match layout {
+        detect::Layout::V2 { mount, own } => {
+            let dir = path::resolve(mount, own.as_deref(), wanted)?;
+            Ok(Box::new(V2Manager::new(dir)))
+        }
+        detect::Layout::V1 { mounts, own } => {
+            let mut paths = BTreeMap::new();
+            for (key, mount) in mounts {
+                let dir = path::resolve(mount, own.get(key).map(String::as_str), wanted)?;
+                paths.insert(key.clone(), dir);
+            }
+            Ok(Box::new(V1Manager::new(paths)))
+        }
+    }
+}

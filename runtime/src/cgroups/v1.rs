@@ -1,0 +1,186 @@
+//! cgroup v1 (legacy and hybrid) manager: one directory per hierarchy.
+//!
+//! Resource writing lives in `v1_apply.rs`; this file handles the
+//! directory lifecycle, membership and the freezer.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use oci_spec::runtime::LinuxResources;
+
+use super::error::{Error, Result};
+use super::fsutil::{collect_pids, read_file, remove_tree, wait_until, write_file};
+use super::{CgroupManager, CgroupState};
+
+/// How long `freeze` waits for the freezer to settle.
+const FREEZE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A v1 cgroup: controller key => absolute directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct V1Manager {
+    paths: BTreeMap<String, PathBuf>,
+}
+
+impl V1Manager {
+    /// Manager over the given per-controller directories (see
+    /// [`CgroupState::V1`]).
+    pub fn new(paths: BTreeMap<String, PathBuf>) -> Self {
+        Self { paths }
+    }
+
+    /// Directory for a controller key, if that hierarchy is mounted.
+    pub(crate) fn dir(&self, key: &str) -> Option<&Path> {
+        self.paths.get(key).map(PathBuf::as_path)
+    }
+
+    /// Directory for a controller the spec needs; error naming `field` if
+    /// the controller isn't mounted.
+    pub(crate) fn need(&self, key: &str, field: &str) -> Result<&Path> {
+        self.dir(key).ok_or_else(|| Error::MissingController {
+            controller: key.to_string(),
+            field: field.to_string(),
+        })
+    }
+
+    /// Distinct directories (co-mounted controllers share one).
+    fn unique_dirs(&self) -> Vec<&Path> {
+        let set: BTreeSet<&Path> = self.paths.values().map(PathBuf::as_path).collect();
+        set.into_iter().collect()
+    }
+
+    /// Create `dir` and any missing ancestors, top-down, recording every
+    /// directory we made. For the cpuset hierarchy, each new directory (and
+    /// the leaf, if its values are empty) gets the parent's cpus/mems.
+    fn mkdir_all(&self, dir: &Path, cpuset: bool, created: &mut Vec<PathBuf>) -> Result<()> {
+        let mut missing = Vec::new();
+        let mut cur = Some(dir);
+        while let Some(p) = cur {
+            if p.exists() {
+                break;
+            }
+            missing.push(p.to_path_buf());
+            cur = p.parent();
+        }
+        for p in missing.into_iter().rev() {
+            match fs::create_dir(&p) {
+                Ok(()) => created.push(p.clone()),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(os) => return Err(Error::Create { path: p, os }),
+            }
+            if cpuset {
+                inherit_cpuset(&p)?;
+            }
+        }
+        if cpuset {
+            inherit_cpuset(dir)?;
+        }
+        Ok(())
+    }
+}
+
+/// Copy the parent's `cpuset.cpus`/`cpuset.mems` into `dir` where `dir`'s
+/// are empty (a new v1 cpuset cgroup starts empty and can't hold tasks).
+fn inherit_cpuset(dir: &Path) -> Result<()> {
+    let Some(parent) = dir.parent() else {
+        return Ok(());
+    };
+    for file in ["cpuset.cpus", "cpuset.mems"] {
+        let field = "cpuset inheritance";
+        let mine = read_file(dir, file, field)?;
+        if mine.is_empty() {
+            let theirs = read_file(parent, file, field)?;
+            write_file(dir, file, &theirs, field)?;
+        }
+    }
+    Ok(())
+}
+
+impl CgroupManager for V1Manager {
+    fn create(&self) -> Result<()> {
+        let cpuset_dir = self.dir("cpuset");
+        let mut created = Vec::new();
+        for dir in self.unique_dirs() {
+            let cpuset = Some(dir) == cpuset_dir;
+            if let Err(e) = self.mkdir_all(dir, cpuset, &mut created) {
+                for p in created.iter().rev() {
+                    let _ = fs::remove_dir(p);
+                }
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    fn apply(&self, resources: &LinuxResources) -> Result<()> {
+        super::v1_apply::apply(self, resources)
+    }
+
+    fn add_task(&self, pid: i32) -> Result<()> {
+        for dir in self.unique_dirs() {
+            write_file(dir, "cgroup.procs", &pid.to_string(), "add_task")?;
+        }
+        Ok(())
+    }
+
+    fn pids(&self) -> Result<Vec<i32>> {
+        let mut out = Vec::new();
+        for dir in self.unique_dirs() {
+            collect_pids(dir, &mut out)?;
+        }
+        out.sort_unstable();
+        out.dedup();
+        Ok(out)
+    }
+
+    fn destroy(&self) -> Result<()> {
+        let mut first_err = None;
+        for dir in self.unique_dirs() {
+            if let Err(e) = remove_tree(dir) {
+                tracing::warn!(error = %e, "cgroup destroy");
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    fn state(&self) -> CgroupState {
+        CgroupState::V1 {
+            paths: self.paths.clone(),
+        }
+    }
+
+    fn clone_into_fd(&self) -> Option<OwnedFd> {
+        None
+    }
+
+    fn freeze(&self, frozen: bool) -> Result<()> {
+        let field = if frozen { "freeze" } else { "thaw" };
+        let dir = self.need("freezer", field)?;
+        let want = if frozen { "FROZEN" } else { "THAWED" };
+        let done = wait_until(FREEZE_TIMEOUT, || {
+            // Re-writing is harmless and nudges a FREEZING cgroup along.
+            write_file(dir, "freezer.state", want, field)?;
+            Ok(read_file(dir, "freezer.state", field)? == want)
+        })?;
+        if done {
+            return Ok(());
+        }
+        if frozen {
+            let _ = write_file(dir, "freezer.state", "THAWED", "thaw after failed freeze");
+        }
+        Err(Error::FreezeTimeout {
+            path: dir.join("freezer.state"),
+            wanted: want.to_string(),
+        })
+    }
+
+    fn is_frozen(&self) -> Result<bool> {
+        match self.dir("freezer") {
+            Some(dir) => Ok(read_file(dir, "freezer.state", "is_frozen")? == "FROZEN"),
+            None => Ok(false),
+        }
+    }
+}
