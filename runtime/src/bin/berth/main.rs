@@ -1,1 +1,112 @@
-fn main() {}
+//! `berth`: an OCI runtime with runc's command line.
+//!
+//! This binary only parses flags, sets up logging and calls the library;
+//! one file per command under `commands/`.
+
+#![forbid(unsafe_code)]
+
+mod commands;
+mod logging;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "berth",
+    version,
+    about = "berth: an OCI container runtime (runc-compatible command line)"
+)]
+struct Cli {
+    /// Directory for container state.
+    #[arg(long, global = true, default_value = berth_runtime::state::DEFAULT_ROOT)]
+    root: PathBuf,
+    /// Write log lines to this file instead of stderr.
+    #[arg(long, global = true)]
+    log: Option<PathBuf>,
+    /// Format of log lines.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// Log debug messages.
+    #[arg(long, global = true)]
+    debug: bool,
+    /// Manage cgroups through systemd (not supported by berth).
+    #[arg(long, global = true)]
+    systemd_cgroup: bool,
+    /// Accepted for runc compatibility; ignored.
+    #[arg(long, global = true, hide = true)]
+    criu: Option<String>,
+    /// Accepted for runc compatibility; ignored (berth detects it).
+    #[arg(long, global = true, hide = true)]
+    rootless: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create a container: its init waits until `start`.
+    Create(commands::create::Args),
+    /// Start a created container.
+    Start(commands::start::Args),
+    /// Create and start a container, and wait for it unless --detach.
+    Run(commands::run::Args),
+    /// Print the OCI state of a container.
+    State(commands::state::Args),
+    /// Send a signal to a container's init (or all its processes).
+    Kill(commands::kill::Args),
+    /// Delete a container and everything it holds.
+    Delete(commands::delete::Args),
+    /// List containers.
+    List(commands::list::Args),
+    /// Write a default config.json.
+    Spec(commands::spec::Args),
+    /// Print what this runtime supports, as JSON.
+    Features,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logging::init(cli.log.as_deref(), cli.log_format, cli.debug);
+    let result = if cli.systemd_cgroup {
+        Err(anyhow::anyhow!(
+            "--systemd-cgroup is not supported: berth manages cgroupfs directly (leave the flag out)"
+        ))
+    } else {
+        dispatch(&cli)
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(err) => {
+            let message = format!("{err:#}");
+            if cli.log.is_some() {
+                tracing::error!("{message}");
+            }
+            eprintln!("berth: {message}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn dispatch(cli: &Cli) -> anyhow::Result<u8> {
+    let root = cli.root.as_path();
+    match &cli.command {
+        Command::Create(args) => commands::create::run(root, args).map(|_| 0),
+        Command::Start(args) => commands::start::run(root, args).map(|_| 0),
+        Command::Run(args) => commands::run::run(root, args),
+        Command::State(args) => commands::state::run(root, args).map(|_| 0),
+        Command::Kill(args) => commands::kill::run(root, args).map(|_| 0),
+        Command::Delete(args) => commands::delete::run(root, args).map(|_| 0),
+        Command::List(args) => commands::list::run(root, args).map(|_| 0),
+        Command::Spec(args) => commands::spec::run(args).map(|_| 0),
+        Command::Features => commands::features::run().map(|_| 0),
+    }
+}

@@ -1,0 +1,50 @@
+use std::path::Path;
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    /// Print only the ids.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+pub fn run(root: &Path, args: &Args) -> anyhow::Result<()> {
+    let store = super::store(root)?;
+    let containers = berth_runtime::container::list(&store)?;
+    if args.quiet {
+        for c in &containers {
+            println!("{}", c["id"].as_str().unwrap_or_default());
+        }
+        return Ok(());
+    }
+    match args.format {
+        Format::Json => println!("{}", serde_json::to_string(&containers)?),
+        Format::Table => {
+            println!(
+                "{:<24} {:<8} {:<10} {:<40} {:<31} OWNER",
+                "ID", "PID", "STATUS", "BUNDLE", "CREATED"
+            );
+            for c in &containers {
+                let s = |k: &str| c[k].as_str().unwrap_or_default().to_string();
+                println!(
+                    "{:<24} {:<8} {:<10} {:<40} {:<31} {}",
+                    s("id"),
+                    c["pid"].as_i64().unwrap_or(0),
+                    s("status"),
+                    s("bundle"),
+                    s("created"),
+                    s("owner")
+                );
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,20 @@
+//! One module per `berth` command.
+
+pub mod create;
+pub mod delete;
+pub mod features;
+pub mod kill;
+pub mod list;
+pub mod run;
+pub mod spec;
+pub mod start;
+pub mod state;
+
+use std::path::Path;
+
+use berth_runtime::state::StateStore;
+
+/// Open the state store at `--root`.
+pub fn store(root: &Path) -> anyhow::Result<StateStore> {
+    Ok(StateStore::open(root)?)
+}

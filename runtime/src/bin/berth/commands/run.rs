@@ -1,0 +1,19 @@
+use std::path::Path;
+
+use berth_runtime::container;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub create: super::create::Args,
+    /// Do not wait: leave the container running in the background.
+    #[arg(short, long)]
+    pub detach: bool,
+}
+
+/// Returns the container's exit status (as a shell would report it).
+pub fn run(root: &Path, args: &Args) -> anyhow::Result<u8> {
+    let store = super::store(root)?;
+    let code = container::run(&store, &args.create.options(), args.detach)?;
+    Ok(u8::try_from(code).unwrap_or(255))
+}

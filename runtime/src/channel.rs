@@ -1,0 +1,141 @@
+//! The sync channel between `berth create` (the parent) and the container's
+//! init process (the child): a SOCK_SEQPACKET socketpair carrying one
+//! JSON-encoded message per packet, so message boundaries are kept and an
+//! exited peer shows up as end-of-file instead of a hang.
+//!
+//! The conversation, in order:
+//! 1. parent -> child `CgroupJoined`: the child is in its cgroup (v1: the
+//!    parent wrote its pid; v2: it was born there), it may unshare the
+//!    cgroup namespace and set up its mounts;
+//! 2. child -> parent `RunCreateRuntimeHooks`: mounts are done, before
+//!    pivot_root; the parent runs prestart and createRuntime hooks;
+//! 3. parent -> child `HooksDone` (with the state JSON hooks read); the child runs createContainer hooks,
+//!    pivots and finishes its setup;
+//! 4. child -> parent `Ready`: init is waiting to be started;
+//! 5. (`run` only) parent -> child `Start`; after `create`, `start` opens
+//!    the exec fifo instead.
+//!
+//! At any point the child may send `Failed` with the stage it was in, the
+//! errno and a message; the parent turns it into a typed error.
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use nix::errno::Errno;
+use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// Messages from the container's init to the parent.
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub enum FromChild {
+    RunCreateRuntimeHooks,
+    Ready,
+    Failed(InitFailure),
+}
+
+/// Messages from the parent to the container's init.
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub enum FromParent {
+    CgroupJoined,
+    /// The createRuntime hooks ran; carries the state JSON for the
+    /// container's own hooks (the child cannot see its host pid).
+    HooksDone {
+        state: String,
+    },
+    Start,
+}
+
+/// Why the container's init failed: sent across the fork as data, not text.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct InitFailure {
+    /// What init was doing, e.g. "mounting proc on /proc".
+    pub stage: String,
+    pub errno: Option<i32>,
+    pub message: String,
+}
+
+impl std::fmt::Display for InitFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.stage, self.message)
+    }
+}
+
+const MAX_MESSAGE: usize = 64 * 1024;
+
+/// One end of the sync channel.
+#[derive(Debug)]
+pub struct Channel {
+    fd: OwnedFd,
+}
+
+/// A connected pair (parent end, child end), both close-on-exec.
+pub fn pair() -> nix::Result<(Channel, Channel)> {
+    let (a, b) = socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )?;
+    Ok((Channel { fd: a }, Channel { fd: b }))
+}
+
+impl Channel {
+    pub fn send<T: Serialize>(&self, message: &T) -> nix::Result<()> {
+        let data = serde_json::to_vec(message).map_err(|_| Errno::EINVAL)?;
+        loop {
+            match nix::unistd::write(&self.fd, &data) {
+                Ok(_) => return Ok(()),
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The next message, or `None` when the peer closed its end.
+    pub fn recv<T: DeserializeOwned>(&self) -> nix::Result<Option<T>> {
+        let mut buf = vec![0u8; MAX_MESSAGE];
+        let n = loop {
+            match nix::unistd::read(&self.fd, &mut buf) {
+                Ok(n) => break n,
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(e),
+            }
+        };
+        if n == 0 {
+            return Ok(None);
+        }
+        serde_json::from_slice(&buf[..n])
+            .map(Some)
+            .map_err(|_| Errno::EPROTO)
+    }
+}
+
+impl AsFd for Channel {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_eof() {
+        let (a, b) = pair().unwrap();
+        a.send(&FromParent::CgroupJoined).unwrap();
+        let failure = FromChild::Failed(InitFailure {
+            stage: "mounting".into(),
+            errno: Some(2),
+            message: "no such file".into(),
+        });
+        b.send(&failure).unwrap();
+        assert_eq!(
+            b.recv::<FromParent>().unwrap(),
+            Some(FromParent::CgroupJoined)
+        );
+        assert_eq!(a.recv::<FromChild>().unwrap(), Some(failure));
+        drop(b);
+        assert_eq!(a.recv::<FromChild>().unwrap(), None);
+    }
+}

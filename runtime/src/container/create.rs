@@ -1,0 +1,299 @@
+//! `create`: validate, reserve the id, build the cgroup, clone init into its
+//! namespaces and drive it until it waits to be started.
+
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+
+use nix::fcntl::OFlag;
+use nix::sched::{setns, CloneFlags};
+use nix::sys::signal::{kill, Signal};
+use nix::sys::stat::Mode;
+use nix::sys::wait::waitpid;
+use nix::unistd::Pid;
+use oci_spec::runtime::LinuxNamespaceType;
+
+use crate::cgroups::{self, CgroupManager};
+use crate::channel::{self, Channel, FromChild, FromParent};
+use crate::error::{Context, Error, Result};
+use crate::hooks::{self, HookKind};
+use crate::init::{self, InitArgs, StartSignal};
+use crate::process_info::ProcessInfo;
+use crate::spec::Bundle;
+use crate::state::{now_rfc3339, write_atomic, ContainerDir, ContainerState, StateStore, Status};
+use crate::{namespaces, sys};
+
+/// What `create` and `run` are asked to do.
+#[derive(Debug, Clone, Default)]
+pub struct CreateOptions {
+    pub id: String,
+    pub bundle: PathBuf,
+    pub pid_file: Option<PathBuf>,
+    pub console_socket: Option<PathBuf>,
+    pub no_pivot: bool,
+    pub no_new_keyring: bool,
+    pub preserve_fds: u32,
+}
+
+/// How the new container will be started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Launch {
+    /// By a later `start` (through the exec fifo).
+    Later,
+    /// By this same process, through the sync channel (`run`).
+    Now,
+}
+
+/// A container whose init waits to be started.
+#[derive(Debug)]
+pub struct Created {
+    pub dir: ContainerDir,
+    pub state: ContainerState,
+    /// The sync channel, still open for `Launch::Now`.
+    pub channel: Option<Channel>,
+    /// The console's master end, when this process allocated the terminal
+    /// itself (`run` in the foreground without `--console-socket`).
+    pub console_master: Option<OwnedFd>,
+}
+
+/// Undoes a half-done create: kills init, removes the cgroup and the state
+/// directory. Disarmed once the container is complete.
+struct Cleanup<'a> {
+    child: Option<Pid>,
+    cgroup: Option<&'a dyn CgroupManager>,
+    armed: bool,
+}
+
+impl Drop for Cleanup<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        if let Some(pid) = self.child {
+            let _ = kill(pid, Signal::SIGKILL);
+            let _ = waitpid(pid, None);
+        }
+        if let Some(cg) = self.cgroup {
+            if let Err(e) = cg.destroy() {
+                tracing::warn!("cleaning up the cgroup: {e}");
+            }
+        }
+    }
+}
+
+/// Create the container: on success init is waiting to be started, and its
+/// state is saved as "created".
+pub fn create(store: &StateStore, opts: &CreateOptions, launch: Launch) -> Result<Created> {
+    // Everything that can be checked without side effects comes first.
+    let bundle = Bundle::load(&opts.bundle)?;
+    let spec = &bundle.spec;
+    let process = spec
+        .process()
+        .as_ref()
+        .ok_or_else(|| Error::invalid("process: missing"))?;
+    let ns = bundle.namespaces();
+    if !namespaces::is_new(ns, LinuxNamespaceType::Mount)
+        && crate::spec::namespace(spec, LinuxNamespaceType::Mount).is_none()
+    {
+        return Err(Error::invalid(format!(
+            "{}: linux.namespaces: berth needs a mount namespace to set up the rootfs",
+            bundle.dir.join("config.json").display()
+        )));
+    }
+    let terminal = process.terminal().unwrap_or(false);
+    if terminal && opts.console_socket.is_none() && launch == Launch::Later {
+        return Err(Error::invalid(
+            "process.terminal is set: a --console-socket is needed to receive the terminal",
+        ));
+    }
+
+    let dir = store.create(&opts.id)?;
+    match create_in(&dir, &bundle, opts, launch, terminal) {
+        Ok((state, channel, console_master)) => Ok(Created {
+            dir,
+            state,
+            channel,
+            console_master,
+        }),
+        Err(e) => {
+            let _ = dir.remove();
+            Err(e)
+        }
+    }
+}
+
+type CreateParts = (ContainerState, Option<Channel>, Option<OwnedFd>);
+
+fn create_in(
+    dir: &ContainerDir,
+    bundle: &Bundle,
+    opts: &CreateOptions,
+    launch: Launch,
+    terminal: bool,
+) -> Result<CreateParts> {
+    let spec = &bundle.spec;
+    let ns = bundle.namespaces();
+
+    // The console: the caller's socket, or our own socketpair for `run`.
+    let (console, console_peer) =
+        match (&opts.console_socket, terminal) {
+            (Some(path), true) => (
+                Some(UnixStream::connect(path).with_context(|| {
+                    format!("connecting to the console socket {}", path.display())
+                })?),
+                None,
+            ),
+            (None, true) => {
+                let (a, b) = UnixStream::pair().context("creating the console socketpair")?;
+                (Some(a), Some(b))
+            }
+            _ => (None, None),
+        };
+
+    let cgroups_path = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.cgroups_path().as_ref())
+        .map(|p| p.to_string_lossy().into_owned());
+    let cgroup = cgroups::new_manager(cgroups_path.as_deref(), &opts.id)?;
+    let mut cleanup = Cleanup {
+        child: None,
+        cgroup: Some(cgroup.as_ref()),
+        armed: true,
+    };
+    cgroup.create()?;
+    if let Some(resources) = spec.linux().as_ref().and_then(|l| l.resources().as_ref()) {
+        cgroup.apply(resources)?;
+    }
+
+    let join = namespaces::open_paths(ns)?;
+    if let Some((_, pidns)) = join.iter().find(|(t, _)| *t == LinuxNamespaceType::Pid) {
+        // Affects only our children: init is born in that pid namespace.
+        setns(pidns, CloneFlags::CLONE_NEWPID).context("joining the pid namespace")?;
+    }
+    let (parent_end, child_end) = channel::pair().context("creating the sync channel")?;
+    let start = match launch {
+        Launch::Later => {
+            let fifo = dir.exec_fifo();
+            nix::unistd::mkfifo(&fifo, Mode::from_bits_truncate(0o622))
+                .with_context(|| format!("creating {}", fifo.display()))?;
+            let fd = nix::fcntl::open(&fifo, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty())
+                .with_context(|| format!("opening {}", fifo.display()))?;
+            StartSignal::Fifo(fd)
+        }
+        Launch::Now => StartSignal::Channel,
+    };
+
+    let flags = namespaces::clone_flags(ns);
+    let into_cgroup = cgroup.clone_into_fd();
+    let close: Vec<RawFd> = vec![dir.lock_fd(), parent_end.as_fd().as_raw_fd()];
+    let (fork, born_in_cgroup) =
+        sys::clone_fork(flags.bits(), into_cgroup.as_ref().map(|f| f.as_fd()))
+            .context("cloning the container's init")?;
+    let child = match fork {
+        sys::CloneResult::Child => {
+            init::run(InitArgs {
+                id: &opts.id,
+                bundle,
+                channel: child_end,
+                start,
+                console,
+                cgroup: cgroup.state(),
+                join,
+                no_pivot: opts.no_pivot,
+                no_new_keyring: opts.no_new_keyring,
+                preserve_fds: opts.preserve_fds as RawFd,
+                close,
+            });
+        }
+        sys::CloneResult::Parent(pid) => pid,
+    };
+    cleanup.child = Some(child);
+    drop(child_end);
+    drop(start);
+    drop(console);
+    drop(into_cgroup);
+
+    if !born_in_cgroup {
+        cgroup.add_task(child.as_raw())?;
+    }
+    let start_time = ProcessInfo::read(child.as_raw())
+        .map(|p| p.start_time)
+        .ok_or_else(|| Error::internal("the container's init vanished"))?;
+    let state = ContainerState {
+        id: opts.id.clone(),
+        bundle: bundle.dir.clone(),
+        rootfs: bundle.rootfs.clone(),
+        pid: child.as_raw(),
+        pid_start_time: start_time,
+        created: now_rfc3339(),
+        owner: String::new(),
+        cgroup: cgroup.state(),
+        spec: spec.clone(),
+        own_pid_namespace: namespaces::is_new(ns, LinuxNamespaceType::Pid),
+    };
+    drive_init(&parent_end, &state, child)?;
+    let console_master = match console_peer {
+        Some(peer) => Some(receive_console(&peer)?),
+        None => None,
+    };
+
+    dir.save(&state)?;
+    if let Some(pid_file) = &opts.pid_file {
+        let path = std::path::absolute(pid_file).unwrap_or_else(|_| pid_file.clone());
+        write_atomic(&path, child.as_raw().to_string().as_bytes(), 0o644)
+            .map_err(|e| e.context("--pid-file"))?;
+    }
+    cleanup.armed = false;
+    let channel = (launch == Launch::Now).then_some(parent_end);
+    Ok((state, channel, console_master))
+}
+
+/// Follow init through its setup, running the hooks that belong to us.
+fn drive_init(channel: &Channel, state: &ContainerState, child: Pid) -> Result<()> {
+    channel
+        .send(&FromParent::CgroupJoined)
+        .context("talking to the container's init")?;
+    loop {
+        match channel
+            .recv::<FromChild>()
+            .context("talking to the container's init")?
+        {
+            Some(FromChild::RunCreateRuntimeHooks) => {
+                let oci = serde_json::to_string(&state.oci_state(Status::Creating))
+                    .context("encoding the state")?;
+                let all = state.spec.hooks().as_ref();
+                hooks::run_hooks(
+                    HookKind::Prestart,
+                    hooks::hooks_of(all, HookKind::Prestart),
+                    oci.as_bytes(),
+                )?;
+                hooks::run_hooks(
+                    HookKind::CreateRuntime,
+                    hooks::hooks_of(all, HookKind::CreateRuntime),
+                    oci.as_bytes(),
+                )?;
+                channel
+                    .send(&FromParent::HooksDone { state: oci })
+                    .context("talking to the container's init")?;
+            }
+            Some(FromChild::Ready) => return Ok(()),
+            Some(FromChild::Failed(failure)) => {
+                return Err(Error::internal(format!("container init failed: {failure}")))
+            }
+            None => {
+                let status = waitpid(child, None)
+                    .map(|s| format!("{s:?}"))
+                    .unwrap_or_default();
+                return Err(Error::internal(format!(
+                    "container init exited during setup ({status})"
+                )));
+            }
+        }
+    }
+}
+
+/// Receive the pty master init sent over our console socketpair.
+fn receive_console(peer: &UnixStream) -> Result<OwnedFd> {
+    crate::terminal::recv_fd(peer).context("receiving the terminal from init")
+}

@@ -1,0 +1,65 @@
+//! The container lifecycle, one verb per file. Each verb locks the
+//! container's directory for its whole duration.
+
+mod create;
+mod delete;
+mod kill;
+mod run;
+mod signal;
+mod start;
+
+pub use create::{create, CreateOptions, Created, Launch};
+pub use delete::delete;
+pub use kill::{kill, signal_init};
+pub use run::run;
+pub use signal::parse_signal;
+pub use start::start;
+
+use crate::error::Result;
+use crate::state::{ContainerDir, ContainerState, StateStore, Status};
+
+/// A locked container with its state and current status.
+#[derive(Debug)]
+pub struct Loaded {
+    pub dir: ContainerDir,
+    pub state: ContainerState,
+    pub status: Status,
+}
+
+/// Lock and load container `id`.
+pub fn load(store: &StateStore, id: &str) -> Result<Loaded> {
+    let dir = store.get(id)?;
+    let state = dir.load()?;
+    let status = state.status(dir.path());
+    Ok(Loaded { dir, state, status })
+}
+
+/// The OCI state of every container in the store (for `list`). Containers
+/// being created (no state.json yet) are skipped.
+pub fn list(store: &StateStore) -> Result<Vec<serde_json::Value>> {
+    let mut out = Vec::new();
+    for id in store.ids()? {
+        let dir = store.root().join(&id);
+        let Ok(text) = std::fs::read(dir.join("state.json")) else {
+            continue;
+        };
+        let Ok(state) = serde_json::from_slice::<ContainerState>(&text) else {
+            continue;
+        };
+        let status = state.status(&dir);
+        out.push(state.oci_state(status));
+    }
+    Ok(out)
+}
+
+/// The OCI state of container `id` (what `state` prints). Reads without
+/// taking the lock: state.json is only ever replaced by rename.
+pub fn state(store: &StateStore, id: &str) -> Result<serde_json::Value> {
+    crate::state::validate_id(id)?;
+    let dir = store.root().join(id);
+    let text = std::fs::read(dir.join("state.json")).map_err(|_| crate::Error::not_found(id))?;
+    let state: ContainerState = serde_json::from_slice(&text)
+        .map_err(|e| crate::Error::internal(format!("{id}: corrupt state: {e}")))?;
+    let status = state.status(&dir);
+    Ok(state.oci_state(status))
+}

@@ -1,0 +1,64 @@
+//! Linux namespaces: which ones a container gets new, which it joins by path.
+
+use std::fs::File;
+
+use nix::sched::{setns, CloneFlags};
+use oci_spec::runtime::{LinuxNamespace, LinuxNamespaceType};
+
+use crate::error::{Context, Result};
+
+/// The clone flag of a namespace type.
+pub fn flag(typ: LinuxNamespaceType) -> CloneFlags {
+    match typ {
+        LinuxNamespaceType::Mount => CloneFlags::CLONE_NEWNS,
+        LinuxNamespaceType::Cgroup => CloneFlags::CLONE_NEWCGROUP,
+        LinuxNamespaceType::Uts => CloneFlags::CLONE_NEWUTS,
+        LinuxNamespaceType::Ipc => CloneFlags::CLONE_NEWIPC,
+        LinuxNamespaceType::User => CloneFlags::CLONE_NEWUSER,
+        LinuxNamespaceType::Pid => CloneFlags::CLONE_NEWPID,
+        LinuxNamespaceType::Network => CloneFlags::CLONE_NEWNET,
+        // CLONE_NEWTIME: not in nix's CloneFlags; refused at validation.
+        LinuxNamespaceType::Time => CloneFlags::empty(),
+    }
+}
+
+/// The namespaces to create fresh at clone time. The cgroup namespace is
+/// left out: it is unshared by the child once it sits in its cgroup, so its
+/// root is the container's cgroup.
+pub fn clone_flags(namespaces: &[LinuxNamespace]) -> CloneFlags {
+    namespaces
+        .iter()
+        .filter(|ns| ns.path().is_none() && ns.typ() != LinuxNamespaceType::Cgroup)
+        .fold(CloneFlags::empty(), |acc, ns| acc | flag(ns.typ()))
+}
+
+/// Whether a new (not joined) namespace of `typ` is requested.
+pub fn is_new(namespaces: &[LinuxNamespace], typ: LinuxNamespaceType) -> bool {
+    namespaces
+        .iter()
+        .any(|ns| ns.typ() == typ && ns.path().is_none())
+}
+
+/// Open the namespace files to join, before anything changes our view of
+/// the filesystem (joining a mount namespace would hide the others' paths).
+pub fn open_paths(namespaces: &[LinuxNamespace]) -> Result<Vec<(LinuxNamespaceType, File)>> {
+    namespaces
+        .iter()
+        .filter_map(|ns| ns.path().as_ref().map(|p| (ns.typ(), p)))
+        .map(|(typ, path)| {
+            let file = File::open(path)
+                .with_context(|| format!("opening {typ} namespace {}", path.display()))?;
+            Ok((typ, file))
+        })
+        .collect()
+}
+
+/// Join the opened namespaces of the given types, in the order given.
+pub fn join(opened: &[(LinuxNamespaceType, File)], types: &[LinuxNamespaceType]) -> Result<()> {
+    for typ in types {
+        for (t, file) in opened.iter().filter(|(t, _)| t == typ) {
+            setns(file, flag(*t)).with_context(|| format!("joining {t} namespace"))?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,204 @@
+//! The container's root filesystem, built inside its new mount namespace:
+//! [`prepare`] (propagation, the rootfs bind, the spec's mounts, devices)
+//! runs before the createContainer hooks; [`pivot`] switches root; and
+//! [`finish`] applies what is expressed in container paths (masked and
+//! read-only paths, sysctls, a read-only root).
+
+pub mod devices;
+pub mod mounts;
+pub mod path;
+
+use std::fs::File;
+use std::path::Path;
+
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::unistd::{chdir, chroot, fchdir, pivot_root};
+use oci_spec::runtime::Spec;
+
+use crate::error::{Context, Error, Result};
+use mounts::{mount_entry, propagation_flag, remount_bind, MountContext};
+
+/// The propagation of `/` asked for by `linux.rootfsPropagation`
+/// (default: rslave, so nothing the container mounts reaches the host and
+/// host mounts still reach the container, as runc does).
+fn root_propagation(spec: &Spec) -> Result<MsFlags> {
+    match spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.rootfs_propagation().as_deref())
+    {
+        None | Some("") => Ok(MsFlags::MS_SLAVE | MsFlags::MS_REC),
+        Some(name) => propagation_flag(name).ok_or_else(|| {
+            Error::invalid(format!("linux.rootfsPropagation: unknown value {name:?}"))
+        }),
+    }
+}
+
+/// Set up mounts and devices under `ctx.rootfs` (still seen from the host's
+/// root). Must run in the container's own mount namespace.
+pub fn prepare(ctx: &MountContext<'_>, spec: &Spec) -> Result<()> {
+    let propagation = root_propagation(spec)?;
+    // Everything below "/" becomes a slave (or what was asked) so our mounts
+    // never propagate back to the host. A shared propagation is applied only
+    // after pivot_root, which refuses shared parents.
+    let initial = if propagation.contains(MsFlags::MS_SHARED) {
+        MsFlags::MS_SLAVE | MsFlags::MS_REC
+    } else {
+        propagation | MsFlags::MS_REC
+    };
+    mount(None::<&str>, "/", None::<&str>, initial, None::<&str>)
+        .context("setting the propagation of /")?;
+    mount(
+        Some(ctx.rootfs),
+        ctx.rootfs,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .with_context(|| format!("bind-mounting the rootfs {}", ctx.rootfs.display()))?;
+
+    let entries = spec.mounts().as_deref().unwrap_or(&[]);
+    for (i, m) in entries.iter().enumerate() {
+        mount_entry(ctx, i, m)?;
+    }
+    let dev_is_bind = entries.iter().any(|m| {
+        m.destination() == Path::new("/dev")
+            && (m.typ().as_deref() == Some("bind")
+                || m.options()
+                    .as_deref()
+                    .unwrap_or(&[])
+                    .iter()
+                    .any(|o| o == "bind" || o == "rbind"))
+    });
+    let spec_devices = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.devices().as_deref())
+        .unwrap_or(&[]);
+    devices::create_devices(ctx.rootfs, spec_devices, !dev_is_bind)
+}
+
+/// Make `rootfs` the root: pivot_root(2), or with `no_pivot` a move-mount
+/// plus chroot (for filesystems where pivot_root cannot work, e.g. ramfs).
+pub fn pivot(rootfs: &Path, no_pivot: bool) -> Result<()> {
+    if no_pivot {
+        chdir(rootfs).with_context(|| format!("entering {}", rootfs.display()))?;
+        mount(
+            Some(rootfs),
+            "/",
+            None::<&str>,
+            MsFlags::MS_MOVE,
+            None::<&str>,
+        )
+        .context("moving the rootfs onto /")?;
+        chroot(".").context("chroot into the rootfs")?;
+        return chdir("/").context("chdir /");
+    }
+    let old_root = File::open("/").context("opening the old root")?;
+    let new_root = File::open(rootfs).with_context(|| format!("opening {}", rootfs.display()))?;
+    fchdir(&new_root).context("entering the rootfs")?;
+    // pivot_root(".", "."): the old root is stacked on top of the new one
+    // and can be detached without a directory for it inside the container.
+    pivot_root(".", ".").with_context(|| format!("pivot_root into {}", rootfs.display()))?;
+    fchdir(&old_root).context("entering the old root")?;
+    mount(
+        None::<&str>,
+        ".",
+        None::<&str>,
+        MsFlags::MS_SLAVE | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .context("making the old root a slave")?;
+    umount2(".", MntFlags::MNT_DETACH).context("detaching the old root")?;
+    chdir("/").context("chdir /")
+}
+
+/// After pivot: propagation, masked and read-only paths, sysctls, and a
+/// read-only root, all in container paths.
+pub fn finish(spec: &Spec) -> Result<()> {
+    let propagation = root_propagation(spec)?;
+    if propagation.contains(MsFlags::MS_SHARED) {
+        mount(None::<&str>, "/", None::<&str>, propagation, None::<&str>)
+            .context("setting the propagation of /")?;
+    }
+    let linux = spec.linux().as_ref();
+    if let Some(sysctl) = linux.and_then(|l| l.sysctl().as_ref()) {
+        let mut keys: Vec<_> = sysctl.iter().collect();
+        keys.sort();
+        for (key, value) in keys {
+            let path = Path::new("/proc/sys").join(key.replace('.', "/"));
+            std::fs::write(&path, value).with_context(|| {
+                format!(
+                    "linux.sysctl {key}: writing {value:?} to {}",
+                    path.display()
+                )
+            })?;
+        }
+    }
+    for p in linux
+        .and_then(|l| l.readonly_paths().as_deref())
+        .unwrap_or(&[])
+    {
+        readonly_path(Path::new(p)).map_err(|e| e.context("linux.readonlyPaths"))?;
+    }
+    for p in linux
+        .and_then(|l| l.masked_paths().as_deref())
+        .unwrap_or(&[])
+    {
+        mask_path(Path::new(p)).map_err(|e| e.context("linux.maskedPaths"))?;
+    }
+    if spec
+        .root()
+        .as_ref()
+        .and_then(|r| r.readonly())
+        .unwrap_or(false)
+    {
+        remount_bind(Path::new("/"), MsFlags::MS_RDONLY).context("root.readonly")?;
+    }
+    Ok(())
+}
+
+fn readonly_path(path: &Path) -> Result<()> {
+    match mount(
+        Some(path),
+        path,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    ) {
+        Ok(()) => remount_bind(path, MsFlags::MS_RDONLY | MsFlags::MS_REC),
+        Err(nix::errno::Errno::ENOENT) => Ok(()),
+        Err(e) => Err(Error::internal(format!(
+            "bind-mounting {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
+/// Hide `path`: an empty read-only tmpfs over a directory, /dev/null over
+/// anything else. Paths that do not exist are skipped.
+fn mask_path(path: &Path) -> Result<()> {
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::internal(format!("{}: {e}", path.display()))),
+    };
+    let result = if meta.is_dir() {
+        mount(
+            Some("tmpfs"),
+            path,
+            Some("tmpfs"),
+            MsFlags::MS_RDONLY,
+            None::<&str>,
+        )
+    } else {
+        mount(
+            Some("/dev/null"),
+            path,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+    };
+    result.with_context(|| format!("masking {}", path.display()))
+}

@@ -1,0 +1,373 @@
+//! The `mounts` of a config.json: option parsing and mounting each entry
+//! under the rootfs (before pivot_root).
+
+use std::fs;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+
+use nix::mount::{mount, MsFlags};
+use oci_spec::runtime::Mount;
+
+use super::path::secure_join;
+use crate::cgroups::CgroupState;
+use crate::error::{Context, Error, Result};
+
+/// A mount's options, split into what mount(2) takes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MountOptions {
+    /// Flags to set.
+    pub flags: MsFlags,
+    /// Propagation changes, applied one by one after the mount.
+    pub propagation: Vec<MsFlags>,
+    /// Filesystem-specific options, joined with ',' for the data argument.
+    pub data: Vec<String>,
+}
+
+impl MountOptions {
+    pub fn parse(options: &[String]) -> Result<Self> {
+        let mut o = MountOptions {
+            flags: MsFlags::empty(),
+            propagation: Vec::new(),
+            data: Vec::new(),
+        };
+        for opt in options {
+            let (set, clear) = match opt.as_str() {
+                "defaults" => (MsFlags::empty(), MsFlags::empty()),
+                "ro" => (MsFlags::MS_RDONLY, MsFlags::empty()),
+                "rw" => (MsFlags::empty(), MsFlags::MS_RDONLY),
+                "suid" => (MsFlags::empty(), MsFlags::MS_NOSUID),
+                "nosuid" => (MsFlags::MS_NOSUID, MsFlags::empty()),
+                "dev" => (MsFlags::empty(), MsFlags::MS_NODEV),
+                "nodev" => (MsFlags::MS_NODEV, MsFlags::empty()),
+                "exec" => (MsFlags::empty(), MsFlags::MS_NOEXEC),
+                "noexec" => (MsFlags::MS_NOEXEC, MsFlags::empty()),
+                "sync" => (MsFlags::MS_SYNCHRONOUS, MsFlags::empty()),
+                "async" => (MsFlags::empty(), MsFlags::MS_SYNCHRONOUS),
+                "dirsync" => (MsFlags::MS_DIRSYNC, MsFlags::empty()),
+                "remount" => (MsFlags::MS_REMOUNT, MsFlags::empty()),
+                "mand" => (MsFlags::MS_MANDLOCK, MsFlags::empty()),
+                "nomand" => (MsFlags::empty(), MsFlags::MS_MANDLOCK),
+                "atime" => (MsFlags::empty(), MsFlags::MS_NOATIME),
+                "noatime" => (MsFlags::MS_NOATIME, MsFlags::empty()),
+                "diratime" => (MsFlags::empty(), MsFlags::MS_NODIRATIME),
+                "nodiratime" => (MsFlags::MS_NODIRATIME, MsFlags::empty()),
+                "bind" => (MsFlags::MS_BIND, MsFlags::empty()),
+                "rbind" => (MsFlags::MS_BIND | MsFlags::MS_REC, MsFlags::empty()),
+                "relatime" => (MsFlags::MS_RELATIME, MsFlags::empty()),
+                "norelatime" => (MsFlags::empty(), MsFlags::MS_RELATIME),
+                "strictatime" => (MsFlags::MS_STRICTATIME, MsFlags::empty()),
+                "nostrictatime" => (MsFlags::empty(), MsFlags::MS_STRICTATIME),
+                "lazytime" => (MsFlags::MS_LAZYTIME, MsFlags::empty()),
+                "nolazytime" => (MsFlags::empty(), MsFlags::MS_LAZYTIME),
+                "silent" => (MsFlags::MS_SILENT, MsFlags::empty()),
+                "loud" => (MsFlags::empty(), MsFlags::MS_SILENT),
+                // runc's copy-up of the image's content into a tmpfs: the
+                // tmpfs itself is what matters; content copy is not done.
+                "tmpcopyup" => (MsFlags::empty(), MsFlags::empty()),
+                "idmap" | "ridmap" => {
+                    return Err(Error::unsupported(format!(
+                        "mount option {opt:?} (id-mapped mounts) is not supported yet"
+                    )))
+                }
+                p => {
+                    if let Some(flag) = propagation_flag(p) {
+                        o.propagation.push(flag);
+                    } else {
+                        o.data.push(p.to_string());
+                    }
+                    continue;
+                }
+            };
+            o.flags.insert(set);
+            o.flags.remove(clear);
+        }
+        Ok(o)
+    }
+
+    pub fn is_bind(&self) -> bool {
+        self.flags.contains(MsFlags::MS_BIND)
+    }
+
+    fn data(&self) -> Option<String> {
+        (!self.data.is_empty()).then(|| self.data.join(","))
+    }
+}
+
+/// The mount(2) flag of a propagation name (`rootfsPropagation`, options).
+pub fn propagation_flag(name: &str) -> Option<MsFlags> {
+    Some(match name {
+        "private" => MsFlags::MS_PRIVATE,
+        "rprivate" => MsFlags::MS_PRIVATE | MsFlags::MS_REC,
+        "shared" => MsFlags::MS_SHARED,
+        "rshared" => MsFlags::MS_SHARED | MsFlags::MS_REC,
+        "slave" => MsFlags::MS_SLAVE,
+        "rslave" => MsFlags::MS_SLAVE | MsFlags::MS_REC,
+        "unbindable" => MsFlags::MS_UNBINDABLE,
+        "runbindable" => MsFlags::MS_UNBINDABLE | MsFlags::MS_REC,
+        _ => return None,
+    })
+}
+
+/// What a mount needs to know of its surroundings.
+#[derive(Debug)]
+pub struct MountContext<'a> {
+    pub rootfs: &'a Path,
+    pub bundle: &'a Path,
+    pub cgroup: &'a CgroupState,
+    /// Whether the container has its own cgroup namespace.
+    pub cgroupns: bool,
+}
+
+/// Mount spec entry `index` under the rootfs.
+pub fn mount_entry(ctx: &MountContext<'_>, index: usize, m: &Mount) -> Result<()> {
+    let field = format!("mounts[{index}] ({})", m.destination().display());
+    let options = MountOptions::parse(m.options().as_deref().unwrap_or(&[]))
+        .map_err(|e| e.context(&field))?;
+    let typ = m.typ().as_deref().unwrap_or("none");
+    let dest = secure_join(ctx.rootfs, m.destination())?;
+    let result = if options.is_bind() || typ == "bind" {
+        bind_mount(ctx, m, &options, &dest)
+    } else if typ == "cgroup" || typ == "cgroup2" {
+        mount_cgroup(ctx, &options, &dest)
+    } else {
+        mkdir_all(&dest)?;
+        let source = m.source().clone().unwrap_or_else(|| PathBuf::from(typ));
+        mount(
+            Some(&source),
+            &dest,
+            Some(typ),
+            options.flags,
+            options.data().as_deref(),
+        )
+        .with_context(|| format!("mounting {typ} on {}", dest.display()))
+    };
+    result.map_err(|e| e.context(&field))?;
+    for flag in &options.propagation {
+        mount(None::<&str>, &dest, None::<&str>, *flag, None::<&str>)
+            .with_context(|| format!("{field}: setting propagation of {}", dest.display()))?;
+    }
+    Ok(())
+}
+
+fn bind_mount(
+    ctx: &MountContext<'_>,
+    m: &Mount,
+    options: &MountOptions,
+    dest: &Path,
+) -> Result<()> {
+    let source = m
+        .source()
+        .as_ref()
+        .ok_or_else(|| Error::invalid("source: a bind mount needs a source"))?;
+    let source = ctx.bundle.join(source);
+    let meta = fs::metadata(&source)
+        .map_err(|e| Error::invalid(format!("source {}: {e}", source.display())))?;
+    if meta.is_dir() {
+        mkdir_all(dest)?;
+    } else {
+        ensure_file(dest)?;
+    }
+    let bind = options.flags & (MsFlags::MS_BIND | MsFlags::MS_REC) | MsFlags::MS_BIND;
+    mount(Some(&source), dest, None::<&str>, bind, None::<&str>)
+        .with_context(|| format!("bind-mounting {} on {}", source.display(), dest.display()))?;
+    let extra = options.flags - (MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_REMOUNT);
+    if !extra.is_empty() {
+        remount_bind(dest, extra)?;
+    }
+    Ok(())
+}
+
+/// Remount an existing bind mount with `flags`, keeping the flags the
+/// kernel would refuse to clear (nosuid, nodev, noexec already set).
+pub fn remount_bind(dest: &Path, flags: MsFlags) -> Result<()> {
+    let kept = locked_flags(dest);
+    mount(
+        None::<&str>,
+        dest,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | flags | kept,
+        None::<&str>,
+    )
+    .with_context(|| format!("remounting {} with {flags:?}", dest.display()))
+}
+
+fn locked_flags(path: &Path) -> MsFlags {
+    use nix::sys::statvfs::{statvfs, FsFlags};
+    let Ok(st) = statvfs(path) else {
+        return MsFlags::empty();
+    };
+    let f = st.flags();
+    let mut out = MsFlags::empty();
+    for (fs, ms) in [
+        (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+        (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+        (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+        (FsFlags::ST_RDONLY, MsFlags::MS_RDONLY),
+    ] {
+        if f.contains(fs) {
+            out |= ms;
+        }
+    }
+    out
+}
+
+/// The cgroup filesystem inside the container: on v2 a cgroup2 mount (or a
+/// bind of the container's cgroup without a cgroup namespace); on v1 a
+/// tmpfs with one bind of the container's cgroup per hierarchy, as runc does.
+fn mount_cgroup(ctx: &MountContext<'_>, options: &MountOptions, dest: &Path) -> Result<()> {
+    mkdir_all(dest)?;
+    let flags = options.flags;
+    match ctx.cgroup {
+        CgroupState::V2 { path } => {
+            if ctx.cgroupns {
+                mount(Some("cgroup2"), dest, Some("cgroup2"), flags, None::<&str>)
+                    .with_context(|| format!("mounting cgroup2 on {}", dest.display()))
+            } else {
+                mount(
+                    Some(path),
+                    dest,
+                    None::<&str>,
+                    MsFlags::MS_BIND | MsFlags::MS_REC,
+                    None::<&str>,
+                )
+                .with_context(|| {
+                    format!("bind-mounting {} on {}", path.display(), dest.display())
+                })?;
+                remount_bind(dest, flags)
+            }
+        }
+        CgroupState::V1 { paths } => {
+            let tmpfs_flags = flags - MsFlags::MS_RDONLY;
+            mount(
+                Some("tmpfs"),
+                dest,
+                Some("tmpfs"),
+                tmpfs_flags,
+                Some("mode=755"),
+            )
+            .with_context(|| format!("mounting tmpfs on {}", dest.display()))?;
+            let mountpoints = v1_mountpoints();
+            for path in paths.values() {
+                let Some(mp) = mountpoints
+                    .iter()
+                    .filter(|mp| path.starts_with(mp))
+                    .max_by_key(|mp| mp.as_os_str().len())
+                else {
+                    continue;
+                };
+                let Some(name) = mp.file_name() else { continue };
+                let target = dest.join(name);
+                mkdir_all(&target)?;
+                mount(
+                    Some(path),
+                    &target,
+                    None::<&str>,
+                    MsFlags::MS_BIND | MsFlags::MS_REC,
+                    None::<&str>,
+                )
+                .with_context(|| {
+                    format!("bind-mounting {} on {}", path.display(), target.display())
+                })?;
+                remount_bind(
+                    &target,
+                    flags | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+                )?;
+                let name = name.to_string_lossy();
+                if name.contains(',') {
+                    for part in name.split(',') {
+                        let link = dest.join(part);
+                        if !link.exists() {
+                            std::os::unix::fs::symlink(name.as_ref(), &link)
+                                .with_context(|| format!("linking {}", link.display()))?;
+                        }
+                    }
+                }
+            }
+            if flags.contains(MsFlags::MS_RDONLY) {
+                remount_bind_fs(dest, tmpfs_flags | MsFlags::MS_RDONLY)?;
+            }
+            Ok(())
+        }
+    }
+}
+
+fn remount_bind_fs(dest: &Path, flags: MsFlags) -> Result<()> {
+    mount(
+        None::<&str>,
+        dest,
+        None::<&str>,
+        MsFlags::MS_REMOUNT | flags,
+        Some("mode=755"),
+    )
+    .with_context(|| format!("remounting {} read-only", dest.display()))
+}
+
+/// Mount points of v1 cgroup hierarchies (and the unified one on hybrid
+/// hosts), from /proc/self/mountinfo.
+fn v1_mountpoints() -> Vec<PathBuf> {
+    let Ok(text) = fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    text.lines()
+        .filter_map(|line| {
+            let (pre, post) = line.split_once(" - ")?;
+            let fstype = post.split_whitespace().next()?;
+            if fstype != "cgroup" && fstype != "cgroup2" {
+                return None;
+            }
+            pre.split_whitespace().nth(4).map(PathBuf::from)
+        })
+        .collect()
+}
+
+/// mkdir -p with mode 0755.
+pub fn mkdir_all(path: &Path) -> Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(path)
+        .with_context(|| format!("creating directory {}", path.display()))
+}
+
+/// Make sure a regular file (or any non-directory) exists at `path`.
+pub fn ensure_file(path: &Path) -> Result<()> {
+    if let Some(parent) = path.parent() {
+        mkdir_all(parent)?;
+    }
+    match fs::symlink_metadata(path) {
+        Ok(_) => Ok(()),
+        Err(_) => fs::File::options()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map(drop)
+            .with_context(|| format!("creating {}", path.display())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(list: &[&str]) -> MountOptions {
+        MountOptions::parse(&list.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap()
+    }
+
+    #[test]
+    fn parses_flags_data_and_propagation() {
+        let o = opts(&["nosuid", "strictatime", "mode=755", "size=65536k", "rslave"]);
+        assert_eq!(o.flags, MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME);
+        assert_eq!(o.data, vec!["mode=755", "size=65536k"]);
+        assert_eq!(o.propagation, vec![MsFlags::MS_SLAVE | MsFlags::MS_REC]);
+        let o = opts(&["rbind", "ro", "rw"]);
+        assert!(o.is_bind());
+        assert!(!o.flags.contains(MsFlags::MS_RDONLY));
+        assert!(o.flags.contains(MsFlags::MS_REC));
+    }
+
+    #[test]
+    fn idmap_is_refused() {
+        assert!(MountOptions::parse(&["idmap".to_string()]).is_err());
+    }
+}

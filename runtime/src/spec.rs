@@ -1,0 +1,235 @@
+//! Loading and validating a bundle's `config.json`, before any side effect.
+//!
+//! Every error names the file and the JSON field that is wrong, e.g.
+//! `/b/config.json: linux.namespaces[2].type: unknown variant "foo"`.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::{LinuxNamespace, LinuxNamespaceType, Spec};
+
+use crate::error::{Error, Result};
+
+/// A validated bundle: the parsed spec with absolute paths resolved.
+#[derive(Debug, Clone)]
+pub struct Bundle {
+    /// Absolute path of the bundle directory.
+    pub dir: PathBuf,
+    /// Absolute, canonical path of the root filesystem.
+    pub rootfs: PathBuf,
+    pub spec: Spec,
+}
+
+/// The file name of a bundle's configuration.
+pub const CONFIG_FILE: &str = "config.json";
+
+impl Bundle {
+    /// Read `<dir>/config.json`, parse it and validate what berth relies on.
+    pub fn load(dir: &Path) -> Result<Bundle> {
+        let dir = std::path::absolute(dir)
+            .map_err(|e| Error::invalid(format!("bundle {}: {e}", dir.display())))?;
+        let config = dir.join(CONFIG_FILE);
+        let text = std::fs::read(&config)
+            .map_err(|e| Error::invalid(format!("reading {}: {e}", config.display())))?;
+        let spec =
+            parse(&text).map_err(|msg| Error::invalid(format!("{}: {msg}", config.display())))?;
+        let rootfs = resolve_rootfs(&dir, &spec).map_err(|e| e.context(config.display()))?;
+        validate(&spec).map_err(|e| e.context(config.display()))?;
+        Ok(Bundle { dir, rootfs, spec })
+    }
+
+    /// The namespaces the spec asks for (empty when there is no `linux`).
+    pub fn namespaces(&self) -> &[LinuxNamespace] {
+        namespaces(&self.spec)
+    }
+}
+
+/// Parse config.json text; the error names the JSON path of the bad field.
+pub fn parse(text: &[u8]) -> std::result::Result<Spec, String> {
+    let de = &mut serde_json::Deserializer::from_slice(text);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path.is_empty() || path == "." {
+            format!("invalid JSON: {inner}")
+        } else {
+            format!("{path}: {inner}")
+        }
+    })
+}
+
+/// The namespaces of a spec (empty when there is no `linux` section).
+pub fn namespaces(spec: &Spec) -> &[LinuxNamespace] {
+    spec.linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_deref())
+        .unwrap_or(&[])
+}
+
+/// The entry for namespace `typ`, if the spec lists it.
+pub fn namespace(spec: &Spec, typ: LinuxNamespaceType) -> Option<&LinuxNamespace> {
+    namespaces(spec).iter().find(|ns| ns.typ() == typ)
+}
+
+fn resolve_rootfs(dir: &Path, spec: &Spec) -> Result<PathBuf> {
+    let root = spec.root().as_ref().ok_or_else(|| {
+        Error::invalid("root: missing (the bundle must name its root filesystem)")
+    })?;
+    let path = dir.join(root.path());
+    let canonical = path
+        .canonicalize()
+        .map_err(|e| Error::invalid(format!("root.path {}: {e}", path.display())))?;
+    if !canonical.is_dir() {
+        return Err(Error::invalid(format!(
+            "root.path {}: not a directory",
+            path.display()
+        )));
+    }
+    Ok(canonical)
+}
+
+fn validate(spec: &Spec) -> Result<()> {
+    let process = spec
+        .process()
+        .as_ref()
+        .ok_or_else(|| Error::invalid("process: missing"))?;
+    match process.args() {
+        Some(args) if !args.is_empty() && !args[0].is_empty() => {}
+        _ => return Err(Error::invalid("process.args: must name the program to run")),
+    }
+    if !process.cwd().is_absolute() {
+        return Err(Error::invalid(format!(
+            "process.cwd {:?}: must be an absolute path",
+            process.cwd()
+        )));
+    }
+    let mut seen = HashSet::new();
+    for (i, ns) in namespaces(spec).iter().enumerate() {
+        let typ = ns.typ();
+        if !seen.insert(typ as u32) {
+            return Err(Error::invalid(format!(
+                "linux.namespaces[{i}]: namespace {typ} listed twice"
+            )));
+        }
+        match typ {
+            LinuxNamespaceType::User => {
+                return Err(Error::unsupported(format!(
+                    "linux.namespaces[{i}]: user namespaces are not supported yet"
+                )))
+            }
+            LinuxNamespaceType::Time => {
+                return Err(Error::unsupported(format!(
+                    "linux.namespaces[{i}]: time namespaces are not supported"
+                )))
+            }
+            _ => {}
+        }
+        if let Some(path) = ns.path() {
+            if !path.exists() {
+                return Err(Error::invalid(format!(
+                    "linux.namespaces[{i}].path {}: does not exist",
+                    path.display()
+                )));
+            }
+        }
+    }
+    let private = |typ| namespace(spec, typ).is_some_and(|ns| ns.path().is_none());
+    if spec.hostname().as_deref().is_some_and(|h| !h.is_empty())
+        && !private(LinuxNamespaceType::Uts)
+    {
+        return Err(Error::invalid(
+            "hostname: setting it needs a new uts namespace (linux.namespaces)",
+        ));
+    }
+    if spec.domainname().as_deref().is_some_and(|h| !h.is_empty())
+        && !private(LinuxNamespaceType::Uts)
+    {
+        return Err(Error::invalid(
+            "domainname: setting it needs a new uts namespace (linux.namespaces)",
+        ));
+    }
+    if let Some(sysctl) = spec.linux().as_ref().and_then(|l| l.sysctl().as_ref()) {
+        for key in sysctl.keys() {
+            if key.is_empty() || key.split(['.', '/']).any(|c| c.is_empty() || c == "..") {
+                return Err(Error::invalid(format!("linux.sysctl: invalid key {key:?}")));
+            }
+        }
+    }
+    for (i, m) in spec.mounts().as_deref().unwrap_or(&[]).iter().enumerate() {
+        if !m.destination().is_absolute() {
+            return Err(Error::invalid(format!(
+                "mounts[{i}].destination {:?}: must be an absolute path",
+                m.destination()
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_error_names_the_field() {
+        let text =
+            br#"{"ociVersion":"1.0.2","linux":{"namespaces":[{"type":"pid"},{"type":"bogus"}]}}"#;
+        let err = parse(text).unwrap_err();
+        assert!(err.starts_with("linux.namespaces[1].type"), "{err}");
+    }
+
+    #[test]
+    fn malformed_json_is_reported() {
+        let err = parse(b"{ not json").unwrap_err();
+        assert!(err.contains("invalid JSON"), "{err}");
+    }
+
+    fn bundle_with(config: &str) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("rootfs")).unwrap();
+        std::fs::write(dir.path().join(CONFIG_FILE), config).unwrap();
+        dir
+    }
+
+    const MINIMAL: &str = r#"{"ociVersion":"1.0.2","root":{"path":"rootfs"},
+        "process":{"user":{"uid":0,"gid":0},"args":["sh"],"cwd":"/"},
+        "linux":{"namespaces":[{"type":"pid"},{"type":"uts"}]},"hostname":"h"}"#;
+
+    #[test]
+    fn loads_a_minimal_bundle() {
+        let dir = bundle_with(MINIMAL);
+        let b = Bundle::load(dir.path()).unwrap();
+        assert_eq!(b.rootfs, dir.path().join("rootfs").canonicalize().unwrap());
+        assert_eq!(b.namespaces().len(), 2);
+    }
+
+    #[test]
+    fn missing_rootfs_names_the_path() {
+        let dir = bundle_with(&MINIMAL.replace("\"rootfs\"", "\"nope\""));
+        let err = Bundle::load(dir.path()).unwrap_err();
+        assert!(err.message().contains("root.path"), "{err}");
+        assert!(err.message().contains("nope"), "{err}");
+    }
+
+    #[test]
+    fn missing_config_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = Bundle::load(dir.path()).unwrap_err();
+        assert!(err.message().contains("config.json"), "{err}");
+    }
+
+    #[test]
+    fn hostname_needs_uts() {
+        let dir = bundle_with(&MINIMAL.replace(r#",{"type":"uts"}"#, ""));
+        let err = Bundle::load(dir.path()).unwrap_err();
+        assert!(err.message().contains("hostname"), "{err}");
+    }
+
+    #[test]
+    fn duplicate_namespace_refused() {
+        let dir =
+            bundle_with(&MINIMAL.replace(r#"{"type":"uts"}"#, r#"{"type":"uts"},{"type":"pid"}"#));
+        let err = Bundle::load(dir.path()).unwrap_err();
+        assert!(err.message().contains("listed twice"), "{err}");
+    }
+}

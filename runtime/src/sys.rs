@@ -1,0 +1,271 @@
+//! Thin wrappers over the system calls that `nix` does not cover.
+//!
+//! This is the only module of the crate allowed to use `unsafe`; every block
+//! states why it is sound. Everything else goes through these safe functions.
+#![allow(unsafe_code)]
+
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+use nix::errno::Errno;
+use nix::unistd::Pid;
+
+/// Where a fork-like clone left us.
+#[derive(Debug)]
+pub enum CloneResult {
+    /// In the parent: the child's pid.
+    Parent(Pid),
+    /// In the child.
+    Child,
+}
+
+/// `struct clone_args` of clone3(2), laid out as the kernel expects (v2, 88 bytes).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// Fork the calling process into new namespaces (`flags` are `CLONE_NEW*`),
+/// the way fork(2) does: the child continues on a copy of the caller's stack.
+///
+/// With `cgroup` set (cgroup v2), the child is born inside that cgroup
+/// (`CLONE_INTO_CGROUP`); older kernels without clone3 fall back to clone(2),
+/// and the caller must then move the child into its cgroup itself, which the
+/// returned flag tells (`true` when the child was born in the cgroup).
+///
+/// The caller must be single-threaded: the child gets only the calling thread.
+pub fn clone_fork(
+    flags: libc::c_int,
+    cgroup: Option<BorrowedFd<'_>>,
+) -> nix::Result<(CloneResult, bool)> {
+    let mut args = CloneArgs {
+        flags: flags as u32 as u64,
+        exit_signal: libc::SIGCHLD as u64,
+        ..Default::default()
+    };
+    if let Some(fd) = cgroup {
+        args.flags |= CLONE_INTO_CGROUP;
+        args.cgroup = fd.as_raw_fd() as u64;
+    }
+    // SAFETY: clone3 with a null stack behaves like fork(2): the child resumes
+    // here with a copy of the address space. `args` is a valid, fully
+    // initialised clone_args of the size we pass. The process is
+    // single-threaded (berth never starts threads), so no lock can be held by
+    // a thread that does not exist in the child.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &mut args as *mut CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    match Errno::result(ret) {
+        Ok(0) => return Ok((CloneResult::Child, cgroup.is_some())),
+        Ok(pid) => {
+            return Ok((
+                CloneResult::Parent(Pid::from_raw(pid as i32)),
+                cgroup.is_some(),
+            ))
+        }
+        Err(Errno::ENOSYS) | Err(Errno::E2BIG) => {}
+        // CLONE_INTO_CGROUP unsupported by this kernel: retry without it.
+        Err(Errno::EINVAL) if cgroup.is_some() => {}
+        Err(e) => return Err(e),
+    }
+    // SAFETY: the raw clone(2) syscall with a null stack and no
+    // CLONE_VM/CLONE_SETTLS is fork(2) with extra namespace flags; the
+    // pointer arguments are null, which the kernel accepts for these flags.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (flags | libc::SIGCHLD) as libc::c_ulong,
+            std::ptr::null_mut::<libc::c_void>(),
+            std::ptr::null_mut::<libc::c_int>(),
+            std::ptr::null_mut::<libc::c_int>(),
+            0 as libc::c_ulong,
+        )
+    };
+    match Errno::result(ret)? {
+        0 => Ok((CloneResult::Child, false)),
+        pid => Ok((CloneResult::Parent(Pid::from_raw(pid as i32)), false)),
+    }
+}
+
+/// Leave the process immediately, without running exit handlers or
+/// flushing stdio buffers inherited from the parent (for forked children).
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit(2) takes no pointers and never returns.
+    unsafe { libc::_exit(code) }
+}
+
+/// pidfd_open(2): a file descriptor that refers to `pid` and cannot be
+/// confused with a later process reusing the number.
+pub fn pidfd_open(pid: Pid) -> nix::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags, no pointers.
+    let ret = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
+    let fd = Errno::result(ret)? as RawFd;
+    // SAFETY: the kernel returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// pidfd_send_signal(2).
+pub fn pidfd_send_signal(pidfd: BorrowedFd<'_>, signal: i32) -> nix::Result<()> {
+    // SAFETY: the info pointer may be null (the kernel fills a default
+    // siginfo); the fd is borrowed for the duration of the call.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            signal,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    Errno::result(ret).map(drop)
+}
+
+/// Mark every descriptor from `first` upwards close-on-exec, so nothing of
+/// the runtime leaks into the container (CVE-2024-21626). Uses close_range(2)
+/// where the kernel has it, otherwise walks /proc/self/fd.
+pub fn cloexec_from(first: RawFd) -> nix::Result<()> {
+    const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+    // SAFETY: close_range takes two integers and flags; with CLOEXEC it
+    // closes nothing, it only sets a flag on descriptors.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first as libc::c_uint,
+            libc::c_uint::MAX,
+            CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if ret == 0 {
+        return Ok(());
+    }
+    let entries = std::fs::read_dir("/proc/self/fd").map_err(|_| Errno::EBADF)?;
+    let fds: Vec<RawFd> = entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|fd| *fd >= first)
+        .collect();
+    for fd in fds {
+        // SAFETY: fcntl on a descriptor number only changes its flags; an
+        // already-closed number (the read_dir fd itself) fails with EBADF.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+    Ok(())
+}
+
+/// Make the tty open on `fd` the controlling terminal of this session.
+pub fn set_controlling_tty(fd: BorrowedFd<'_>) -> nix::Result<()> {
+    // SAFETY: TIOCSCTTY takes an integer argument (0: don't steal).
+    let ret = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSCTTY, 0) };
+    Errno::result(ret).map(drop)
+}
+
+/// Set the terminal window size of `fd`.
+pub fn set_winsize(fd: BorrowedFd<'_>, rows: u16, cols: u16) -> nix::Result<()> {
+    let ws = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads a winsize struct that lives across the call.
+    let ret = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+    Errno::result(ret).map(drop)
+}
+
+/// Read the terminal window size of `fd`.
+pub fn get_winsize(fd: BorrowedFd<'_>) -> nix::Result<(u16, u16)> {
+    let mut ws = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ writes a winsize struct that lives across the call.
+    let ret = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCGWINSZ, &mut ws) };
+    Errno::result(ret).map(|_| (ws.ws_row, ws.ws_col))
+}
+
+/// setdomainname(2).
+pub fn set_domainname(name: &str) -> nix::Result<()> {
+    // SAFETY: the pointer and length describe the bytes of `name`, valid
+    // for the duration of the call; the kernel copies them.
+    let ret = unsafe { libc::setdomainname(name.as_ptr().cast(), name.len()) };
+    Errno::result(ret).map(drop)
+}
+
+/// Join a new, named session keyring so the container does not share the
+/// caller's keys (what runc does unless `--no-new-keyring`).
+pub fn join_session_keyring(name: &str) -> nix::Result<()> {
+    const KEYCTL_JOIN_SESSION_KEYRING: libc::c_int = 1;
+    let name = CString::new(name).map_err(|_| Errno::EINVAL)?;
+    // SAFETY: keyctl(JOIN_SESSION_KEYRING, name) reads a NUL-terminated
+    // string that outlives the call.
+    let ret =
+        unsafe { libc::syscall(libc::SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, name.as_ptr()) };
+    Errno::result(ret).map(drop)
+}
+
+/// The effective uid of the caller.
+pub fn geteuid() -> u32 {
+    nix::unistd::geteuid().as_raw()
+}
+
+/// Receive one descriptor passed with SCM_RIGHTS on a unix socket (the
+/// payload is read and discarded). New descriptors are close-on-exec.
+pub fn recv_fd(sock: BorrowedFd<'_>) -> nix::Result<OwnedFd> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    use std::io::IoSliceMut;
+    let mut buf = [0u8; 4096];
+    let mut iov = [IoSliceMut::new(&mut buf)];
+    let mut space = nix::cmsg_space!([RawFd; 1]);
+    let msg = recvmsg::<()>(
+        sock.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )?;
+    let mut received: Vec<OwnedFd> = Vec::new();
+    for cmsg in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(fds) = cmsg {
+            for fd in fds {
+                // SAFETY: SCM_RIGHTS has just installed this descriptor in
+                // our table; nothing else refers to it yet.
+                received.push(unsafe { OwnedFd::from_raw_fd(fd) });
+            }
+        }
+    }
+    // Extra descriptors, if a peer sent more than one, are closed on drop.
+    received.into_iter().next().ok_or(Errno::EBADMSG)
+}
+
+/// Restore every signal to its default action and unblock them all, so
+/// the container's program starts with a clean signal state.
+pub fn reset_signals() -> nix::Result<()> {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+    let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+    for sig in Signal::iterator() {
+        if matches!(sig, Signal::SIGKILL | Signal::SIGSTOP) {
+            continue;
+        }
+        // SAFETY: installing SIG_DFL involves no handler code, so no
+        // async-signal-safety requirement applies.
+        unsafe { sigaction(sig, &default) }?;
+    }
+    SigSet::all().thread_unblock()
+}
