@@ -4,16 +4,18 @@
 //! exited peer shows up as end-of-file instead of a hang.
 //!
 //! The conversation, in order:
-//! 1. parent -> child `CgroupJoined`: the child is in its cgroup (v1: the
-//!    parent wrote its pid; v2: it was born there), it may unshare the
-//!    cgroup namespace and set up its mounts;
+//! 1. parent -> child `CgroupJoined` (only when the child was not born in
+//!    its cgroup): the parent wrote the child's pid into its cgroup. The
+//!    child sets up mounts meanwhile and waits for this before it unshares
+//!    the cgroup namespace and before the hooks;
 //! 2. child -> parent `RunCreateRuntimeHooks`: mounts are done, before
 //!    pivot_root; the parent runs prestart and createRuntime hooks;
 //! 3. parent -> child `HooksDone` (with the state JSON hooks read); the child runs createContainer hooks,
 //!    pivots and finishes its setup;
 //! 4. child -> parent `Ready`: init is waiting to be started;
-//! 5. (`run` only) parent -> child `Start`; after `create`, `start` opens
-//!    the exec fifo instead.
+//! 5. (`run` only) parent -> child `Start`, child -> parent `Started` once
+//!    its startContainer hooks ran; after `create`, `start` opens the exec
+//!    fifo instead, and init writes to it once those hooks ran.
 //!
 //! At any point the child may send `Failed` with the stage it was in, the
 //! errno and a message; the parent turns it into a typed error.
@@ -30,6 +32,8 @@ use serde::{Deserialize, Serialize};
 pub enum FromChild {
     RunCreateRuntimeHooks,
     Ready,
+    /// (`run` only) startContainer hooks ran; init is about to exec.
+    Started,
     Failed(InitFailure),
 }
 

@@ -101,7 +101,7 @@ impl<T, E: fmt::Display> Context<T> for std::result::Result<T, E> {
 
 impl From<crate::cgroups::Error> for Error {
     fn from(e: crate::cgroups::Error) -> Self {
-        Error::internal(format!("cgroup: {e}"))
+        Error::internal(e.to_string())
     }
 }
 

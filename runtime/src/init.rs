@@ -53,6 +53,8 @@ pub struct InitArgs<'a> {
     /// The connected console socket, when the process has a terminal.
     pub console: Option<UnixStream>,
     pub cgroup: CgroupState,
+    /// Whether clone put us in our cgroup already (v2, CLONE_INTO_CGROUP).
+    pub born_in_cgroup: bool,
     /// Namespaces to join, opened by the parent (pid is already joined).
     pub join: Vec<(LinuxNamespaceType, File)>,
     pub no_pivot: bool,
@@ -121,6 +123,21 @@ fn recv(channel: &Channel, stage: &str) -> std::result::Result<FromParent, InitF
     }
 }
 
+fn wait_for_cgroup(channel: &Channel) -> std::result::Result<(), InitFailure> {
+    match recv(channel, "waiting for the cgroup")? {
+        FromParent::CgroupJoined => Ok(()),
+        other => Err(at("waiting for the cgroup")(Error::internal(format!(
+            "unexpected {other:?}"
+        )))),
+    }
+}
+
+fn unshare_cgroupns() -> std::result::Result<(), InitFailure> {
+    unshare(CloneFlags::CLONE_NEWCGROUP)
+        .context("unshare")
+        .map_err(at("creating the cgroup namespace"))
+}
+
 fn prepare(args: &InitArgs<'_>) -> std::result::Result<Ready, InitFailure> {
     let spec = &args.bundle.spec;
     let process = spec
@@ -129,14 +146,6 @@ fn prepare(args: &InitArgs<'_>) -> std::result::Result<Ready, InitFailure> {
         .ok_or_else(|| at("reading the spec")(Error::invalid("process: missing")))?;
     let namespaces = args.bundle.namespaces();
 
-    match recv(&args.channel, "waiting for the cgroup")? {
-        FromParent::CgroupJoined => {}
-        other => {
-            return Err(at("waiting for the cgroup")(Error::internal(format!(
-                "unexpected {other:?}"
-            ))))
-        }
-    }
     namespaces::join(
         &args.join,
         &[
@@ -148,11 +157,25 @@ fn prepare(args: &InitArgs<'_>) -> std::result::Result<Ready, InitFailure> {
         ],
     )
     .map_err(at("joining namespaces"))?;
+    // Moving a process between cgroups (v1) costs the kernel an RCU grace
+    // period; the parent does it while we set up mounts, and we only wait
+    // for it where it matters: before the cgroup namespace is unshared (its
+    // root is the cgroup we are in) or, on v2 without CLONE_INTO_CGROUP,
+    // before mounting a fresh cgroup2 that shows that namespace.
     let cgroupns = namespaces::is_new(namespaces, LinuxNamespaceType::Cgroup);
-    if cgroupns {
-        unshare(CloneFlags::CLONE_NEWCGROUP)
-            .context("unshare")
-            .map_err(at("creating the cgroup namespace"))?;
+    let mut joined = args.born_in_cgroup;
+    let wait_cgroup = |joined: &mut bool| -> std::result::Result<(), InitFailure> {
+        if !*joined {
+            wait_for_cgroup(&args.channel)?;
+            *joined = true;
+        }
+        Ok(())
+    };
+    if cgroupns && matches!(args.cgroup, CgroupState::V2 { .. }) {
+        wait_cgroup(&mut joined)?;
+    }
+    if cgroupns && joined {
+        unshare_cgroupns()?;
     }
     if !args.no_new_keyring {
         match sys::join_session_keyring(&format!("_ses.{}", args.id)) {
@@ -182,6 +205,12 @@ fn prepare(args: &InitArgs<'_>) -> std::result::Result<Ready, InitFailure> {
         rootfs::prepare(&ctx, spec).map_err(at("preparing the rootfs"))?;
     }
 
+    if !joined {
+        wait_cgroup(&mut joined)?;
+        if cgroupns {
+            unshare_cgroupns()?;
+        }
+    }
     args.channel
         .send(&FromChild::RunCreateRuntimeHooks)
         .map_err(|e| at("syncing for hooks")(Error::internal(e.to_string())))?;
@@ -255,6 +284,10 @@ fn launch(args: InitArgs<'_>, ready: Ready) -> Result<()> {
     let Some(process) = spec.process().as_ref() else {
         return Err(Error::invalid("process: missing"));
     };
+    // Wait to be started; startContainer hooks run before we confirm, so
+    // they are done by the time `start` returns (and poststart follows).
+    let state = ready.state.replacen("\"creating\"", "\"running\"", 1);
+    let start_hooks = hooks::hooks_of(spec.hooks().as_ref(), HookKind::StartContainer);
     match &args.start {
         StartSignal::Fifo(path_fd) => {
             use std::os::fd::AsRawFd;
@@ -262,20 +295,21 @@ fn launch(args: InitArgs<'_>, ready: Ready) -> Result<()> {
                 .write(true)
                 .open(format!("/proc/self/fd/{}", path_fd.as_raw_fd()))
                 .context("opening the exec fifo")?;
+            hooks::run_hooks(HookKind::StartContainer, start_hooks, state.as_bytes())?;
             fifo.write_all(b"0").context("writing the exec fifo")?;
         }
-        StartSignal::Channel => match args.channel.recv::<FromParent>() {
-            Ok(Some(FromParent::Start)) => {}
-            _ => return Err(Error::internal("the runtime did not start the container")),
-        },
+        StartSignal::Channel => {
+            match args.channel.recv::<FromParent>() {
+                Ok(Some(FromParent::Start)) => {}
+                _ => return Err(Error::internal("the runtime did not start the container")),
+            }
+            hooks::run_hooks(HookKind::StartContainer, start_hooks, state.as_bytes())?;
+            args.channel
+                .send(&FromChild::Started)
+                .context("confirming the start")?;
+        }
     }
     drop(args.channel);
-    let state = ready.state.replacen("\"creating\"", "\"running\"", 1);
-    hooks::run_hooks(
-        HookKind::StartContainer,
-        hooks::hooks_of(spec.hooks().as_ref(), HookKind::StartContainer),
-        state.as_bytes(),
-    )?;
 
     let caps = process.capabilities().as_ref();
     capabilities::narrow_bounding(caps)?;

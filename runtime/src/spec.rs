@@ -50,7 +50,7 @@ pub fn parse(text: &[u8]) -> std::result::Result<Spec, String> {
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
-        if path.is_empty() || path == "." {
+        if path.is_empty() || path == "." || path == "?" {
             format!("invalid JSON: {inner}")
         } else {
             format!("{path}: {inner}")

@@ -199,6 +199,7 @@ fn create_in(
                 start,
                 console,
                 cgroup: cgroup.state(),
+                born_in_cgroup,
                 join,
                 no_pivot: opts.no_pivot,
                 no_new_keyring: opts.no_new_keyring,
@@ -232,7 +233,7 @@ fn create_in(
         spec: spec.clone(),
         own_pid_namespace: namespaces::is_new(ns, LinuxNamespaceType::Pid),
     };
-    drive_init(&parent_end, &state, child)?;
+    drive_init(&parent_end, &state, child, born_in_cgroup)?;
     let console_master = match console_peer {
         Some(peer) => Some(receive_console(&peer)?),
         None => None,
@@ -250,10 +251,17 @@ fn create_in(
 }
 
 /// Follow init through its setup, running the hooks that belong to us.
-fn drive_init(channel: &Channel, state: &ContainerState, child: Pid) -> Result<()> {
-    channel
-        .send(&FromParent::CgroupJoined)
-        .context("talking to the container's init")?;
+fn drive_init(
+    channel: &Channel,
+    state: &ContainerState,
+    child: Pid,
+    born_in_cgroup: bool,
+) -> Result<()> {
+    if !born_in_cgroup {
+        channel
+            .send(&FromParent::CgroupJoined)
+            .context("talking to the container's init")?;
+    }
     loop {
         match channel
             .recv::<FromChild>()
@@ -278,6 +286,11 @@ fn drive_init(channel: &Channel, state: &ContainerState, child: Pid) -> Result<(
                     .context("talking to the container's init")?;
             }
             Some(FromChild::Ready) => return Ok(()),
+            Some(FromChild::Started) => {
+                return Err(Error::internal(
+                    "container init: out-of-order start confirmation",
+                ))
+            }
             Some(FromChild::Failed(failure)) => {
                 return Err(Error::internal(format!("container init failed: {failure}")))
             }

@@ -13,7 +13,7 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
 use super::create::{create, CreateOptions, Created, Launch};
-use crate::channel::FromParent;
+use crate::channel::{FromChild, FromParent};
 use crate::error::{Context, Error, ErrorKind, Result};
 use crate::hooks::{self, HookKind};
 use crate::state::{StateStore, Status};
@@ -71,6 +71,14 @@ pub fn run(store: &StateStore, opts: &CreateOptions, detach: bool) -> Result<i32
     channel
         .send(&FromParent::Start)
         .context("starting the container")?;
+    match channel.recv::<FromChild>() {
+        Ok(Some(FromChild::Started)) => {}
+        Ok(Some(FromChild::Failed(f))) => {
+            return Err(Error::internal(format!("starting the container: {f}")))
+        }
+        // Init reports its own exec failures on the container's stderr.
+        _ => {}
+    }
     drop(channel);
     let oci = serde_json::to_vec(&state.oci_state(Status::Running)).unwrap_or_default();
     hooks::run_hooks_best_effort(
