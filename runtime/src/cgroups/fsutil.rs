@@ -14,6 +14,8 @@ use super::error::{Error, Result};
 pub(crate) fn write_file(dir: &Path, file: &str, value: &str, field: &str) -> Result<()> {
     let path = dir.join(file);
     tracing::debug!(path = %path.display(), value, field, "cgroup write");
+    #[cfg(test)]
+    test_log::record(&path, value);
     let res = fs::OpenOptions::new()
         .write(true)
         .truncate(true)
@@ -171,5 +173,26 @@ pub(crate) fn wait_until(
         }
         std::thread::sleep(delay);
         delay = (delay * 2).min(Duration::from_millis(50));
+    }
+}
+
+/// Test build: a per-thread log of every write, so tests can check the
+/// order of writes and values overwritten by later writes.
+#[cfg(test)]
+pub(crate) mod test_log {
+    use std::cell::RefCell;
+    use std::path::{Path, PathBuf};
+
+    thread_local! {
+        static WRITES: RefCell<Vec<(PathBuf, String)>> = const { RefCell::new(Vec::new()) };
+    }
+
+    pub(crate) fn record(path: &Path, value: &str) {
+        WRITES.with(|w| w.borrow_mut().push((path.to_path_buf(), value.to_string())));
+    }
+
+    /// Drain this thread's writes.
+    pub(crate) fn take() -> Vec<(PathBuf, String)> {
+        WRITES.with(|w| std::mem::take(&mut *w.borrow_mut()))
     }
 }

@@ -52,9 +52,8 @@ impl V1Manager {
     }
 
     /// Create `dir` and any missing ancestors, top-down, recording every
-    /// directory we made. For the cpuset hierarchy, each new directory (and
-    /// the leaf, if its values are empty) gets the parent's cpus/mems.
-    fn mkdir_all(&self, dir: &Path, cpuset: bool, created: &mut Vec<PathBuf>) -> Result<()> {
+    /// directory we made (so a failed `create` can undo exactly those).
+    fn mkdir_all(dir: &Path, created: &mut Vec<PathBuf>) -> Result<()> {
         let mut missing = Vec::new();
         let mut cur = Some(dir);
         while let Some(p) = cur {
@@ -66,33 +65,48 @@ impl V1Manager {
         }
         for p in missing.into_iter().rev() {
             match fs::create_dir(&p) {
-                Ok(()) => created.push(p.clone()),
+                Ok(()) => created.push(p),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
                 Err(os) => return Err(Error::Create { path: p, os }),
             }
-            if cpuset {
-                inherit_cpuset(&p)?;
-            }
-        }
-        if cpuset {
-            inherit_cpuset(dir)?;
         }
         Ok(())
     }
 }
 
-/// Copy the parent's `cpuset.cpus`/`cpuset.mems` into `dir` where `dir`'s
-/// are empty (a new v1 cpuset cgroup starts empty and can't hold tasks).
-fn inherit_cpuset(dir: &Path) -> Result<()> {
-    let Some(parent) = dir.parent() else {
-        return Ok(());
-    };
-    for file in ["cpuset.cpus", "cpuset.mems"] {
-        let field = "cpuset inheritance";
-        let mine = read_file(dir, file, field)?;
-        if mine.is_empty() {
-            let theirs = read_file(parent, file, field)?;
-            write_file(dir, file, &theirs, field)?;
+const CPUSET_FILES: [&str; 2] = ["cpuset.cpus", "cpuset.mems"];
+
+/// A new v1 cpuset cgroup starts with empty `cpuset.cpus`/`cpuset.mems` and
+/// can't hold tasks. Walk up from `leaf` to the nearest ancestor whose
+/// values are set, then copy them down into every empty directory on the
+/// way back (covers both dirs we just made and pre-existing empty ones).
+fn inherit_cpuset(leaf: &Path) -> Result<()> {
+    let field = "cpuset inheritance";
+    let mut chain = Vec::new();
+    let mut cur = leaf;
+    loop {
+        let mut empty = false;
+        for file in CPUSET_FILES {
+            empty |= read_file(cur, file, field)?.is_empty();
+        }
+        if !empty {
+            break;
+        }
+        chain.push(cur);
+        cur = match cur.parent() {
+            Some(p) => p,
+            None => break,
+        };
+    }
+    for dir in chain.into_iter().rev() {
+        let Some(parent) = dir.parent() else {
+            continue;
+        };
+        for file in CPUSET_FILES {
+            if read_file(dir, file, field)?.is_empty() {
+                let value = read_file(parent, file, field)?;
+                write_file(dir, file, &value, field)?;
+            }
         }
     }
     Ok(())
@@ -100,18 +114,25 @@ fn inherit_cpuset(dir: &Path) -> Result<()> {
 
 impl CgroupManager for V1Manager {
     fn create(&self) -> Result<()> {
-        let cpuset_dir = self.dir("cpuset");
         let mut created = Vec::new();
+        let mut result = Ok(());
         for dir in self.unique_dirs() {
-            let cpuset = Some(dir) == cpuset_dir;
-            if let Err(e) = self.mkdir_all(dir, cpuset, &mut created) {
-                for p in created.iter().rev() {
-                    let _ = fs::remove_dir(p);
-                }
-                return Err(e);
+            result = Self::mkdir_all(dir, &mut created);
+            if result.is_err() {
+                break;
             }
         }
-        Ok(())
+        if result.is_ok() {
+            if let Some(dir) = self.dir("cpuset") {
+                result = inherit_cpuset(dir);
+            }
+        }
+        if result.is_err() {
+            for p in created.iter().rev() {
+                let _ = fs::remove_dir(p);
+            }
+        }
+        result
     }
 
     fn apply(&self, resources: &LinuxResources) -> Result<()> {
