@@ -68,6 +68,10 @@ pub struct InitArgs<'a> {
 /// Run init in the freshly cloned child. Never returns: it execs the user's
 /// program or exits, reporting failures to the parent over the channel.
 pub fn run(args: InitArgs<'_>) -> ! {
+    // Until exec, this process is the host's berth binary: not dumpable, so
+    // nothing in the container can open it through /proc/PID/exe or ptrace
+    // it. exec of the user's program resets the flag.
+    let _ = nix::sys::prctl::set_dumpable(false);
     for fd in &args.close {
         let _ = nix::unistd::close(*fd);
     }

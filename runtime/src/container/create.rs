@@ -162,9 +162,17 @@ fn create_in(
         armed: true,
     };
     cgroup.create()?;
-    if let Some(resources) = spec.linux().as_ref().and_then(|l| l.resources().as_ref()) {
-        cgroup.apply(resources)?;
+    // Device rules are always applied at create (deny all but the spec's and
+    // the default devices), even when the spec has no resources section.
+    let mut resources = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.resources().clone())
+        .unwrap_or_default();
+    if resources.devices().is_none() {
+        resources.set_devices(Some(Vec::new()));
     }
+    cgroup.apply(&resources)?;
 
     let join = namespaces::open_paths(ns)?;
     if let Some((_, pidns)) = join.iter().find(|(t, _)| *t == LinuxNamespaceType::Pid) {
