@@ -47,7 +47,9 @@ pub fn list(store: &StateStore) -> Result<Vec<serde_json::Value>> {
             continue;
         };
         let status = state.status(&dir);
-        out.push(state.oci_state(status));
+        let mut oci = state.oci_state(status);
+        oci["owner"] = owner_of(&dir).into();
+        out.push(oci);
     }
     Ok(out)
 }
@@ -62,4 +64,17 @@ pub fn state(store: &StateStore, id: &str) -> Result<serde_json::Value> {
         .map_err(|e| crate::Error::internal(format!("{id}: corrupt state: {e}")))?;
     let status = state.status(&dir);
     Ok(state.oci_state(status))
+}
+
+/// The user name owning a state directory (what `list` shows as OWNER).
+fn owner_of(dir: &std::path::Path) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::metadata(dir) else {
+        return String::new();
+    };
+    let uid = nix::unistd::Uid::from_raw(meta.uid());
+    match nix::unistd::User::from_uid(uid) {
+        Ok(Some(user)) => user.name,
+        _ => format!("#{uid}"),
+    }
 }
