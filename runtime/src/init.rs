@@ -12,26 +12,24 @@
 //!    startContainer hooks; drop privileges (bounding set, uid/gid,
 //!    capabilities, no_new_privs); close every fd above the kept ones; exec.
 
-use std::ffi::CString;
 use std::fs::File;
 use std::io::Write;
-use std::os::fd::{AsFd, OwnedFd, RawFd};
+use std::os::fd::{OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 use nix::sched::{unshare, CloneFlags};
 use nix::sys::stat::{umask, Mode};
-use nix::unistd::{Gid, Uid};
-use oci_spec::runtime::{LinuxNamespaceType, Process, Spec};
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
 use crate::cgroups::CgroupState;
 use crate::channel::{Channel, FromChild, FromParent, InitFailure};
 use crate::error::{Context, Error, Result};
 use crate::hooks::{self, HookKind};
+use crate::process::{self, ExecPlan};
 use crate::rootfs::{self, mounts::MountContext};
 use crate::spec::Bundle;
-use crate::{capabilities, namespaces, sys, terminal};
+use crate::{namespaces, sys};
 
 /// How init learns it may exec the user's program.
 #[derive(Debug)]
@@ -96,9 +94,7 @@ pub fn run(args: InitArgs<'_>) -> ! {
 
 /// What `prepare` found out for `launch`.
 struct Ready {
-    program: CString,
-    argv: Vec<CString>,
-    env: Vec<CString>,
+    plan: ExecPlan,
     state: String,
 }
 
@@ -144,7 +140,7 @@ fn unshare_cgroupns() -> std::result::Result<(), InitFailure> {
 
 fn prepare(args: &InitArgs<'_>) -> std::result::Result<Ready, InitFailure> {
     let spec = &args.bundle.spec;
-    let process = spec
+    let proc = spec
         .process()
         .as_ref()
         .ok_or_else(|| at("reading the spec")(Error::invalid("process: missing")))?;
@@ -191,7 +187,7 @@ fn prepare(args: &InitArgs<'_>) -> std::result::Result<Ready, InitFailure> {
             }
         }
     }
-    if let Some(adj) = process.oom_score_adj() {
+    if let Some(adj) = proc.oom_score_adj() {
         std::fs::write("/proc/self/oom_score_adj", adj.to_string())
             .context("/proc/self/oom_score_adj")
             .map_err(at("setting process.oomScoreAdj"))?;
@@ -245,47 +241,25 @@ fn prepare(args: &InitArgs<'_>) -> std::result::Result<Ready, InitFailure> {
     rootfs::finish(spec).map_err(at("finishing the rootfs"))?;
 
     match &args.console {
-        Some(socket) => setup_terminal(socket, process).map_err(at("setting up the terminal"))?,
+        Some(socket) => {
+            process::setup_terminal(socket, proc, true).map_err(at("setting up the terminal"))?
+        }
         None => {
             nix::unistd::setsid()
                 .context("setsid")
                 .map_err(at("starting a session"))?;
         }
     }
-    set_rlimits(process).map_err(at("setting process.rlimits"))?;
-    let cwd = process.cwd();
-    rootfs::mounts::mkdir_all(cwd).map_err(at("creating process.cwd"))?;
-    nix::unistd::chdir(cwd)
-        .with_context(|| format!("process.cwd {}", cwd.display()))
-        .map_err(at("entering process.cwd"))?;
-
-    let mut env = process.env().clone().unwrap_or_default();
-    if !env.iter().any(|e| e.starts_with("HOME=")) {
-        env.push(format!("HOME={}", home_of(process.user().uid())));
-    }
-    let argv = process.args().clone().unwrap_or_default();
-    let program = find_program(&argv[0], &env).map_err(at("looking up process.args[0]"))?;
-    let cstrings = |v: &[String]| {
-        v.iter()
-            .map(|s| CString::new(s.as_str()))
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(|_| {
-                at("preparing exec")(Error::invalid("NUL byte in process.args or process.env"))
-            })
-    };
-    Ok(Ready {
-        program: CString::new(program.into_os_string().into_encoded_bytes())
-            .map_err(|_| at("preparing exec")(Error::invalid("NUL byte in program path")))?,
-        argv: cstrings(&argv)?,
-        env: cstrings(&env)?,
-        state,
-    })
+    process::set_rlimits(proc).map_err(at("setting process.rlimits"))?;
+    process::enter_cwd(proc).map_err(at("entering process.cwd"))?;
+    let plan = ExecPlan::new(proc).map_err(at("looking up process.args[0]"))?;
+    Ok(Ready { plan, state })
 }
 
 /// From `Ready` to exec: wait to be started, then become the user's process.
 fn launch(args: InitArgs<'_>, ready: Ready) -> Result<()> {
     let spec = &args.bundle.spec;
-    let Some(process) = spec.process().as_ref() else {
+    let Some(proc) = spec.process().as_ref() else {
         return Err(Error::invalid("process: missing"));
     };
     // Wait to be started; startContainer hooks run before we confirm, so
@@ -315,28 +289,7 @@ fn launch(args: InitArgs<'_>, ready: Ready) -> Result<()> {
     }
     drop(args.channel);
 
-    let caps = process.capabilities().as_ref();
-    capabilities::narrow_bounding(caps)?;
-    set_user(process)?;
-    capabilities::apply_sets(caps)?;
-    if process.no_new_privileges().unwrap_or(false) {
-        nix::sys::prctl::set_no_new_privs().context("setting no_new_privs")?;
-    }
-    let mask = process.user().umask().unwrap_or(0o022);
-    umask(Mode::from_bits_truncate(mask));
-    sys::cloexec_from(3 + args.preserve_fds).context("closing inherited descriptors")?;
-    // The runtime's signal mask and ignored signals (SIGPIPE) would
-    // otherwise survive exec.
-    sys::reset_signals().context("resetting signal handling")?;
-    let err = nix::unistd::execve(&ready.program, &ready.argv, &ready.env).unwrap_err();
-    Err(Error::internal(format!(
-        "exec {:?}: {err}",
-        ready
-            .argv
-            .first()
-            .map(|a| a.to_string_lossy().into_owned())
-            .unwrap_or_default()
-    )))
+    process::become_and_exec(proc, &ready.plan, args.preserve_fds)
 }
 
 fn set_names(spec: &Spec, namespaces: &[oci_spec::runtime::LinuxNamespace]) -> Result<()> {
@@ -350,129 +303,4 @@ fn set_names(spec: &Spec, namespaces: &[oci_spec::runtime::LinuxNamespace]) -> R
         sys::set_domainname(name).with_context(|| format!("domainname {name:?}"))?;
     }
     Ok(())
-}
-
-fn setup_terminal(socket: &UnixStream, process: &Process) -> Result<()> {
-    let pty = terminal::open_pty()?;
-    // /dev/console is the container's terminal, as on a real machine.
-    let console = Path::new("/dev/console");
-    if rootfs::mounts::ensure_file(console).is_ok() {
-        nix::mount::mount(
-            Some(&pty.slave_path),
-            console,
-            None::<&str>,
-            nix::mount::MsFlags::MS_BIND,
-            None::<&str>,
-        )
-        .with_context(|| format!("bind-mounting {} on /dev/console", pty.slave_path.display()))?;
-    }
-    if let Some(size) = process.console_size() {
-        let rows = u16::try_from(size.height()).unwrap_or(u16::MAX);
-        let cols = u16::try_from(size.width()).unwrap_or(u16::MAX);
-        terminal::set_size(pty.master.as_fd(), rows, cols)?;
-    }
-    terminal::send_fd(
-        socket.as_fd(),
-        pty.master.as_fd(),
-        &pty.slave_path.to_string_lossy(),
-    )
-    .context("sending the pty master to the console socket")?;
-    terminal::become_tty_session(&pty.slave)
-}
-
-fn set_rlimits(process: &Process) -> Result<()> {
-    for limit in process.rlimits().as_deref().unwrap_or(&[]) {
-        let name = serde_json::to_value(limit.typ())
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default();
-        let resource = rlimit_resource(&name)
-            .ok_or_else(|| Error::invalid(format!("unknown rlimit {name:?}")))?;
-        nix::sys::resource::setrlimit(resource, limit.soft(), limit.hard())
-            .with_context(|| format!("{name} soft {} hard {}", limit.soft(), limit.hard()))?;
-    }
-    Ok(())
-}
-
-fn rlimit_resource(name: &str) -> Option<nix::sys::resource::Resource> {
-    use nix::sys::resource::Resource as R;
-    Some(match name {
-        "RLIMIT_CPU" => R::RLIMIT_CPU,
-        "RLIMIT_FSIZE" => R::RLIMIT_FSIZE,
-        "RLIMIT_DATA" => R::RLIMIT_DATA,
-        "RLIMIT_STACK" => R::RLIMIT_STACK,
-        "RLIMIT_CORE" => R::RLIMIT_CORE,
-        "RLIMIT_RSS" => R::RLIMIT_RSS,
-        "RLIMIT_NPROC" => R::RLIMIT_NPROC,
-        "RLIMIT_NOFILE" => R::RLIMIT_NOFILE,
-        "RLIMIT_MEMLOCK" => R::RLIMIT_MEMLOCK,
-        "RLIMIT_AS" => R::RLIMIT_AS,
-        "RLIMIT_LOCKS" => R::RLIMIT_LOCKS,
-        "RLIMIT_SIGPENDING" => R::RLIMIT_SIGPENDING,
-        "RLIMIT_MSGQUEUE" => R::RLIMIT_MSGQUEUE,
-        "RLIMIT_NICE" => R::RLIMIT_NICE,
-        "RLIMIT_RTPRIO" => R::RLIMIT_RTPRIO,
-        "RLIMIT_RTTIME" => R::RLIMIT_RTTIME,
-        _ => return None,
-    })
-}
-
-/// Switch to the process's uid, gid and supplementary groups, keeping the
-/// permitted capabilities across the uid change so they can be set after.
-fn set_user(process: &Process) -> Result<()> {
-    let user = process.user();
-    let groups: Vec<Gid> = user
-        .additional_gids()
-        .as_deref()
-        .unwrap_or(&[])
-        .iter()
-        .map(|g| Gid::from_raw(*g))
-        .collect();
-    nix::sys::prctl::set_keepcaps(true).context("keeping capabilities across setuid")?;
-    nix::unistd::setgroups(&groups).context("process.user.additionalGids")?;
-    let gid = Gid::from_raw(user.gid());
-    nix::unistd::setresgid(gid, gid, gid).with_context(|| format!("process.user.gid {gid}"))?;
-    let uid = Uid::from_raw(user.uid());
-    nix::unistd::setresuid(uid, uid, uid).with_context(|| format!("process.user.uid {uid}"))?;
-    nix::sys::prctl::set_keepcaps(false).context("resetting keep-caps")
-}
-
-/// The home directory of `uid` from the container's /etc/passwd, or "/".
-fn home_of(uid: u32) -> String {
-    std::fs::read_to_string("/etc/passwd")
-        .ok()
-        .and_then(|text| {
-            text.lines().find_map(|line| {
-                let f: Vec<&str> = line.split(':').collect();
-                (f.len() >= 6 && f[2].parse::<u32>().ok() == Some(uid)).then(|| f[5].to_string())
-            })
-        })
-        .unwrap_or_else(|| "/".to_string())
-}
-
-/// Find the program as execvp would, with the container's PATH.
-fn find_program(name: &str, env: &[String]) -> Result<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    let executable = |p: &Path| {
-        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-    };
-    if name.contains('/') {
-        let p = PathBuf::from(name);
-        return if executable(&p) {
-            Ok(p)
-        } else {
-            Err(Error::invalid(format!(
-                "exec {name:?}: no such executable file"
-            )))
-        };
-    }
-    let path = env
-        .iter()
-        .rev()
-        .find_map(|e| e.strip_prefix("PATH="))
-        .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
-    path.split(':')
-        .map(|dir| Path::new(if dir.is_empty() { "." } else { dir }).join(name))
-        .find(|p| executable(p))
-        .ok_or_else(|| Error::invalid(format!("exec {name:?}: executable file not found in $PATH")))
 }

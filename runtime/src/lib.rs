@@ -21,6 +21,7 @@ pub mod features;
 pub mod hooks;
 pub mod init;
 pub mod namespaces;
+pub mod process;
 pub mod process_info;
 pub mod rootfs;
 pub mod spec;
