@@ -98,10 +98,15 @@ impl Channel {
     /// The next message, or `None` when the peer closed its end.
     pub fn recv<T: DeserializeOwned>(&self) -> nix::Result<Option<T>> {
         let mut buf = vec![0u8; MAX_MESSAGE];
+        let mut reset = false;
         let n = loop {
             match nix::unistd::read(&self.fd, &mut buf) {
                 Ok(n) => break n,
                 Err(Errno::EINTR) => continue,
+                // The peer exited with a message of ours unread: the
+                // kernel reports that once, before what the peer sent us
+                // (e.g. its failure report). Keep reading.
+                Err(Errno::ECONNRESET) if !reset => reset = true,
                 Err(e) => return Err(e),
             }
         };
@@ -141,5 +146,15 @@ mod tests {
         assert_eq!(a.recv::<FromChild>().unwrap(), Some(failure));
         drop(b);
         assert_eq!(a.recv::<FromChild>().unwrap(), None);
+    }
+
+    #[test]
+    fn report_survives_a_peer_that_exits_with_unread_messages() {
+        let (parent, child) = pair().unwrap();
+        child.send(&FromChild::Ready).unwrap();
+        parent.send(&FromParent::CgroupJoined).unwrap();
+        drop(child); // exits without reading CgroupJoined
+        assert_eq!(parent.recv::<FromChild>().unwrap(), Some(FromChild::Ready));
+        assert_eq!(parent.recv::<FromChild>().unwrap(), None);
     }
 }

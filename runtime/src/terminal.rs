@@ -71,8 +71,8 @@ pub fn send_fd(sock: BorrowedFd<'_>, fd: BorrowedFd<'_>, name: &str) -> nix::Res
     sendmsg::<()>(sock.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), None).map(drop)
 }
 
-/// Make `slave` this process's controlling terminal and its stdio.
-/// The caller must already be a session leader (setsid).
+/// Start a new session with `slave` as its controlling terminal and as
+/// this process's stdio.
 pub fn become_tty_session(slave: &OwnedFd) -> Result<()> {
     nix::unistd::setsid().context("setsid")?;
     sys::set_controlling_tty(slave.as_fd()).context("setting the controlling terminal")?;
@@ -90,4 +90,26 @@ pub fn set_size(fd: BorrowedFd<'_>, rows: u16, cols: u16) -> Result<()> {
 /// Receive one fd sent with [`send_fd`].
 pub fn recv_fd(sock: &UnixStream) -> nix::Result<OwnedFd> {
     sys::recv_fd(sock.as_fd())
+}
+
+/// Where the container process's pty goes: `(for the process, our end)`.
+/// With a console socket, the process gets a connection to it; without one
+/// (foreground `run`/`exec`), it gets one end of a socketpair and we keep
+/// the other to receive the master and relay it. No terminal: neither.
+pub fn connect(
+    console_socket: Option<&Path>,
+    terminal: bool,
+) -> Result<(Option<UnixStream>, Option<UnixStream>)> {
+    match (console_socket, terminal) {
+        (Some(path), true) => {
+            let stream = UnixStream::connect(path)
+                .with_context(|| format!("connecting to the console socket {}", path.display()))?;
+            Ok((Some(stream), None))
+        }
+        (None, true) => {
+            let (a, b) = UnixStream::pair().context("creating the console socketpair")?;
+            Ok((Some(a), Some(b)))
+        }
+        _ => Ok((None, None)),
+    }
 }

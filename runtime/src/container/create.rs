@@ -21,7 +21,7 @@ use crate::init::{self, InitArgs, StartSignal};
 use crate::process_info::ProcessInfo;
 use crate::spec::Bundle;
 use crate::state::{now_rfc3339, write_atomic, ContainerDir, ContainerState, StateStore, Status};
-use crate::{namespaces, sys};
+use crate::{namespaces, sys, terminal};
 
 /// What `create` and `run` are asked to do.
 #[derive(Debug, Clone, Default)]
@@ -134,21 +134,7 @@ fn create_in(
     let spec = &bundle.spec;
     let ns = bundle.namespaces();
 
-    // The console: the caller's socket, or our own socketpair for `run`.
-    let (console, console_peer) =
-        match (&opts.console_socket, terminal) {
-            (Some(path), true) => (
-                Some(UnixStream::connect(path).with_context(|| {
-                    format!("connecting to the console socket {}", path.display())
-                })?),
-                None,
-            ),
-            (None, true) => {
-                let (a, b) = UnixStream::pair().context("creating the console socketpair")?;
-                (Some(a), Some(b))
-            }
-            _ => (None, None),
-        };
+    let (console, console_peer) = terminal::connect(opts.console_socket.as_deref(), terminal)?;
 
     let cgroups_path = spec
         .linux()
@@ -266,9 +252,9 @@ fn drive_init(
     born_in_cgroup: bool,
 ) -> Result<()> {
     if !born_in_cgroup {
-        channel
-            .send(&FromParent::CgroupJoined)
-            .context("talking to the container's init")?;
+        // If init already failed, its report is what matters: it is read
+        // below, so a failed send is not an error here.
+        let _ = channel.send(&FromParent::CgroupJoined);
     }
     loop {
         match channel
@@ -316,5 +302,5 @@ fn drive_init(
 
 /// Receive the pty master init sent over our console socketpair.
 fn receive_console(peer: &UnixStream) -> Result<OwnedFd> {
-    crate::terminal::recv_fd(peer).context("receiving the terminal from init")
+    terminal::recv_fd(peer).context("receiving the terminal from init")
 }

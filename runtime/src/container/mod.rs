@@ -3,6 +3,7 @@
 
 mod create;
 mod delete;
+mod exec;
 mod kill;
 mod run;
 mod signal;
@@ -10,6 +11,7 @@ mod start;
 
 pub use create::{create, CreateOptions, Created, Launch};
 pub use delete::delete;
+pub use exec::{exec, ExecOptions};
 pub use kill::{kill, signal_init};
 pub use run::run;
 pub use signal::parse_signal;
@@ -54,16 +56,27 @@ pub fn list(store: &StateStore) -> Result<Vec<serde_json::Value>> {
     Ok(out)
 }
 
-/// The OCI state of container `id` (what `state` prints). Reads without
-/// taking the lock: state.json is only ever replaced by rename.
-pub fn state(store: &StateStore, id: &str) -> Result<serde_json::Value> {
+/// Read container `id`'s state without taking its lock: state.json is
+/// only ever replaced by rename, so a reader sees one version or the other.
+fn read_state(store: &StateStore, id: &str) -> Result<(std::path::PathBuf, ContainerState)> {
     crate::state::validate_id(id)?;
     let dir = store.root().join(id);
     let text = std::fs::read(dir.join("state.json")).map_err(|_| crate::Error::not_found(id))?;
-    let state: ContainerState = serde_json::from_slice(&text)
+    let state = serde_json::from_slice(&text)
         .map_err(|e| crate::Error::internal(format!("{id}: corrupt state: {e}")))?;
+    Ok((dir, state))
+}
+
+/// The OCI state of container `id` (what `state` prints).
+pub fn state(store: &StateStore, id: &str) -> Result<serde_json::Value> {
+    let (dir, state) = read_state(store, id)?;
     let status = state.status(&dir);
     Ok(state.oci_state(status))
+}
+
+/// The config a container was created with.
+pub fn spec_of(store: &StateStore, id: &str) -> Result<oci_spec::runtime::Spec> {
+    Ok(read_state(store, id)?.1.spec)
 }
 
 /// The user name owning a state directory (what `list` shows as OWNER).

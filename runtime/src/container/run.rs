@@ -49,17 +49,11 @@ pub fn run(store: &StateStore, opts: &CreateOptions, detach: bool) -> Result<i32
         }
     }
     // Block the forwarded signals before init exists, so none is lost;
-    // init unblocks them for itself before exec (cloexec_from / sigmask).
-    let mut mask = SigSet::empty();
-    mask.add(Signal::SIGCHLD);
-    for s in FORWARDED {
-        mask.add(*s);
-    }
+    // init resets its mask before exec.
     let signals = if detach {
         None
     } else {
-        mask.thread_block().context("blocking signals")?;
-        Some(SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC).context("creating a signalfd")?)
+        Some(Forwarder::new()?)
     };
     let Created {
         dir,
@@ -91,10 +85,7 @@ pub fn run(store: &StateStore, opts: &CreateOptions, detach: bool) -> Result<i32
     let Some(signals) = signals else {
         return Ok(0);
     };
-    let child = Pid::from_raw(state.pid);
-    let code = supervise(child, &signals, console_master.as_ref());
-    let _ = mask.thread_unblock();
-    let code = code?;
+    let code = signals.supervise(Pid::from_raw(state.pid), console_master.as_ref())?;
     // Clean up as delete would; another process may have deleted it already.
     match store.get(&state.id) {
         Ok(dir) => {
@@ -109,7 +100,40 @@ pub fn run(store: &StateStore, opts: &CreateOptions, detach: bool) -> Result<i32
     Ok(code)
 }
 
-/// Wait for init, forwarding signals and relaying the terminal.
+/// Signals blocked and read from a signalfd while we wait for a child.
+pub(crate) struct Forwarder {
+    mask: SigSet,
+    fd: SignalFd,
+}
+
+impl Forwarder {
+    /// Block SIGCHLD and the forwarded signals; undone on drop.
+    pub(crate) fn new() -> Result<Self> {
+        let mut mask = SigSet::empty();
+        mask.add(Signal::SIGCHLD);
+        for s in FORWARDED {
+            mask.add(*s);
+        }
+        mask.thread_block().context("blocking signals")?;
+        let fd =
+            SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC).context("creating a signalfd")?;
+        Ok(Self { mask, fd })
+    }
+
+    /// Wait for `child`, forwarding signals to it and relaying `console`
+    /// (a pty master) to our stdio; returns its exit status.
+    pub(crate) fn supervise(&self, child: Pid, console: Option<&OwnedFd>) -> Result<i32> {
+        supervise(child, &self.fd, console)
+    }
+}
+
+impl Drop for Forwarder {
+    fn drop(&mut self) {
+        let _ = self.mask.thread_unblock();
+    }
+}
+
+/// Wait for the child, forwarding signals and relaying the terminal.
 fn supervise(child: Pid, signals: &SignalFd, console: Option<&OwnedFd>) -> Result<i32> {
     let stdin = std::io::stdin();
     let raw = console

@@ -55,6 +55,8 @@ pub enum LogFormat {
 enum Command {
     /// Create a container: its init waits until `start`.
     Create(commands::create::Args),
+    /// Run a new process inside a container.
+    Exec(commands::exec::Args),
     /// Start a created container.
     Start(commands::start::Args),
     /// Create and start a container, and wait for it unless --detach.
@@ -100,6 +102,7 @@ fn dispatch(cli: &Cli) -> anyhow::Result<u8> {
     let root = cli.root.as_path();
     match &cli.command {
         Command::Create(args) => commands::create::run(root, args).map(|_| 0),
+        Command::Exec(args) => commands::exec::run(root, args),
         Command::Start(args) => commands::start::run(root, args).map(|_| 0),
         Command::Run(args) => commands::run::run(root, args),
         Command::State(args) => commands::state::run(root, args).map(|_| 0),

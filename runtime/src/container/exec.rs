@@ -1,0 +1,237 @@
+//! `exec`: run another process inside a created or running container: in
+//! all of its namespaces and its cgroup, with the container's settings
+//! unless the process description says otherwise.
+
+use std::fs::File;
+use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+
+use nix::sched::{setns, CloneFlags};
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::waitpid;
+use nix::unistd::Pid;
+use oci_spec::runtime::{LinuxNamespaceType, Process};
+
+use super::run::Forwarder;
+use crate::cgroups;
+use crate::channel::{self, Channel, FromChild, FromParent, InitFailure};
+use crate::error::{Context, Error, Result};
+use crate::process::{self, ExecPlan};
+use crate::state::{write_atomic, StateStore, Status};
+use crate::{namespaces, sys, terminal};
+
+/// What `exec` is asked to run.
+#[derive(Debug, Clone)]
+pub struct ExecOptions {
+    /// The complete process (from `--process`, or built from the
+    /// container's process and the command-line overrides).
+    pub process: Process,
+    pub console_socket: Option<PathBuf>,
+    pub pid_file: Option<PathBuf>,
+    pub detach: bool,
+    pub preserve_fds: u32,
+}
+
+/// The order namespaces are joined in: the mount namespace last, since it
+/// changes our root and with it what the others' paths would mean.
+const JOIN_ORDER: &[LinuxNamespaceType] = &[
+    LinuxNamespaceType::Cgroup,
+    LinuxNamespaceType::Ipc,
+    LinuxNamespaceType::Uts,
+    LinuxNamespaceType::Network,
+    LinuxNamespaceType::Mount,
+];
+
+/// Run `opts.process` in container `id`; returns its exit status (0 when
+/// detached, once it has been exec'd).
+pub fn exec(store: &StateStore, id: &str, opts: &ExecOptions) -> Result<i32> {
+    let c = super::load(store, id)?;
+    match c.status {
+        Status::Created | Status::Running => {}
+        status => {
+            return Err(Error::precondition(format!(
+                "cannot exec in container {id:?}: it is {status}"
+            )))
+        }
+    }
+    let state = c.state;
+    // Let other commands in while this one runs.
+    drop(c.dir);
+    let terminal = opts.process.terminal().unwrap_or(false);
+    if terminal && opts.detach && opts.console_socket.is_none() {
+        return Err(Error::invalid(
+            "--tty with --detach needs a --console-socket to hand the terminal to",
+        ));
+    }
+
+    // Open every namespace of init before anything changes.
+    let mut join = Vec::new();
+    for ns in crate::spec::namespaces(&state.spec) {
+        let name = match ns.typ() {
+            LinuxNamespaceType::Mount => "mnt",
+            LinuxNamespaceType::Cgroup => "cgroup",
+            LinuxNamespaceType::Uts => "uts",
+            LinuxNamespaceType::Ipc => "ipc",
+            LinuxNamespaceType::Pid => "pid",
+            LinuxNamespaceType::Network => "net",
+            LinuxNamespaceType::User => "user",
+            LinuxNamespaceType::Time => "time",
+        };
+        let path = format!("/proc/{}/ns/{name}", state.pid);
+        let file = File::open(&path).with_context(|| format!("opening {path}"))?;
+        join.push((ns.typ(), file));
+    }
+    // The pidfd pins init: if it is still ours after opening the
+    // namespaces, those namespaces are the container's.
+    let _pin = sys::pidfd_open(Pid::from_raw(state.pid)).ok();
+    if state.init_process().is_none() {
+        return Err(Error::precondition(format!(
+            "cannot exec in container {id:?}: it stopped"
+        )));
+    }
+    if let Some((_, pidns)) = join.iter().find(|(t, _)| *t == LinuxNamespaceType::Pid) {
+        setns(pidns, CloneFlags::CLONE_NEWPID).context("joining the pid namespace")?;
+    }
+
+    let signals = if opts.detach {
+        None
+    } else {
+        Some(Forwarder::new()?)
+    };
+    let (console, console_peer) = terminal::connect(opts.console_socket.as_deref(), terminal)?;
+    let cgroup = cgroups::from_state(&state.cgroup);
+    let into_cgroup = cgroup.clone_into_fd();
+    let (parent_end, child_end) = channel::pair().context("creating the sync channel")?;
+    let (fork, born_in_cgroup) = sys::clone_fork(0, into_cgroup.as_ref().map(|f| f.as_fd()))
+        .context("forking the process to exec")?;
+    let child = match fork {
+        sys::CloneResult::Child => {
+            let _ = nix::unistd::close(parent_end.as_fd().as_raw_fd());
+            let failure = tenant(&child_end, &join, console, opts, born_in_cgroup);
+            let _ = child_end.send(&FromChild::Failed(failure));
+            sys::exit_now(127);
+        }
+        sys::CloneResult::Parent(pid) => pid,
+    };
+    drop(child_end);
+    drop(into_cgroup);
+    let guard = KillOnError(Some(child));
+    if !born_in_cgroup {
+        cgroup.add_task(child.as_raw())?;
+        // If the child already failed, its report is what matters: it is
+        // read below, so a failed send is not an error here.
+        let _ = parent_end.send(&FromParent::CgroupJoined);
+    }
+    let console_master = match &console_peer {
+        Some(peer) => Some(terminal::recv_fd(peer).context("receiving the terminal")?),
+        None => None,
+    };
+    wait_for_exec(&parent_end)?;
+    let guard = guard.disarm();
+    if let Some(pid_file) = &opts.pid_file {
+        let path = std::path::absolute(pid_file).unwrap_or_else(|_| pid_file.clone());
+        write_atomic(&path, child.as_raw().to_string().as_bytes(), 0o644)
+            .map_err(|e| e.context("--pid-file"))?;
+    }
+    drop(guard);
+    match signals {
+        None => Ok(0),
+        Some(signals) => signals.supervise(child, console_master.as_ref()),
+    }
+}
+
+/// Kills and reaps the child if exec setup fails half-way.
+struct KillOnError(Option<Pid>);
+
+impl KillOnError {
+    fn disarm(mut self) -> Self {
+        self.0 = None;
+        self
+    }
+}
+
+impl Drop for KillOnError {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            let _ = kill(pid, Signal::SIGKILL);
+            let _ = waitpid(pid, None);
+        }
+    }
+}
+
+/// `Ready` then end-of-file (the channel is close-on-exec) means the
+/// program was exec'd; `Failed` says why not.
+fn wait_for_exec(channel: &Channel) -> Result<()> {
+    let mut ready = false;
+    loop {
+        match channel
+            .recv::<FromChild>()
+            .context("talking to the exec'd process")?
+        {
+            Some(FromChild::Ready) => ready = true,
+            Some(FromChild::Failed(f)) => return Err(Error::internal(format!("exec failed: {f}"))),
+            Some(other) => {
+                return Err(Error::internal(format!(
+                    "exec: unexpected message {other:?}"
+                )))
+            }
+            None if ready => return Ok(()),
+            None => return Err(Error::internal("the exec'd process died during setup")),
+        }
+    }
+}
+
+/// The child: enter the container and become `opts.process`.
+fn tenant(
+    channel: &Channel,
+    join: &[(LinuxNamespaceType, File)],
+    console: Option<UnixStream>,
+    opts: &ExecOptions,
+    born_in_cgroup: bool,
+) -> InitFailure {
+    let fail = |stage: &str, e: Error| InitFailure {
+        stage: stage.to_string(),
+        errno: None,
+        message: e.to_string(),
+    };
+    let _ = nix::sys::prctl::set_dumpable(false);
+    if let Err(e) = namespaces::join(join, JOIN_ORDER) {
+        return fail("joining the container's namespaces", e);
+    }
+    let process = &opts.process;
+    let steps = || -> Result<ExecPlan> {
+        match &console {
+            Some(socket) => process::setup_terminal(socket, process, false)?,
+            None => {
+                nix::unistd::setsid().context("setsid")?;
+            }
+        }
+        process::set_rlimits(process)?;
+        process::enter_cwd(process)?;
+        ExecPlan::new(process)
+    };
+    let plan = match steps() {
+        Ok(p) => p,
+        Err(e) => return fail("preparing the process", e),
+    };
+    if !born_in_cgroup {
+        match channel.recv::<FromParent>() {
+            Ok(Some(FromParent::CgroupJoined)) => {}
+            _ => {
+                return fail(
+                    "waiting for the cgroup",
+                    Error::internal("the runtime went away"),
+                )
+            }
+        }
+    }
+    if let Err(e) = channel.send(&FromChild::Ready) {
+        return fail("syncing", Error::internal(e.to_string()));
+    }
+    let preserve = RawFd::try_from(opts.preserve_fds).unwrap_or(0);
+    match process::become_and_exec(process, &plan, preserve) {
+        Ok(()) => fail("exec", Error::internal("exec returned")),
+        Err(e) => fail("exec", e),
+    }
+}
