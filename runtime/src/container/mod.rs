@@ -5,17 +5,23 @@ mod create;
 mod delete;
 mod exec;
 mod kill;
+mod pause;
+mod ps;
 mod run;
 mod signal;
 mod start;
+mod update;
 
 pub use create::{create, CreateOptions, Created, Launch};
 pub use delete::delete;
 pub use exec::{exec, ExecOptions};
 pub use kill::{kill, signal_init};
+pub use pause::{pause, resume};
+pub use ps::pids;
 pub use run::run;
 pub use signal::parse_signal;
 pub use start::start;
+pub use update::update;
 
 use crate::error::Result;
 use crate::state::{ContainerDir, ContainerState, StateStore, Status};

@@ -67,6 +67,14 @@ enum Command {
     Kill(commands::kill::Args),
     /// Delete a container and everything it holds.
     Delete(commands::delete::Args),
+    /// Freeze every process of a container.
+    Pause(commands::pause::Args),
+    /// Thaw a paused container.
+    Resume(commands::pause::Args),
+    /// List the processes of a container.
+    Ps(commands::ps::Args),
+    /// Change the resource limits of a container.
+    Update(commands::update::Args),
     /// List containers.
     List(commands::list::Args),
     /// Write a default config.json.
@@ -108,6 +116,10 @@ fn dispatch(cli: &Cli) -> anyhow::Result<u8> {
         Command::State(args) => commands::state::run(root, args).map(|_| 0),
         Command::Kill(args) => commands::kill::run(root, args).map(|_| 0),
         Command::Delete(args) => commands::delete::run(root, args).map(|_| 0),
+        Command::Pause(args) => commands::pause::pause(root, args).map(|_| 0),
+        Command::Resume(args) => commands::pause::resume(root, args).map(|_| 0),
+        Command::Ps(args) => commands::ps::run(root, args).map(|_| 0),
+        Command::Update(args) => commands::update::run(root, args).map(|_| 0),
         Command::List(args) => commands::list::run(root, args).map(|_| 0),
         Command::Spec(args) => commands::spec::run(args).map(|_| 0),
         Command::Features => commands::features::run().map(|_| 0),
