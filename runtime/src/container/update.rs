@@ -29,13 +29,13 @@ pub fn update(store: &StateStore, id: &str, resources: &LinuxResources) -> Resul
 /// `base` with every section `update` sets replaced.
 fn merge(mut base: LinuxResources, update: &LinuxResources) -> LinuxResources {
     if update.memory().is_some() {
-        base.set_memory(update.memory().clone());
+        base.set_memory(*update.memory());
     }
     if update.cpu().is_some() {
         base.set_cpu(update.cpu().clone());
     }
     if update.pids().is_some() {
-        base.set_pids(update.pids().clone());
+        base.set_pids(*update.pids());
     }
     if update.block_io().is_some() {
         base.set_block_io(update.block_io().clone());
