@@ -2,7 +2,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use oci_spec::runtime::{LinuxBlockIo, LinuxCpu, LinuxMemory, LinuxPids, LinuxResources};
+use oci_spec::runtime::{LinuxPids, LinuxResources};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -91,7 +91,7 @@ fn resources(args: &Args) -> anyhow::Result<LinuxResources> {
         bytes("memory-swap", &args.memory_swap)?,
     );
     if memory != (None, None, None) {
-        let mut m = r.memory().clone().unwrap_or_else(LinuxMemory::default);
+        let mut m = r.memory().unwrap_or_default();
         if let Some(v) = memory.0 {
             m.set_limit(Some(v));
         }
@@ -111,7 +111,7 @@ fn resources(args: &Args) -> anyhow::Result<LinuxResources> {
         || args.cpuset_cpus.is_some()
         || args.cpuset_mems.is_some();
     if cpu_set {
-        let mut c = r.cpu().clone().unwrap_or_else(LinuxCpu::default);
+        let mut c = r.cpu().clone().unwrap_or_default();
         if let Some(v) = args.cpu_period {
             c.set_period(Some(v));
         }
@@ -136,13 +136,13 @@ fn resources(args: &Args) -> anyhow::Result<LinuxResources> {
         r.set_cpu(Some(c));
     }
     if let Some(v) = args.pids_limit {
-        r.set_pids(Some(LinuxPids::default().set_limit(v).clone()));
+        r.set_pids(Some(*LinuxPids::default().set_limit(v)));
     }
     if let Some(w) = args.blkio_weight {
         if !(10..=1000).contains(&w) {
             bail!("--blkio-weight {w}: must be between 10 and 1000");
         }
-        let mut b = r.block_io().clone().unwrap_or_else(LinuxBlockIo::default);
+        let mut b = r.block_io().clone().unwrap_or_default();
         b.set_weight(Some(w));
         r.set_block_io(Some(b));
     }
