@@ -42,3 +42,20 @@ pub fn host_sh(script: &str) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// Polls `cond` every 20 ms until it is true or `timeout` passes; returns its last value.
+pub fn wait_until(timeout: std::time::Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Shorthand for the usual 10 s bound.
+pub const SECS10: std::time::Duration = std::time::Duration::from_secs(10);
