@@ -153,6 +153,21 @@ impl MountGuard {
     }
 }
 
+impl MountGuard {
+    /// Bind-mounts `path` onto itself and makes it a shared mount.
+    pub fn bind_shared(path: &Path) -> Self {
+        use nix::mount::{mount, MsFlags};
+        mount(Some(path), path, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+            .expect("bind mount on host");
+        let g = MountGuard {
+            path: path.to_path_buf(),
+        };
+        mount(None::<&str>, path, None::<&str>, MsFlags::MS_SHARED, None::<&str>)
+            .expect("make mount shared");
+        g
+    }
+}
+
 impl Drop for MountGuard {
     fn drop(&mut self) {
         let _ = nix::mount::umount2(&self.path, nix::mount::MntFlags::MNT_DETACH);
