@@ -84,6 +84,12 @@ fn accept_master(listener: &UnixListener, timeout: Duration) -> Result<OwnedFd, 
 /// Reads from the pty master until the slave side is closed (EIO/EOF) or
 /// `timeout` elapses; returns what was read.
 pub fn read_until_closed(master: &OwnedFd, timeout: Duration) -> String {
+    read_until(master, None, timeout)
+}
+
+/// Reads from the pty master until `needle` was seen (if given), the slave
+/// side is closed, or `timeout` elapses; returns what was read.
+pub fn read_until(master: &OwnedFd, needle: Option<&str>, timeout: Duration) -> String {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     let deadline = Instant::now() + timeout;
     let mut out = Vec::new();
@@ -106,7 +112,12 @@ pub fn read_until_closed(master: &OwnedFd, timeout: Duration) -> String {
         }
         match nix::unistd::read(master, &mut buf) {
             Ok(0) => break,
-            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Ok(n) => {
+                out.extend_from_slice(&buf[..n]);
+                if needle.is_some_and(|n| String::from_utf8_lossy(&out).contains(n)) {
+                    break;
+                }
+            }
             Err(nix::errno::Errno::EINTR) | Err(nix::errno::Errno::EAGAIN) => continue,
             Err(_) => break, // EIO: slave closed
         }
