@@ -18,7 +18,9 @@ fn applets() -> &'static [String] {
         let out = std::process::Command::new(BUSYBOX)
             .arg("--list")
             .output()
-            .unwrap_or_else(|e| panic!("cannot run {BUSYBOX} --list (install busybox-static): {e}"));
+            .unwrap_or_else(|e| {
+                panic!("cannot run {BUSYBOX} --list (install busybox-static): {e}")
+            });
         assert!(out.status.success(), "{BUSYBOX} --list failed");
         String::from_utf8_lossy(&out.stdout)
             .lines()

@@ -21,7 +21,9 @@ impl ConsoleSocket {
     pub fn bind(dir: &Path) -> Self {
         let path = dir.join("console.sock");
         let listener = UnixListener::bind(&path).expect("bind console socket");
-        listener.set_nonblocking(true).expect("nonblocking listener");
+        listener
+            .set_nonblocking(true)
+            .expect("nonblocking listener");
         let (tx, rx) = mpsc::channel();
         thread::spawn(move || {
             let _ = tx.send(accept_master(&listener, Duration::from_secs(30)));

@@ -157,13 +157,25 @@ impl MountGuard {
     /// Bind-mounts `path` onto itself and makes it a shared mount.
     pub fn bind_shared(path: &Path) -> Self {
         use nix::mount::{mount, MsFlags};
-        mount(Some(path), path, None::<&str>, MsFlags::MS_BIND, None::<&str>)
-            .expect("bind mount on host");
+        mount(
+            Some(path),
+            path,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .expect("bind mount on host");
         let g = MountGuard {
             path: path.to_path_buf(),
         };
-        mount(None::<&str>, path, None::<&str>, MsFlags::MS_SHARED, None::<&str>)
-            .expect("make mount shared");
+        mount(
+            None::<&str>,
+            path,
+            None::<&str>,
+            MsFlags::MS_SHARED,
+            None::<&str>,
+        )
+        .expect("make mount shared");
         g
     }
 }

@@ -20,7 +20,9 @@ pub fn mounts_mentioning(needle: &str) -> Vec<String> {
 /// Directories named `name` in any hierarchy under `/sys/fs/cgroup`.
 pub fn cgroup_dirs_named(name: &str) -> Vec<PathBuf> {
     fn walk(dir: &Path, name: &str, depth: usize, out: &mut Vec<PathBuf>) {
-        let Ok(rd) = std::fs::read_dir(dir) else { return };
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
         for e in rd.flatten() {
             let Ok(ft) = e.file_type() else { continue };
             if !ft.is_dir() {
@@ -45,7 +47,9 @@ pub fn cgroup_dirs_named(name: &str) -> Vec<PathBuf> {
 pub fn processes_of(id: &str, bundle: &str) -> Vec<(i32, String)> {
     let me = std::process::id() as i32;
     let mut out = Vec::new();
-    let Ok(rd) = std::fs::read_dir("/proc") else { return out };
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return out;
+    };
     for e in rd.flatten() {
         let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
             continue;

@@ -166,7 +166,12 @@ impl Runtime {
 
     /// `run --bundle B ID` in the foreground; returns the container's output.
     pub fn run(&self, id: &str, bundle: &Path) -> CmdOutput {
-        self.cmd([OsStr::new("run"), "--bundle".as_ref(), bundle.as_os_str(), id.as_ref()])
+        self.cmd([
+            OsStr::new("run"),
+            "--bundle".as_ref(),
+            bundle.as_os_str(),
+            id.as_ref(),
+        ])
     }
 
     /// `run` with extra flags placed before the id (e.g. `--no-pivot`).

@@ -12,16 +12,24 @@ fn assert_clear_error(h: &Harness, out: &CmdOutput, names: &[&str]) {
     let err = out.stderr.to_lowercase();
     let lines = err.lines().filter(|l| !l.trim().is_empty()).count();
     assert!(lines >= 1, "no error message at all: {out}");
-    assert!(lines <= 3, "expected one clear error, got {lines} lines: {out}");
+    assert!(
+        lines <= 3,
+        "expected one clear error, got {lines} lines: {out}"
+    );
     for n in names {
-        assert!(err.contains(&n.to_lowercase()), "error does not name {n:?}: {out}");
+        assert!(
+            err.contains(&n.to_lowercase()),
+            "error does not name {n:?}: {out}"
+        );
     }
     h.assert_no_leaks();
 }
 
 #[test]
 fn missing_config_json() {
-    let Some(h) = Harness::new("bad_noconfig") else { return };
+    let Some(h) = Harness::new("bad_noconfig") else {
+        return;
+    };
     let b = h.bundle(); // never written
     let out = h.rt.create(&b.id, b.path());
     assert_clear_error(&h, &out, &["config.json"]);
@@ -31,7 +39,9 @@ fn missing_config_json() {
 
 #[test]
 fn malformed_config_json() {
-    let Some(h) = Harness::new("bad_json") else { return };
+    let Some(h) = Harness::new("bad_json") else {
+        return;
+    };
     let b = h.bundle();
     std::fs::write(b.config_path(), "{\"ociVersion\": \"1.0.2\", \"process\": ").expect("write");
     let out = h.rt.create(&b.id, b.path());
@@ -40,7 +50,9 @@ fn malformed_config_json() {
 
 #[test]
 fn unknown_namespace_type() {
-    let Some(h) = Harness::new("bad_ns") else { return };
+    let Some(h) = Harness::new("bad_ns") else {
+        return;
+    };
     let mut b = h.bundle();
     b.namespace("bogusns", None);
     b.write();
@@ -50,7 +62,9 @@ fn unknown_namespace_type() {
 
 #[test]
 fn nonexistent_rootfs() {
-    let Some(h) = Harness::new("bad_rootfs") else { return };
+    let Some(h) = Harness::new("bad_rootfs") else {
+        return;
+    };
     let mut b = h.bundle();
     b.set("/root/path", json!("no-such-rootfs"));
     b.write();
@@ -60,7 +74,9 @@ fn nonexistent_rootfs() {
 
 #[test]
 fn id_already_used() {
-    let Some(h) = Harness::new("bad_dup") else { return };
+    let Some(h) = Harness::new("bad_dup") else {
+        return;
+    };
     let mut b = h.bundle();
     b.args(&["sleep", "1000"]);
     b.write();
@@ -80,7 +96,9 @@ fn id_already_used() {
 
 #[test]
 fn id_with_slash() {
-    let Some(h) = Harness::new("bad_slash") else { return };
+    let Some(h) = Harness::new("bad_slash") else {
+        return;
+    };
     let mut b = h.bundle();
     b.args(&["true"]);
     b.write();
@@ -89,13 +107,20 @@ fn id_with_slash() {
     let out = h.rt.create(&id, b.path());
     assert_clear_error(&h, &out, &[&id]);
     assert!(!h.rt.root().join(&b.id).exists());
-    assert!(!h.rt.root().parent().map(|p| p.join("escape").exists()).unwrap_or(false));
+    assert!(!h
+        .rt
+        .root()
+        .parent()
+        .map(|p| p.join("escape").exists())
+        .unwrap_or(false));
     assert!(h.rt.list_json().is_empty());
 }
 
 #[test]
 fn empty_id() {
-    let Some(h) = Harness::new("bad_empty_id") else { return };
+    let Some(h) = Harness::new("bad_empty_id") else {
+        return;
+    };
     let b = h.bundle();
     b.write();
     let out = h.rt.create("", b.path());
@@ -106,10 +131,15 @@ fn empty_id() {
 
 #[test]
 fn cgroup_value_refused_by_kernel() {
-    let Some(h) = Harness::new("bad_quota") else { return };
+    let Some(h) = Harness::new("bad_quota") else {
+        return;
+    };
     let mut b = h.bundle();
     // The kernel refuses a CFS quota below 1000 us.
-    b.set("/linux/resources/cpu", json!({"quota": 500, "period": 100000}));
+    b.set(
+        "/linux/resources/cpu",
+        json!({"quota": 500, "period": 100000}),
+    );
     b.args(&["true"]);
     b.write();
     let out = h.rt.create(&b.id, b.path());
@@ -120,20 +150,30 @@ fn cgroup_value_refused_by_kernel() {
 
 #[test]
 fn failing_create_runtime_hook() {
-    let Some(h) = Harness::new("bad_hook") else { return };
+    let Some(h) = Harness::new("bad_hook") else {
+        return;
+    };
     let mut b = h.bundle();
-    b.hook("createRuntime", json!({"path": "/bin/false", "args": ["false"]}));
+    b.hook(
+        "createRuntime",
+        json!({"path": "/bin/false", "args": ["false"]}),
+    );
     b.args(&["true"]);
     b.write();
     let out = h.rt.create(&b.id, b.path());
     assert_clear_error(&h, &out, &["hook"]);
-    assert!(h.rt.state_raw(&b.id).code != Some(0), "container left behind");
+    assert!(
+        h.rt.state_raw(&b.id).code != Some(0),
+        "container left behind"
+    );
     assert!(h.rt.list_json().is_empty());
 }
 
 #[test]
 fn missing_hook_binary() {
-    let Some(h) = Harness::new("bad_hook_path") else { return };
+    let Some(h) = Harness::new("bad_hook_path") else {
+        return;
+    };
     let mut b = h.bundle();
     b.hook("prestart", json!({"path": "/no/such/hook-binary"}));
     b.args(&["true"]);
@@ -144,7 +184,9 @@ fn missing_hook_binary() {
 
 #[test]
 fn executable_not_found() {
-    let Some(h) = Harness::new("bad_exe") else { return };
+    let Some(h) = Harness::new("bad_exe") else {
+        return;
+    };
     let mut b = h.bundle();
     b.args(&["no-such-program"]);
     b.write();
@@ -154,7 +196,9 @@ fn executable_not_found() {
 
 #[test]
 fn empty_args() {
-    let Some(h) = Harness::new("bad_args") else { return };
+    let Some(h) = Harness::new("bad_args") else {
+        return;
+    };
     let mut b = h.bundle();
     b.args(&[]);
     b.write();
@@ -164,7 +208,9 @@ fn empty_args() {
 
 #[test]
 fn commands_on_unknown_id_name_it() {
-    let Some(h) = Harness::new("bad_unknown") else { return };
+    let Some(h) = Harness::new("bad_unknown") else {
+        return;
+    };
     let id = berth_integration::harness::unique_id("nosuch");
     for args in [
         vec!["state", id.as_str()],
@@ -180,7 +226,9 @@ fn commands_on_unknown_id_name_it() {
 
 #[test]
 fn missing_bind_mount_source() {
-    let Some(h) = Harness::new("bad_bind") else { return };
+    let Some(h) = Harness::new("bad_bind") else {
+        return;
+    };
     let mut b = h.bundle();
     b.mount(json!({"destination": "/data", "type": "bind",
                    "source": "/nonexistent/bind-source", "options": ["rbind"]}));

@@ -31,7 +31,9 @@ fn start_container_hook() -> Value {
 
 #[test]
 fn hooks_run_in_order_with_state_on_stdin() {
-    let Some(h) = Harness::new("hooks") else { return };
+    let Some(h) = Harness::new("hooks") else {
+        return;
+    };
     let mut b = h.bundle();
     let dir = b.host_dir("hooklog");
     let d = dir.to_string_lossy().into_owned();
@@ -40,17 +42,27 @@ fn hooks_run_in_order_with_state_on_stdin() {
     }
     b.hook("startContainer", start_container_hook());
     b.hook("poststop", host_hook("poststop", &d));
-    b.mount(json!({"destination": "/hooklog", "type": "bind", "source": d, "options": ["rbind", "rw"]}));
+    b.mount(
+        json!({"destination": "/hooklog", "type": "bind", "source": d, "options": ["rbind", "rw"]}),
+    );
     b.sh("echo process-ran > /hooklog/process");
     b.write();
 
     h.rt.create(&b.id, b.path()).ok();
     assert_eq!(read_log(&dir), KINDS_BEFORE_START, "after create");
     h.rt.start(&b.id).ok();
-    assert!(wait_until(SECS10, || dir.join("process").exists()), "process did not run");
+    assert!(
+        wait_until(SECS10, || dir.join("process").exists()),
+        "process did not run"
+    );
     assert_eq!(
         read_log(&dir),
-        ["prestart", "createRuntime", "createContainer", "startContainer"],
+        [
+            "prestart",
+            "createRuntime",
+            "createContainer",
+            "startContainer"
+        ],
         "after start"
     );
     h.rt.wait_status(&b.id, "stopped", SECS10);
@@ -58,10 +70,22 @@ fn hooks_run_in_order_with_state_on_stdin() {
     h.rt.delete(&b.id).ok();
     assert_eq!(
         read_log(&dir),
-        ["prestart", "createRuntime", "createContainer", "startContainer", "poststop"]
+        [
+            "prestart",
+            "createRuntime",
+            "createContainer",
+            "startContainer",
+            "poststop"
+        ]
     );
 
-    for k in ["prestart", "createRuntime", "createContainer", "startContainer", "poststop"] {
+    for k in [
+        "prestart",
+        "createRuntime",
+        "createContainer",
+        "startContainer",
+        "poststop",
+    ] {
         let text = std::fs::read_to_string(dir.join(format!("{k}.json"))).unwrap_or_default();
         let st: Value = serde_json::from_str(&text)
             .unwrap_or_else(|e| panic!("{k} hook got no JSON state on stdin ({e}): {text:?}"));
@@ -81,21 +105,33 @@ fn hooks_run_in_order_with_state_on_stdin() {
 /// (runc 1.1 runs them at `create`: it fails this test, berth must not.)
 #[test]
 fn poststart_runs_at_start_after_start_container() {
-    let Some(h) = Harness::new("poststart") else { return };
+    let Some(h) = Harness::new("poststart") else {
+        return;
+    };
     let mut b = h.bundle();
     let dir = b.host_dir("hooklog");
     let d = dir.to_string_lossy().into_owned();
     b.hook("createRuntime", host_hook("createRuntime", &d));
     b.hook("startContainer", start_container_hook());
     b.hook("poststart", host_hook("poststart", &d));
-    b.mount(json!({"destination": "/hooklog", "type": "bind", "source": d, "options": ["rbind", "rw"]}));
+    b.mount(
+        json!({"destination": "/hooklog", "type": "bind", "source": d, "options": ["rbind", "rw"]}),
+    );
     b.args(&["sleep", "1000"]);
     b.write();
     h.rt.create(&b.id, b.path()).ok();
-    assert_eq!(read_log(&dir), ["createRuntime"], "poststart must not run at create");
+    assert_eq!(
+        read_log(&dir),
+        ["createRuntime"],
+        "poststart must not run at create"
+    );
     h.rt.start(&b.id).ok();
     // poststart has completed when start returns.
-    assert_eq!(read_log(&dir), ["createRuntime", "startContainer", "poststart"], "after start");
+    assert_eq!(
+        read_log(&dir),
+        ["createRuntime", "startContainer", "poststart"],
+        "after start"
+    );
     let st: Value = serde_json::from_str(
         &std::fs::read_to_string(dir.join("poststart.json")).unwrap_or_default(),
     )
@@ -107,7 +143,9 @@ fn poststart_runs_at_start_after_start_container() {
 
 #[test]
 fn hooks_get_their_env_and_args() {
-    let Some(h) = Harness::new("hook_env") else { return };
+    let Some(h) = Harness::new("hook_env") else {
+        return;
+    };
     let mut b = h.bundle();
     let dir = b.host_dir("hookout");
     b.hook(
@@ -127,7 +165,9 @@ fn hooks_get_their_env_and_args() {
 
 #[test]
 fn poststop_runs_after_foreground_run() {
-    let Some(h) = Harness::new("poststop_run") else { return };
+    let Some(h) = Harness::new("poststop_run") else {
+        return;
+    };
     let mut b = h.bundle();
     let dir = b.host_dir("hooklog");
     b.hook("poststop", host_hook("poststop", &dir.to_string_lossy()));

@@ -11,7 +11,9 @@ fn host_ns(kind: &str) -> String {
 
 #[test]
 fn pid_namespace_makes_process_pid_1() {
-    let Some(h) = Harness::new("pidns") else { return };
+    let Some(h) = Harness::new("pidns") else {
+        return;
+    };
     let mut b = h.bundle();
     b.sh("echo $$; cut -d' ' -f1 /proc/self/stat; ls -d /proc/[0-9]* | wc -l");
     b.write();
@@ -20,13 +22,21 @@ fn pid_namespace_makes_process_pid_1() {
     let lines: Vec<&str> = out.stdout.lines().collect();
     assert_eq!(lines.first(), Some(&"1"), "shell must be pid 1: {out}");
     assert_ne!(lines.get(1), Some(&"1"), "cut is a child, not pid 1: {out}");
-    let n: usize = lines.get(2).and_then(|s| s.trim().parse().ok()).unwrap_or(999);
-    assert!(n <= 4, "only the container's processes may be visible, saw {n}: {out}");
+    let n: usize = lines
+        .get(2)
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(999);
+    assert!(
+        n <= 4,
+        "only the container's processes may be visible, saw {n}: {out}"
+    );
 }
 
 #[test]
 fn all_namespaces_differ_from_host() {
-    let Some(h) = Harness::new("ns_differ") else { return };
+    let Some(h) = Harness::new("ns_differ") else {
+        return;
+    };
     let mut b = h.bundle();
     b.namespace("cgroup", None);
     b.sh("for n in pid net ipc uts mnt cgroup; do readlink /proc/self/ns/$n; done");
@@ -35,14 +45,23 @@ fn all_namespaces_differ_from_host() {
     out.ok();
     let inside: Vec<&str> = out.stdout.lines().collect();
     assert_eq!(inside.len(), 6, "{out}");
-    for (i, kind) in ["pid", "net", "ipc", "uts", "mnt", "cgroup"].iter().enumerate() {
-        assert_ne!(inside[i], host_ns(kind), "{kind} namespace is the host's: {out}");
+    for (i, kind) in ["pid", "net", "ipc", "uts", "mnt", "cgroup"]
+        .iter()
+        .enumerate()
+    {
+        assert_ne!(
+            inside[i],
+            host_ns(kind),
+            "{kind} namespace is the host's: {out}"
+        );
     }
 }
 
 #[test]
 fn without_a_namespace_the_host_one_is_kept() {
-    let Some(h) = Harness::new("ns_shared") else { return };
+    let Some(h) = Harness::new("ns_shared") else {
+        return;
+    };
     let mut b = h.bundle();
     b.without_namespace("ipc");
     b.sh("readlink /proc/self/ns/ipc");
@@ -63,8 +82,14 @@ fn hostname_from_config_and_uts_isolated() {
         "/process/capabilities/effective",
         serde_json::json!(["CAP_SYS_ADMIN"]),
     );
-    b.set("/process/capabilities/permitted", serde_json::json!(["CAP_SYS_ADMIN"]));
-    b.set("/process/capabilities/bounding", serde_json::json!(["CAP_SYS_ADMIN"]));
+    b.set(
+        "/process/capabilities/permitted",
+        serde_json::json!(["CAP_SYS_ADMIN"]),
+    );
+    b.set(
+        "/process/capabilities/bounding",
+        serde_json::json!(["CAP_SYS_ADMIN"]),
+    );
     b.sh("hostname; hostname changed-inside && hostname");
     b.write();
     let out = h.rt.run(&b.id, b.path());
@@ -83,13 +108,19 @@ fn ipc_namespace_isolated() {
     let out = h.rt.run(&b.id, b.path());
     out.ok();
     let lines: Vec<&str> = out.stdout.lines().collect();
-    assert_eq!(lines.first().map(|s| s.trim()), Some("1"), "only the header line expected: {out}");
+    assert_eq!(
+        lines.first().map(|s| s.trim()),
+        Some("1"),
+        "only the header line expected: {out}"
+    );
     assert_ne!(lines.get(1).copied(), Some(host_ns("ipc").as_str()));
 }
 
 #[test]
 fn network_namespace_has_only_loopback() {
-    let Some(h) = Harness::new("netns") else { return };
+    let Some(h) = Harness::new("netns") else {
+        return;
+    };
     let mut b = h.bundle();
     b.sh("ls /sys/class/net; echo ---; tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '");
     b.write();
@@ -100,7 +131,9 @@ fn network_namespace_has_only_loopback() {
 
 #[test]
 fn mount_namespace_hides_host_mounts() {
-    let Some(h) = Harness::new("mntns") else { return };
+    let Some(h) = Harness::new("mntns") else {
+        return;
+    };
     let dir = h.tempdir();
     let mp = dir.join("host-only-tmpfs");
     let _g = MountGuard::tmpfs(&mp);
@@ -126,7 +159,9 @@ fn mount_namespace_hides_host_mounts() {
 
 #[test]
 fn cgroup_namespace_hides_host_cgroup_paths() {
-    let Some(h) = Harness::new("cgroupns") else { return };
+    let Some(h) = Harness::new("cgroupns") else {
+        return;
+    };
     let mut b = h.bundle();
     b.namespace("cgroup", None);
     b.sh("cat /proc/self/cgroup");
@@ -135,14 +170,19 @@ fn cgroup_namespace_hides_host_cgroup_paths() {
     out.ok();
     assert!(!out.stdout.trim().is_empty(), "{out}");
     for l in out.stdout.lines() {
-        assert!(l.ends_with(":/"), "cgroup path not namespaced: {l:?} in {out}");
+        assert!(
+            l.ends_with(":/"),
+            "cgroup path not namespaced: {l:?} in {out}"
+        );
         assert!(!l.contains(&b.id), "{out}");
     }
 }
 
 #[test]
 fn without_cgroup_namespace_host_path_visible() {
-    let Some(h) = Harness::new("no_cgroupns") else { return };
+    let Some(h) = Harness::new("no_cgroupns") else {
+        return;
+    };
     let mut b = h.bundle();
     b.sh("cat /proc/self/cgroup");
     b.write();
@@ -156,7 +196,9 @@ fn without_cgroup_namespace_host_path_visible() {
 
 #[test]
 fn join_named_network_namespace_by_path() {
-    let Some(h) = Harness::new("join_netns") else { return };
+    let Some(h) = Harness::new("join_netns") else {
+        return;
+    };
     let name = format!("berth-it-{}", std::process::id());
     let ns = NetnsGuard::new(&format!("{name}-{}", b_counter()));
     // Put something recognisable in that namespace: loopback up.
@@ -173,7 +215,11 @@ fn join_named_network_namespace_by_path() {
     out.ok();
     let lines: Vec<&str> = out.stdout.lines().collect();
     assert_eq!(lines.first().copied(), Some(want.as_str()), "{out}");
-    assert_eq!(lines.get(1).copied(), Some("unknown"), "lo is up in the joined ns: {out}");
+    assert_eq!(
+        lines.get(1).copied(),
+        Some("unknown"),
+        "lo is up in the joined ns: {out}"
+    );
 }
 
 fn b_counter() -> usize {
@@ -183,7 +229,9 @@ fn b_counter() -> usize {
 
 #[test]
 fn join_network_namespace_of_running_container() {
-    let Some(h) = Harness::new("join_ctr_netns") else { return };
+    let Some(h) = Harness::new("join_ctr_netns") else {
+        return;
+    };
     let mut a = h.bundle();
     a.args(&["sleep", "1000"]);
     a.write();

@@ -4,7 +4,9 @@ use berth_integration::{wait_until, Harness, SECS10};
 
 #[test]
 fn run_captures_stdout_and_passes_exit_code() {
-    let Some(h) = Harness::new("run_exit") else { return };
+    let Some(h) = Harness::new("run_exit") else {
+        return;
+    };
     let mut b = h.bundle();
     b.sh("echo hello from the container; echo to-stderr >&2; exit 3");
     b.write();
@@ -14,12 +16,17 @@ fn run_captures_stdout_and_passes_exit_code() {
     assert_eq!(out.stdout, "hello from the container\n", "{out}");
     assert!(out.stderr.contains("to-stderr"), "{out}");
     // A foreground run deletes the container when it exits.
-    assert!(h.rt.state_raw(&b.id).code != Some(0), "state must fail after run returned");
+    assert!(
+        h.rt.state_raw(&b.id).code != Some(0),
+        "state must fail after run returned"
+    );
 }
 
 #[test]
 fn run_zero_exit() {
-    let Some(h) = Harness::new("run_zero") else { return };
+    let Some(h) = Harness::new("run_zero") else {
+        return;
+    };
     let mut b = h.bundle();
     b.args(&["true"]);
     b.write();
@@ -28,7 +35,9 @@ fn run_zero_exit() {
 
 #[test]
 fn run_detach_then_kill_and_delete() {
-    let Some(h) = Harness::new("run_detach") else { return };
+    let Some(h) = Harness::new("run_detach") else {
+        return;
+    };
     let mut b = h.bundle();
     b.args(&["sleep", "1000"]);
     b.write();
@@ -48,7 +57,9 @@ fn run_detach_then_kill_and_delete() {
 
 #[test]
 fn create_does_not_run_user_process_until_start() {
-    let Some(h) = Harness::new("create_start") else { return };
+    let Some(h) = Harness::new("create_start") else {
+        return;
+    };
     let mut b = h.bundle();
     b.sh("echo ran > /ran; sleep 1000");
     b.write();
@@ -60,11 +71,20 @@ fn create_does_not_run_user_process_until_start() {
     assert!(!marker.exists(), "user process ran before start");
     assert_eq!(h.rt.status(&b.id), "created");
     let pid = h.rt.pid(&b.id);
-    assert!(std::path::Path::new(&format!("/proc/{pid}")).exists(), "init pid of a created container must exist");
+    assert!(
+        std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "init pid of a created container must exist"
+    );
 
     h.rt.start(&b.id).ok();
-    assert!(wait_until(SECS10, || marker.exists()), "user process did not run after start");
-    assert_eq!(std::fs::read_to_string(&marker).unwrap_or_default(), "ran\n");
+    assert!(
+        wait_until(SECS10, || marker.exists()),
+        "user process did not run after start"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&marker).unwrap_or_default(),
+        "ran\n"
+    );
     assert_eq!(h.rt.status(&b.id), "running");
     h.rt.delete_force(&b.id).ok();
     h.assert_no_leaks();
@@ -72,19 +92,28 @@ fn create_does_not_run_user_process_until_start() {
 
 #[test]
 fn state_has_required_fields() {
-    let Some(h) = Harness::new("state_fields") else { return };
+    let Some(h) = Harness::new("state_fields") else {
+        return;
+    };
     let mut b = h.bundle();
     b.args(&["sleep", "1000"]);
     b.write();
     h.rt.create(&b.id, b.path()).ok();
     let st = h.rt.state(&b.id);
-    assert!(st["ociVersion"].as_str().is_some_and(|v| !v.is_empty()), "ociVersion: {st}");
+    assert!(
+        st["ociVersion"].as_str().is_some_and(|v| !v.is_empty()),
+        "ociVersion: {st}"
+    );
     assert_eq!(st["id"], b.id.as_str(), "{st}");
     assert_eq!(st["status"], "created", "{st}");
     assert!(st["pid"].as_i64().is_some_and(|p| p > 0), "pid: {st}");
-    let bundle = st["bundle"].as_str().unwrap_or_else(|| panic!("bundle missing: {st}"));
+    let bundle = st["bundle"]
+        .as_str()
+        .unwrap_or_else(|| panic!("bundle missing: {st}"));
     assert_eq!(
-        std::path::Path::new(bundle).canonicalize().expect("bundle path exists"),
+        std::path::Path::new(bundle)
+            .canonicalize()
+            .expect("bundle path exists"),
         b.path(),
         "{st}"
     );
@@ -102,7 +131,9 @@ fn state_has_required_fields() {
 
 #[test]
 fn list_table_and_json() {
-    let Some(h) = Harness::new("list") else { return };
+    let Some(h) = Harness::new("list") else {
+        return;
+    };
     assert!(h.rt.list_json().is_empty(), "fresh root must list nothing");
     let mut a = h.bundle();
     a.args(&["sleep", "1000"]);
@@ -116,7 +147,10 @@ fn list_table_and_json() {
     let table = h.rt.list();
     table.ok();
     let header = table.stdout.lines().next().unwrap_or_default();
-    assert!(header.contains("ID") && header.contains("STATUS"), "table header: {table}");
+    assert!(
+        header.contains("ID") && header.contains("STATUS"),
+        "table header: {table}"
+    );
     let row = |id: &str| {
         table
             .stdout
@@ -139,7 +173,13 @@ fn list_table_and_json() {
     let ea = find(&a.id);
     assert_eq!(ea["status"], "running");
     assert!(ea["pid"].as_i64().is_some_and(|p| p > 0));
-    assert_eq!(ea["bundle"].as_str().map(std::path::PathBuf::from).as_deref(), Some(a.path()));
+    assert_eq!(
+        ea["bundle"]
+            .as_str()
+            .map(std::path::PathBuf::from)
+            .as_deref(),
+        Some(a.path())
+    );
     assert_eq!(find(&c.id)["status"], "created");
 
     h.rt.delete_force(&a.id).ok();
@@ -150,28 +190,38 @@ fn list_table_and_json() {
 
 #[test]
 fn kill_created_container() {
-    let Some(h) = Harness::new("kill_created") else { return };
+    let Some(h) = Harness::new("kill_created") else {
+        return;
+    };
     let mut b = h.bundle();
     b.sh("echo ran > /ran");
     b.write();
     h.rt.create(&b.id, b.path()).ok();
     h.rt.kill(&b.id, "KILL").ok();
     h.rt.wait_status(&b.id, "stopped", SECS10);
-    assert!(!b.rootfs().join("ran").exists(), "killed created container must never run");
+    assert!(
+        !b.rootfs().join("ran").exists(),
+        "killed created container must never run"
+    );
     h.rt.delete(&b.id).ok();
     h.assert_no_leaks();
 }
 
 #[test]
 fn kill_running_container_with_signal_name_and_number() {
-    let Some(h) = Harness::new("kill_running") else { return };
+    let Some(h) = Harness::new("kill_running") else {
+        return;
+    };
     // sh as pid 1 with a TERM trap: the signal must be delivered to it.
     let mut b = h.bundle();
     b.sh("trap 'echo got-term > /term; exit 0' TERM; while true; do sleep 0.1; done");
     b.write();
     h.rt.run_detached(&b.id, b.path()).ok();
     h.rt.kill(&b.id, "TERM").ok();
-    assert!(wait_until(SECS10, || b.rootfs().join("term").exists()), "TERM not delivered");
+    assert!(
+        wait_until(SECS10, || b.rootfs().join("term").exists()),
+        "TERM not delivered"
+    );
     h.rt.wait_status(&b.id, "stopped", SECS10);
     h.rt.delete(&b.id).ok();
 
@@ -187,7 +237,9 @@ fn kill_running_container_with_signal_name_and_number() {
 
 #[test]
 fn delete_force_running_container() {
-    let Some(h) = Harness::new("delete_force") else { return };
+    let Some(h) = Harness::new("delete_force") else {
+        return;
+    };
     let mut b = h.bundle();
     b.sh("sleep 1000 & sleep 1000");
     b.write();
@@ -203,7 +255,9 @@ fn delete_force_running_container() {
 
 #[test]
 fn delete_created_container() {
-    let Some(h) = Harness::new("delete_created") else { return };
+    let Some(h) = Harness::new("delete_created") else {
+        return;
+    };
     let mut b = h.bundle();
     b.sh("echo ran > /ran");
     b.write();
@@ -216,7 +270,9 @@ fn delete_created_container() {
 
 #[test]
 fn run_no_pivot() {
-    let Some(h) = Harness::new("no_pivot") else { return };
+    let Some(h) = Harness::new("no_pivot") else {
+        return;
+    };
     let mut b = h.bundle();
     b.sh("cat /etc/hostname; ls /");
     b.write();

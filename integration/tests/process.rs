@@ -5,9 +5,14 @@ use serde_json::json;
 
 #[test]
 fn user_uid_gid_additional_gids() {
-    let Some(h) = Harness::new("user") else { return };
+    let Some(h) = Harness::new("user") else {
+        return;
+    };
     let mut b = h.bundle();
-    b.set("/process/user", json!({"uid": 1000, "gid": 1000, "additionalGids": [10, 100]}));
+    b.set(
+        "/process/user",
+        json!({"uid": 1000, "gid": 1000, "additionalGids": [10, 100]}),
+    );
     b.sh("id -u; id -g; id -G; id -un; grep -E '^(Uid|Gid|Groups):' /proc/self/status");
     b.write();
     let out = h.rt.run(&b.id, b.path());
@@ -25,7 +30,9 @@ fn user_uid_gid_additional_gids() {
 
 #[test]
 fn non_root_user_cannot_write_root_files() {
-    let Some(h) = Harness::new("user_perm") else { return };
+    let Some(h) = Harness::new("user_perm") else {
+        return;
+    };
     let mut b = h.bundle();
     b.set("/process/user", json!({"uid": 1000, "gid": 1000}));
     b.rootfs_file("/root-only", "x", 0o600);
@@ -39,7 +46,9 @@ fn non_root_user_cannot_write_root_files() {
 
 #[test]
 fn umask_applied() {
-    let Some(h) = Harness::new("umask") else { return };
+    let Some(h) = Harness::new("umask") else {
+        return;
+    };
     let mut b = h.bundle();
     b.set("/process/user/umask", json!(0o027));
     b.sh("umask; touch /tmp/f; stat -c %a /tmp/f");
@@ -51,7 +60,9 @@ fn umask_applied() {
 
 #[test]
 fn env_and_cwd() {
-    let Some(h) = Harness::new("env_cwd") else { return };
+    let Some(h) = Harness::new("env_cwd") else {
+        return;
+    };
     let mut b = h.bundle();
     b.env("GREETING", "hello world");
     b.env("EMPTY", "");
@@ -70,21 +81,33 @@ fn env_and_cwd() {
 
 #[test]
 fn env_is_exactly_the_spec_env() {
-    let Some(h) = Harness::new("env_exact") else { return };
+    let Some(h) = Harness::new("env_exact") else {
+        return;
+    };
     let mut b = h.bundle();
     b.set("/process/env", json!(["PATH=/bin", "ONLY=this"]));
     b.args(&["/bin/env"]);
     b.write();
     let out = h.rt.run(&b.id, b.path());
     out.ok();
-    let mut vars: Vec<&str> = out.stdout.lines().filter(|l| !l.starts_with("HOME=")).collect();
+    let mut vars: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter(|l| !l.starts_with("HOME="))
+        .collect();
     vars.sort();
-    assert_eq!(vars, ["ONLY=this", "PATH=/bin"], "host environment leaked in: {out}");
+    assert_eq!(
+        vars,
+        ["ONLY=this", "PATH=/bin"],
+        "host environment leaked in: {out}"
+    );
 }
 
 #[test]
 fn args_passed_verbatim() {
-    let Some(h) = Harness::new("args") else { return };
+    let Some(h) = Harness::new("args") else {
+        return;
+    };
     let mut b = h.bundle();
     b.args(&["/bin/printf", "[%s]\\n", "a b", "", "$HOME", "--flag"]);
     b.write();

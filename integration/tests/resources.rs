@@ -6,7 +6,9 @@ use berth_integration::{wait_until, Bundle, Harness, SECS10};
 use serde_json::json;
 
 fn cg_file(controller: &str, id: &str, file: &str) -> PathBuf {
-    PathBuf::from(format!("/sys/fs/cgroup/{controller}/berth-integ/{id}/{file}"))
+    PathBuf::from(format!(
+        "/sys/fs/cgroup/{controller}/berth-integ/{id}/{file}"
+    ))
 }
 
 fn read_trim(p: &std::path::Path) -> String {
@@ -21,7 +23,10 @@ fn read_trim(p: &std::path::Path) -> String {
 fn run_until_done(h: &Harness, b: &Bundle) -> String {
     h.rt.run_detached(&b.id, b.path()).ok();
     let done = b.rootfs().join("done");
-    assert!(wait_until(SECS10, || done.exists()), "container never wrote /done");
+    assert!(
+        wait_until(SECS10, || done.exists()),
+        "container never wrote /done"
+    );
     std::fs::read_to_string(b.rootfs().join("out")).unwrap_or_default()
 }
 
@@ -32,24 +37,40 @@ fn finish(h: &Harness, b: &Bundle) {
 
 #[test]
 fn memory_limit_written_and_visible_inside() {
-    let Some(h) = Harness::new("memory") else { return };
+    let Some(h) = Harness::new("memory") else {
+        return;
+    };
     let mut b = h.bundle();
-    b.set("/linux/resources/memory", json!({"limit": 67108864, "reservation": 33554432}));
+    b.set(
+        "/linux/resources/memory",
+        json!({"limit": 67108864, "reservation": 33554432}),
+    );
     b.sh("cat /sys/fs/cgroup/memory/memory.limit_in_bytes > /out; touch /done; sleep 1000");
     b.write();
     let inside = run_until_done(&h, &b);
     assert_eq!(inside.trim(), "67108864", "limit seen inside");
-    assert_eq!(read_trim(&cg_file("memory", &b.id, "memory.limit_in_bytes")), "67108864");
-    assert_eq!(read_trim(&cg_file("memory", &b.id, "memory.soft_limit_in_bytes")), "33554432");
+    assert_eq!(
+        read_trim(&cg_file("memory", &b.id, "memory.limit_in_bytes")),
+        "67108864"
+    );
+    assert_eq!(
+        read_trim(&cg_file("memory", &b.id, "memory.soft_limit_in_bytes")),
+        "33554432"
+    );
     let pid = h.rt.pid(&b.id);
     let procs = read_trim(&cg_file("memory", &b.id, "cgroup.procs"));
-    assert!(procs.lines().any(|l| l == pid.to_string()), "init {pid} not in cgroup: {procs}");
+    assert!(
+        procs.lines().any(|l| l == pid.to_string()),
+        "init {pid} not in cgroup: {procs}"
+    );
     finish(&h, &b);
 }
 
 #[test]
 fn pids_limit_written_and_enforced() {
-    let Some(h) = Harness::new("pids") else { return };
+    let Some(h) = Harness::new("pids") else {
+        return;
+    };
     let mut b = h.bundle();
     b.set("/linux/resources/pids", json!({"limit": 10}));
     // The subshell dies when fork fails; the outer shell reports it.
@@ -59,11 +80,19 @@ fn pids_limit_written_and_enforced() {
     );
     b.write();
     let out = run_until_done(&h, &b);
-    assert!(!out.contains("all-forked"), "30 processes forked despite pids.limit=10: {out}");
+    assert!(
+        !out.contains("all-forked"),
+        "30 processes forked despite pids.limit=10: {out}"
+    );
     assert!(out.contains("fork"), "fork failure expected: {out}");
-    assert!(out.contains("\n10\n") || out.ends_with("10\n"), "pids.max inside: {out}");
+    assert!(
+        out.contains("\n10\n") || out.ends_with("10\n"),
+        "pids.max inside: {out}"
+    );
     assert_eq!(read_trim(&cg_file("pids", &b.id, "pids.max")), "10");
-    let current: u32 = read_trim(&cg_file("pids", &b.id, "pids.current")).parse().expect("pids.current");
+    let current: u32 = read_trim(&cg_file("pids", &b.id, "pids.current"))
+        .parse()
+        .expect("pids.current");
     assert!(current <= 10, "pids.current {current} > limit");
     finish(&h, &b);
 }
@@ -72,20 +101,31 @@ fn pids_limit_written_and_enforced() {
 fn cpu_shares_quota_period_written() {
     let Some(h) = Harness::new("cpu") else { return };
     let mut b = h.bundle();
-    b.set("/linux/resources/cpu", json!({"shares": 512, "quota": 50000, "period": 100000}));
+    b.set(
+        "/linux/resources/cpu",
+        json!({"shares": 512, "quota": 50000, "period": 100000}),
+    );
     b.sh("cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us > /out; touch /done; sleep 1000");
     b.write();
     let inside = run_until_done(&h, &b);
     assert_eq!(inside.trim(), "50000");
     assert_eq!(read_trim(&cg_file("cpu", &b.id, "cpu.shares")), "512");
-    assert_eq!(read_trim(&cg_file("cpu", &b.id, "cpu.cfs_quota_us")), "50000");
-    assert_eq!(read_trim(&cg_file("cpu", &b.id, "cpu.cfs_period_us")), "100000");
+    assert_eq!(
+        read_trim(&cg_file("cpu", &b.id, "cpu.cfs_quota_us")),
+        "50000"
+    );
+    assert_eq!(
+        read_trim(&cg_file("cpu", &b.id, "cpu.cfs_period_us")),
+        "100000"
+    );
     finish(&h, &b);
 }
 
 #[test]
 fn cgroup_removed_after_foreground_run() {
-    let Some(h) = Harness::new("cg_removed") else { return };
+    let Some(h) = Harness::new("cg_removed") else {
+        return;
+    };
     let mut b = h.bundle();
     b.set("/linux/resources/pids", json!({"limit": 50}));
     b.args(&["true"]);
@@ -97,7 +137,9 @@ fn cgroup_removed_after_foreground_run() {
 
 #[test]
 fn rlimits_applied() {
-    let Some(h) = Harness::new("rlimits") else { return };
+    let Some(h) = Harness::new("rlimits") else {
+        return;
+    };
     let mut b = h.bundle();
     b.set(
         "/process/rlimits",
@@ -118,7 +160,9 @@ fn rlimits_applied() {
 
 #[test]
 fn oom_score_adj_applied() {
-    let Some(h) = Harness::new("oom_adj") else { return };
+    let Some(h) = Harness::new("oom_adj") else {
+        return;
+    };
     let mut b = h.bundle();
     b.set("/process/oomScoreAdj", json!(456));
     b.args(&["cat", "/proc/self/oom_score_adj"]);

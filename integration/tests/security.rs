@@ -6,17 +6,22 @@ use berth_integration::Harness;
 use serde_json::json;
 
 fn set_caps(b: &mut berth_integration::Bundle, eff: &[&str], bounding: &[&str]) {
-    b.set("/process/capabilities", json!({
-        "bounding": bounding,
-        "effective": eff,
-        "permitted": bounding,
-        "inheritable": []
-    }));
+    b.set(
+        "/process/capabilities",
+        json!({
+            "bounding": bounding,
+            "effective": eff,
+            "permitted": bounding,
+            "inheritable": []
+        }),
+    );
 }
 
 #[test]
 fn capabilities_match_spec_for_root() {
-    let Some(h) = Harness::new("caps") else { return };
+    let Some(h) = Harness::new("caps") else {
+        return;
+    };
     // For uid 0 the kernel makes effective = permitted = bounding at execve,
     // so the spec's sets are all equal here.
     let set = ["CAP_CHOWN", "CAP_KILL", "CAP_NET_BIND_SERVICE"];
@@ -26,51 +31,92 @@ fn capabilities_match_spec_for_root() {
     b.write();
     let out = h.rt.run(&b.id, b.path());
     out.ok();
-    assert_eq!(parse_status_mask(&out.stdout, "CapEff"), Some(mask(&set)), "{out}");
-    assert_eq!(parse_status_mask(&out.stdout, "CapPrm"), Some(mask(&set)), "{out}");
-    assert_eq!(parse_status_mask(&out.stdout, "CapBnd"), Some(mask(&set)), "{out}");
+    assert_eq!(
+        parse_status_mask(&out.stdout, "CapEff"),
+        Some(mask(&set)),
+        "{out}"
+    );
+    assert_eq!(
+        parse_status_mask(&out.stdout, "CapPrm"),
+        Some(mask(&set)),
+        "{out}"
+    );
+    assert_eq!(
+        parse_status_mask(&out.stdout, "CapBnd"),
+        Some(mask(&set)),
+        "{out}"
+    );
     assert_eq!(parse_status_mask(&out.stdout, "CapInh"), Some(0), "{out}");
 }
 
 #[test]
 fn capabilities_match_spec_for_non_root_with_ambient() {
-    let Some(h) = Harness::new("caps_user") else { return };
+    let Some(h) = Harness::new("caps_user") else {
+        return;
+    };
     let eff = ["CAP_NET_BIND_SERVICE"];
     let bnd = ["CAP_CHOWN", "CAP_KILL", "CAP_NET_BIND_SERVICE"];
     let mut b = h.bundle();
     b.set("/process/user", json!({"uid": 1000, "gid": 1000}));
-    b.set("/process/capabilities", json!({
-        "bounding": bnd,
-        "effective": eff,
-        "permitted": eff,
-        "inheritable": eff,
-        "ambient": eff
-    }));
+    b.set(
+        "/process/capabilities",
+        json!({
+            "bounding": bnd,
+            "effective": eff,
+            "permitted": eff,
+            "inheritable": eff,
+            "ambient": eff
+        }),
+    );
     b.args(&["cat", "/proc/self/status"]);
     b.write();
     let out = h.rt.run(&b.id, b.path());
     out.ok();
-    assert_eq!(parse_status_mask(&out.stdout, "CapEff"), Some(mask(&eff)), "{out}");
-    assert_eq!(parse_status_mask(&out.stdout, "CapPrm"), Some(mask(&eff)), "{out}");
-    assert_eq!(parse_status_mask(&out.stdout, "CapAmb"), Some(mask(&eff)), "{out}");
-    assert_eq!(parse_status_mask(&out.stdout, "CapBnd"), Some(mask(&bnd)), "{out}");
+    assert_eq!(
+        parse_status_mask(&out.stdout, "CapEff"),
+        Some(mask(&eff)),
+        "{out}"
+    );
+    assert_eq!(
+        parse_status_mask(&out.stdout, "CapPrm"),
+        Some(mask(&eff)),
+        "{out}"
+    );
+    assert_eq!(
+        parse_status_mask(&out.stdout, "CapAmb"),
+        Some(mask(&eff)),
+        "{out}"
+    );
+    assert_eq!(
+        parse_status_mask(&out.stdout, "CapBnd"),
+        Some(mask(&bnd)),
+        "{out}"
+    );
 }
 
 #[test]
 fn dropped_capability_is_really_gone() {
-    let Some(h) = Harness::new("caps_gone") else { return };
+    let Some(h) = Harness::new("caps_gone") else {
+        return;
+    };
     let mut b = h.bundle();
     set_caps(&mut b, &["CAP_KILL"], &["CAP_KILL"]);
     // Without CAP_CHOWN/CAP_DAC_OVERRIDE even root cannot chown or read 000 files.
     b.rootfs_file("/secret", "x", 0o000);
     b.rootfs_file("/owned", "x", 0o644);
-    b.sh("chown 1000 /owned; echo chown=$?; cat /secret; echo cat=$?; grep CapEff /proc/self/status");
+    b.sh(
+        "chown 1000 /owned; echo chown=$?; cat /secret; echo cat=$?; grep CapEff /proc/self/status",
+    );
     b.write();
     let out = h.rt.run(&b.id, b.path());
     out.ok();
     assert!(out.stdout.contains("chown=1"), "{out}");
     assert!(out.stdout.contains("cat=1"), "{out}");
-    assert_eq!(parse_status_mask(&out.stdout, "CapEff"), Some(mask(&["CAP_KILL"])), "{out}");
+    assert_eq!(
+        parse_status_mask(&out.stdout, "CapEff"),
+        Some(mask(&["CAP_KILL"])),
+        "{out}"
+    );
 }
 
 #[test]
@@ -95,7 +141,9 @@ fn no_new_privileges_set() {
 
 #[test]
 fn readonly_rootfs_refuses_writes() {
-    let Some(h) = Harness::new("ro_rootfs") else { return };
+    let Some(h) = Harness::new("ro_rootfs") else {
+        return;
+    };
     let mut b = h.bundle();
     b.set("/root/readonly", json!(true));
     b.sh("touch /newfile; echo touch=$?; echo ok > /dev/shm/x && cat /dev/shm/x");
@@ -104,18 +152,25 @@ fn readonly_rootfs_refuses_writes() {
     out.ok();
     assert!(out.stdout.contains("touch=1"), "{out}");
     assert!(out.stderr.contains("Read-only file system"), "{out}");
-    assert!(out.stdout.contains("ok"), "tmpfs mounts stay writable: {out}");
+    assert!(
+        out.stdout.contains("ok"),
+        "tmpfs mounts stay writable: {out}"
+    );
     assert!(!b.rootfs().join("newfile").exists());
 }
 
 #[test]
 fn masked_paths_are_empty_or_unreadable() {
-    let Some(h) = Harness::new("masked") else { return };
+    let Some(h) = Harness::new("masked") else {
+        return;
+    };
     let mut b = h.bundle();
     b.rootfs_file("/masked-dir/inner", "should not be seen", 0o644);
     b.rootfs_file("/masked-file", "should not be seen", 0o644);
     b.with(|s| {
-        let m = s["linux"]["maskedPaths"].as_array_mut().expect("maskedPaths");
+        let m = s["linux"]["maskedPaths"]
+            .as_array_mut()
+            .expect("maskedPaths");
         m.push(json!("/masked-dir"));
         m.push(json!("/masked-file"));
     });
@@ -130,7 +185,10 @@ fn masked_paths_are_empty_or_unreadable() {
     let out = h.rt.run(&b.id, b.path());
     out.ok();
     for want in ["dir:0", "file:0", "keys:0", "kcore:0", "touch=1"] {
-        assert!(out.stdout.lines().any(|l| l == want), "{want} expected: {out}");
+        assert!(
+            out.stdout.lines().any(|l| l == want),
+            "{want} expected: {out}"
+        );
     }
     // The host files are untouched.
     assert!(b.rootfs().join("masked-dir/inner").exists());
@@ -138,7 +196,9 @@ fn masked_paths_are_empty_or_unreadable() {
 
 #[test]
 fn readonly_paths_are_readonly() {
-    let Some(h) = Harness::new("ro_paths") else { return };
+    let Some(h) = Harness::new("ro_paths") else {
+        return;
+    };
     let mut b = h.bundle();
     b.rootfs_file("/ro-dir/file", "readable", 0o644);
     b.with(|s| {
@@ -163,7 +223,9 @@ fn readonly_paths_are_readonly() {
 
 #[test]
 fn sysctl_applied_inside() {
-    let Some(h) = Harness::new("sysctl") else { return };
+    let Some(h) = Harness::new("sysctl") else {
+        return;
+    };
     let host_fwd = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap_or_default();
     let mut b = h.bundle();
     b.set(
@@ -184,7 +246,9 @@ fn sysctl_applied_inside() {
 
 #[test]
 fn linux_devices_create_nodes() {
-    let Some(h) = Harness::new("devices") else { return };
+    let Some(h) = Harness::new("devices") else {
+        return;
+    };
     let mut b = h.bundle();
     b.set(
         "/linux/devices",
@@ -201,12 +265,17 @@ fn linux_devices_create_nodes() {
     b.write();
     let out = h.rt.run(&b.id, b.path());
     out.ok();
-    assert_eq!(out.stdout, "character special file 1:3 666\nwrite-ok\n", "{out}");
+    assert_eq!(
+        out.stdout, "character special file 1:3 666\nwrite-ok\n",
+        "{out}"
+    );
 }
 
 #[test]
 fn device_cgroup_denies_unlisted_devices() {
-    let Some(h) = Harness::new("devices_deny") else { return };
+    let Some(h) = Harness::new("devices_deny") else {
+        return;
+    };
     let mut b = h.bundle();
     let mut caps = vec!["CAP_MKNOD"];
     caps.extend(["CAP_AUDIT_WRITE", "CAP_KILL"]);
@@ -222,7 +291,9 @@ fn device_cgroup_denies_unlisted_devices() {
 
 #[test]
 fn default_dev_nodes_and_symlinks() {
-    let Some(h) = Harness::new("default_dev") else { return };
+    let Some(h) = Harness::new("default_dev") else {
+        return;
+    };
     let mut b = h.bundle();
     b.sh(
         "for d in null zero full random urandom tty; do [ -c /dev/$d ] && echo c:$d; done; \
@@ -234,7 +305,10 @@ fn default_dev_nodes_and_symlinks() {
     let out = h.rt.run(&b.id, b.path());
     out.ok();
     for d in ["null", "zero", "full", "random", "urandom", "tty"] {
-        assert!(out.stdout.lines().any(|l| l == format!("c:{d}")), "/dev/{d} missing: {out}");
+        assert!(
+            out.stdout.lines().any(|l| l == format!("c:{d}")),
+            "/dev/{d} missing: {out}"
+        );
     }
     for (l, t) in [
         ("fd", "/proc/self/fd"),
@@ -242,7 +316,10 @@ fn default_dev_nodes_and_symlinks() {
         ("stdout", "/proc/self/fd/1"),
         ("stderr", "/proc/self/fd/2"),
     ] {
-        assert!(out.stdout.lines().any(|x| x == format!("l:{l}:{t}")), "/dev/{l} -> {t} missing: {out}");
+        assert!(
+            out.stdout.lines().any(|x| x == format!("l:{l}:{t}")),
+            "/dev/{l} -> {t} missing: {out}"
+        );
     }
     for w in ["ptmx", "pts", "shm", "4", "full=1", "via-fd"] {
         assert!(out.stdout.lines().any(|x| x == w), "{w} expected: {out}");

@@ -9,7 +9,9 @@ use serde_json::json;
 
 #[test]
 fn console_socket_receives_working_pty() {
-    let Some(h) = Harness::new("console") else { return };
+    let Some(h) = Harness::new("console") else {
+        return;
+    };
     let sock = ConsoleSocket::bind(&h.tempdir());
     let mut b = h.bundle();
     b.set("/process/terminal", json!(true));
@@ -19,12 +21,17 @@ fn console_socket_receives_working_pty() {
     );
     b.write();
     let sock_path = sock.path.to_string_lossy().into_owned();
-    h.rt.create_with(&b.id, b.path(), &["--console-socket", &sock_path]).ok();
+    h.rt.create_with(&b.id, b.path(), &["--console-socket", &sock_path])
+        .ok();
     let master = sock.master(SECS10);
     h.rt.start(&b.id).ok();
     let text = read_until_closed(&master, Duration::from_secs(15));
     let lines: Vec<&str> = text.lines().map(str::trim).collect();
-    assert_eq!(lines.first().copied(), Some("/dev/pts/0"), "tty output: {text:?}");
+    assert_eq!(
+        lines.first().copied(),
+        Some("/dev/pts/0"),
+        "tty output: {text:?}"
+    );
     for w in ["stdin-tty", "stdout-tty", "stderr-tty"] {
         assert!(lines.contains(&w), "{w} missing in {text:?}");
     }
@@ -35,14 +42,21 @@ fn console_socket_receives_working_pty() {
 
 #[test]
 fn console_input_reaches_container() {
-    let Some(h) = Harness::new("console_in") else { return };
+    let Some(h) = Harness::new("console_in") else {
+        return;
+    };
     let sock = ConsoleSocket::bind(&h.tempdir());
     let mut b = h.bundle();
     b.set("/process/terminal", json!(true));
     b.sh("stty -echo; echo ready; read line; echo \"got:$line\"");
     b.write();
     let sock_path = sock.path.to_string_lossy().into_owned();
-    h.rt.run_with(&b.id, b.path(), &["--detach", "--console-socket", &sock_path]).ok();
+    h.rt.run_with(
+        &b.id,
+        b.path(),
+        &["--detach", "--console-socket", &sock_path],
+    )
+    .ok();
     let master = sock.master(SECS10);
     // Wait for the prompt before typing.
     let seen = read_until(&master, Some("ready"), SECS10);
@@ -57,13 +71,18 @@ fn console_input_reaches_container() {
 
 #[test]
 fn terminal_without_console_socket_in_detached_mode_fails_cleanly() {
-    let Some(h) = Harness::new("console_missing") else { return };
+    let Some(h) = Harness::new("console_missing") else {
+        return;
+    };
     let mut b = h.bundle();
     b.set("/process/terminal", json!(true));
     b.args(&["true"]);
     b.write();
     let out = h.rt.create(&b.id, b.path());
     out.failed();
-    assert!(out.stderr.contains("console"), "error must mention the console socket: {out}");
+    assert!(
+        out.stderr.contains("console"),
+        "error must mention the console socket: {out}"
+    );
     h.assert_no_leaks();
 }
