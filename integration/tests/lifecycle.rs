@@ -78,12 +78,9 @@ fn create_does_not_run_user_process_until_start() {
 
     h.rt.start(&b.id).ok();
     assert!(
-        wait_until(SECS10, || marker.exists()),
+        wait_until(SECS10, || std::fs::read_to_string(&marker)
+            .is_ok_and(|t| t == "ran\n")),
         "user process did not run after start"
-    );
-    assert_eq!(
-        std::fs::read_to_string(&marker).unwrap_or_default(),
-        "ran\n"
     );
     assert_eq!(h.rt.status(&b.id), "running");
     h.rt.delete_force(&b.id).ok();
