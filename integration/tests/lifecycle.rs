@@ -28,9 +28,12 @@ fn run_zero_exit() {
         return;
     };
     let mut b = h.bundle();
-    b.args(&["true"]);
+    b.args(&["echo", "zero"]);
     b.write();
-    h.rt.run(&b.id, b.path()).ok();
+    let out = h.rt.run(&b.id, b.path());
+    out.ok();
+    assert_eq!(out.stdout, "zero\n", "{out}");
+    h.assert_no_leaks();
 }
 
 #[test]

@@ -128,9 +128,16 @@ fn cgroup_removed_after_foreground_run() {
     };
     let mut b = h.bundle();
     b.set("/linux/resources/pids", json!({"limit": 50}));
-    b.args(&["true"]);
+    b.args(&["cat", "/proc/self/cgroup"]);
     b.write();
-    h.rt.run(&b.id, b.path()).ok();
+    let out = h.rt.run(&b.id, b.path());
+    out.ok();
+    assert!(
+        out.stdout
+            .lines()
+            .any(|l| l.contains(":pids:") && l.ends_with(&format!("/berth-integ/{}", b.id))),
+        "process not in its pids cgroup: {out}"
+    );
     assert!(!cg_file("pids", &b.id, "").exists());
     h.assert_no_leaks();
 }
