@@ -299,7 +299,7 @@ fn default_dev_nodes_and_symlinks() {
         "for d in null zero full random urandom tty; do [ -c /dev/$d ] && echo c:$d; done; \
          for l in fd stdin stdout stderr; do [ -L /dev/$l ] && echo l:$l:$(readlink /dev/$l); done; \
          [ -e /dev/ptmx ] && echo ptmx; [ -d /dev/pts ] && echo pts; [ -d /dev/shm ] && echo shm; \
-         head -c 4 /dev/zero | wc -c; echo x > /dev/full; echo full=$?; echo via-fd > /dev/stdout",
+         head -c 4 /dev/zero | wc -c; echo x > /dev/full; echo full=$?; echo via-fd >> /dev/stdout",
     );
     b.write();
     let out = h.rt.run(&b.id, b.path());
