@@ -57,9 +57,10 @@ pub fn prepare(ctx: &MountContext<'_>, spec: &Spec) -> Result<()> {
     )
     .with_context(|| format!("bind-mounting the rootfs {}", ctx.rootfs.display()))?;
 
+    let resolver = path::Resolver::new(ctx.rootfs)?;
     let entries = spec.mounts().as_deref().unwrap_or(&[]);
     for (i, m) in entries.iter().enumerate() {
-        mount_entry(ctx, i, m)?;
+        mount_entry(ctx, &resolver, i, m)?;
     }
     let dev_is_bind = entries.iter().any(|m| {
         m.destination() == Path::new("/dev")

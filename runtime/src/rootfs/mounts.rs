@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use nix::mount::{mount, MsFlags};
 use oci_spec::runtime::Mount;
 
-use super::path::secure_join;
+use super::path::{secure_join, Resolver};
 use crate::cgroups::CgroupState;
 use crate::error::{Context, Error, Result};
 
@@ -118,33 +118,50 @@ pub struct MountContext<'a> {
     pub cgroupns: bool,
 }
 
-/// Mount spec entry `index` under the rootfs.
-pub fn mount_entry(ctx: &MountContext<'_>, index: usize, m: &Mount) -> Result<()> {
+/// Mount spec entry `index` under the rootfs. The destination is created
+/// along a path resolved inside the rootfs, then opened with `resolver` and
+/// mounted onto through that descriptor, so a symlink swapped in meanwhile
+/// cannot redirect the mount to the host.
+pub fn mount_entry(
+    ctx: &MountContext<'_>,
+    resolver: &Resolver,
+    index: usize,
+    m: &Mount,
+) -> Result<()> {
     let field = format!("mounts[{index}] ({})", m.destination().display());
     let options = MountOptions::parse(m.options().as_deref().unwrap_or(&[]))
         .map_err(|e| e.context(&field))?;
     let typ = m.typ().as_deref().unwrap_or("none");
     let dest = secure_join(ctx.rootfs, m.destination())?;
     let result = if options.is_bind() || typ == "bind" {
-        bind_mount(ctx, m, &options, &dest)
+        bind_mount(ctx, m, &options, &dest, resolver)
     } else if typ == "cgroup" || typ == "cgroup2" {
-        mount_cgroup(ctx, &options, &dest)
+        mkdir_all(&dest).and_then(|_| mount_cgroup(ctx, &options, m.destination(), resolver))
     } else {
-        mkdir_all(&dest)?;
-        let source = m.source().clone().unwrap_or_else(|| PathBuf::from(typ));
-        mount(
-            Some(&source),
-            &dest,
-            Some(typ),
-            options.flags,
-            options.data().as_deref(),
-        )
-        .with_context(|| format!("mounting {typ} on {}", dest.display()))
+        mkdir_all(&dest).and_then(|_| {
+            let target = resolver.open(m.destination())?;
+            let source = m.source().clone().unwrap_or_else(|| PathBuf::from(typ));
+            mount(
+                Some(&source),
+                &target.path,
+                Some(typ),
+                options.flags,
+                options.data().as_deref(),
+            )
+            .with_context(|| format!("mounting {typ} on {}", dest.display()))
+        })
     };
     result.map_err(|e| e.context(&field))?;
     for flag in &options.propagation {
-        mount(None::<&str>, &dest, None::<&str>, *flag, None::<&str>)
-            .with_context(|| format!("{field}: setting propagation of {}", dest.display()))?;
+        let target = resolver.open(m.destination())?;
+        mount(
+            None::<&str>,
+            &target.path,
+            None::<&str>,
+            *flag,
+            None::<&str>,
+        )
+        .with_context(|| format!("{field}: setting propagation of {}", dest.display()))?;
     }
     Ok(())
 }
@@ -154,6 +171,7 @@ fn bind_mount(
     m: &Mount,
     options: &MountOptions,
     dest: &Path,
+    resolver: &Resolver,
 ) -> Result<()> {
     let source = m
         .source()
@@ -168,11 +186,19 @@ fn bind_mount(
         ensure_file(dest)?;
     }
     let bind = options.flags & (MsFlags::MS_BIND | MsFlags::MS_REC) | MsFlags::MS_BIND;
-    mount(Some(&source), dest, None::<&str>, bind, None::<&str>)
-        .with_context(|| format!("bind-mounting {} on {}", source.display(), dest.display()))?;
+    let target = resolver.open(m.destination())?;
+    mount(
+        Some(&source),
+        &target.path,
+        None::<&str>,
+        bind,
+        None::<&str>,
+    )
+    .with_context(|| format!("bind-mounting {} on {}", source.display(), dest.display()))?;
     let extra = options.flags - (MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_REMOUNT);
     if !extra.is_empty() {
-        remount_bind(dest, extra)?;
+        // Reopen: the old descriptor is the directory under the new mount.
+        remount_bind(&resolver.open(m.destination())?.path, extra)?;
     }
     Ok(())
 }
@@ -214,38 +240,51 @@ fn locked_flags(path: &Path) -> MsFlags {
 /// The cgroup filesystem inside the container: on v2 a cgroup2 mount (or a
 /// bind of the container's cgroup without a cgroup namespace); on v1 a
 /// tmpfs with one bind of the container's cgroup per hierarchy, as runc does.
-fn mount_cgroup(ctx: &MountContext<'_>, options: &MountOptions, dest: &Path) -> Result<()> {
-    mkdir_all(dest)?;
+fn mount_cgroup(
+    ctx: &MountContext<'_>,
+    options: &MountOptions,
+    container_dest: &Path,
+    resolver: &Resolver,
+) -> Result<()> {
     let flags = options.flags;
+    let shown = container_dest.display();
+    let target = resolver.open(container_dest)?;
     match ctx.cgroup {
         CgroupState::V2 { path } => {
             if ctx.cgroupns {
-                mount(Some("cgroup2"), dest, Some("cgroup2"), flags, None::<&str>)
-                    .with_context(|| format!("mounting cgroup2 on {}", dest.display()))
+                mount(
+                    Some("cgroup2"),
+                    &target.path,
+                    Some("cgroup2"),
+                    flags,
+                    None::<&str>,
+                )
+                .with_context(|| format!("mounting cgroup2 on {shown}"))
             } else {
                 mount(
                     Some(path),
-                    dest,
+                    &target.path,
                     None::<&str>,
                     MsFlags::MS_BIND | MsFlags::MS_REC,
                     None::<&str>,
                 )
-                .with_context(|| {
-                    format!("bind-mounting {} on {}", path.display(), dest.display())
-                })?;
-                remount_bind(dest, flags)
+                .with_context(|| format!("bind-mounting {} on {shown}", path.display()))?;
+                remount_bind(&resolver.open(container_dest)?.path, flags)
             }
         }
         CgroupState::V1 { paths } => {
             let tmpfs_flags = flags - MsFlags::MS_RDONLY;
             mount(
                 Some("tmpfs"),
-                dest,
+                &target.path,
                 Some("tmpfs"),
                 tmpfs_flags,
                 Some("mode=755"),
             )
-            .with_context(|| format!("mounting tmpfs on {}", dest.display()))?;
+            .with_context(|| format!("mounting tmpfs on {shown}"))?;
+            // Our fresh tmpfs: nothing else can have put links in it.
+            let tmpfs = resolver.open(container_dest)?;
+            let dest = tmpfs.path.as_path();
             let mountpoints = v1_mountpoints();
             for path in paths.values() {
                 let Some(mp) = mountpoints
@@ -256,20 +295,24 @@ fn mount_cgroup(ctx: &MountContext<'_>, options: &MountOptions, dest: &Path) -> 
                     continue;
                 };
                 let Some(name) = mp.file_name() else { continue };
-                let target = dest.join(name);
-                mkdir_all(&target)?;
+                let sub = dest.join(name);
+                mkdir_all(&sub)?;
                 mount(
                     Some(path),
-                    &target,
+                    &sub,
                     None::<&str>,
                     MsFlags::MS_BIND | MsFlags::MS_REC,
                     None::<&str>,
                 )
                 .with_context(|| {
-                    format!("bind-mounting {} on {}", path.display(), target.display())
+                    format!(
+                        "bind-mounting {} on {shown}/{}",
+                        path.display(),
+                        name.to_string_lossy()
+                    )
                 })?;
                 remount_bind(
-                    &target,
+                    &sub,
                     flags | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
                 )?;
                 let name = name.to_string_lossy();
@@ -278,7 +321,7 @@ fn mount_cgroup(ctx: &MountContext<'_>, options: &MountOptions, dest: &Path) -> 
                         let link = dest.join(part);
                         if !link.exists() {
                             std::os::unix::fs::symlink(name.as_ref(), &link)
-                                .with_context(|| format!("linking {}", link.display()))?;
+                                .with_context(|| format!("linking {shown}/{part}"))?;
                         }
                     }
                 }

@@ -99,3 +99,109 @@ mod tests {
         assert!(secure_join(root, Path::new("/loop/x")).is_err());
     }
 }
+
+/// A mount target opened inside the rootfs: mounting onto [`Self::path`]
+/// (`/proc/self/fd/N`) mounts onto exactly the directory or file that was
+/// resolved, whatever happens to the path's components afterwards.
+#[derive(Debug)]
+pub struct Target {
+    _fd: std::os::fd::OwnedFd,
+    pub path: PathBuf,
+}
+
+/// Resolves container paths to [`Target`]s with the kernel's help
+/// (openat2 with RESOLVE_IN_ROOT): a symlink, even one swapped in after our
+/// own checks, cannot lead outside the rootfs (CVE-2021-30465).
+#[derive(Debug)]
+pub struct Resolver {
+    root: PathBuf,
+    root_fd: std::os::fd::OwnedFd,
+}
+
+impl Resolver {
+    pub fn new(root: &Path) -> Result<Self> {
+        use nix::fcntl::{open, OFlag};
+        use nix::sys::stat::Mode;
+        let root_fd = open(
+            root,
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| Error::internal(format!("opening the rootfs {}: {e}", root.display())))?;
+        Ok(Self {
+            root: root.to_path_buf(),
+            root_fd,
+        })
+    }
+
+    /// Open `container_path` (which must exist) as an O_PATH descriptor.
+    pub fn open(&self, container_path: &Path) -> Result<Target> {
+        use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
+        use std::os::fd::AsRawFd;
+        let relative: PathBuf = components(container_path)
+            .into_iter()
+            .fold(PathBuf::from("."), |p, c| p.join(c));
+        let how = OpenHow::new()
+            .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
+            .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+        let fd = match openat2(&self.root_fd, &relative, how) {
+            Ok(fd) => fd,
+            // Kernels before 5.6: resolve ourselves, refuse a final
+            // symlink, and check where the descriptor really points.
+            Err(nix::errno::Errno::ENOSYS) => {
+                let joined = secure_join(&self.root, container_path)?;
+                let fd = nix::fcntl::open(
+                    &joined,
+                    OFlag::O_PATH | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
+                    nix::sys::stat::Mode::empty(),
+                )
+                .map_err(|e| Error::internal(format!("opening {}: {e}", joined.display())))?;
+                let real = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+                    .map_err(|e| Error::internal(format!("checking {}: {e}", joined.display())))?;
+                if !real.starts_with(&self.root) {
+                    return Err(Error::invalid(format!(
+                        "{}: resolves outside the rootfs (to {})",
+                        container_path.display(),
+                        real.display()
+                    )));
+                }
+                fd
+            }
+            Err(e) => {
+                return Err(Error::internal(format!(
+                    "opening {} in the rootfs: {e}",
+                    container_path.display()
+                )))
+            }
+        };
+        let path = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+        Ok(Target { _fd: fd, path })
+    }
+}
+
+#[cfg(test)]
+mod resolver_tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    #[test]
+    fn targets_never_leave_the_root() {
+        let outside = tempfile::tempdir().unwrap();
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path();
+        std::fs::create_dir_all(root.join("inside/x")).unwrap();
+        std::fs::create_dir_all(outside.path().join("x")).unwrap();
+        // An absolute link to the host and a relative one climbing out.
+        symlink(outside.path(), root.join("abs")).unwrap();
+        symlink("../../../../../../..", root.join("up")).unwrap();
+        let r = Resolver::new(root).unwrap();
+        let t = r.open(Path::new("/inside/x")).unwrap();
+        let real = std::fs::read_link(&t.path).unwrap();
+        assert_eq!(real, root.join("inside/x").canonicalize().unwrap());
+        // /abs/x is resolved as <root>/<outside>/x, which does not exist.
+        assert!(r.open(Path::new("/abs/x")).is_err());
+        let t = r.open(Path::new("/up/inside")).unwrap();
+        let real = std::fs::read_link(&t.path).unwrap();
+        assert_eq!(real, root.join("inside").canonicalize().unwrap());
+    }
+}
