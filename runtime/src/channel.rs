@@ -4,6 +4,8 @@
 //! exited peer shows up as end-of-file instead of a hang.
 //!
 //! The conversation, in order:
+//! 0. (new user namespace only) parent -> child `UsersMapped`: uid_map and
+//!    gid_map are written; an id-mapped rootfs tree may come along (fd);
 //! 1. parent -> child `CgroupJoined` (only when the child was not born in
 //!    its cgroup): the parent wrote the child's pid into its cgroup. The
 //!    child sets up mounts meanwhile and waits for this before it unshares
@@ -40,6 +42,11 @@ pub enum FromChild {
 /// Messages from the parent to the container's init.
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
 pub enum FromParent {
+    /// The new user namespace's id mappings are written; with
+    /// `idmapped_rootfs`, an id-mapped rootfs mount tree comes along.
+    UsersMapped {
+        idmapped_rootfs: bool,
+    },
     CgroupJoined,
     /// The createRuntime hooks ran; carries the state JSON for the
     /// container's own hooks (the child cannot see its host pid).
@@ -93,6 +100,28 @@ impl Channel {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// Send a message with a descriptor attached (SCM_RIGHTS).
+    pub fn send_with_fd<T: Serialize>(&self, message: &T, fd: BorrowedFd<'_>) -> nix::Result<()> {
+        let data = serde_json::to_vec(message).map_err(|_| Errno::EINVAL)?;
+        crate::sys::send_with_fd(self.fd.as_fd(), &data, fd)
+    }
+
+    /// The next message and the descriptor sent with it, if any.
+    pub fn recv_with_fd<T: DeserializeOwned>(&self) -> nix::Result<Option<(T, Option<OwnedFd>)>> {
+        let mut buf = vec![0u8; MAX_MESSAGE];
+        let (n, fd) = loop {
+            match crate::sys::recv_with_fd(self.fd.as_fd(), &mut buf) {
+                Err(Errno::EINTR) => continue,
+                other => break other?,
+            }
+        };
+        if n == 0 {
+            return Ok(None);
+        }
+        let message = serde_json::from_slice(&buf[..n]).map_err(|_| Errno::EPROTO)?;
+        Ok(Some((message, fd)))
     }
 
     /// The next message, or `None` when the peer closed its end.

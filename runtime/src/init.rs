@@ -123,6 +123,21 @@ fn recv(channel: &Channel, stage: &str) -> std::result::Result<FromParent, InitF
     }
 }
 
+/// Take uid and gid 0 of the new user namespace (when mapped), so files
+/// created during setup belong to the container's root.
+fn become_root() -> Result<()> {
+    let root = nix::unistd::Gid::from_raw(0);
+    match nix::unistd::setresgid(root, root, root) {
+        Ok(()) | Err(nix::errno::Errno::EINVAL) => {}
+        Err(e) => return Err(Error::internal(format!("setresgid 0: {e}"))),
+    }
+    let root = nix::unistd::Uid::from_raw(0);
+    match nix::unistd::setresuid(root, root, root) {
+        Ok(()) | Err(nix::errno::Errno::EINVAL) => Ok(()),
+        Err(e) => Err(Error::internal(format!("setresuid 0: {e}"))),
+    }
+}
+
 fn wait_for_cgroup(channel: &Channel) -> std::result::Result<(), InitFailure> {
     match recv(channel, "waiting for the cgroup")? {
         FromParent::CgroupJoined => Ok(()),
@@ -146,6 +161,20 @@ fn prepare(args: &InitArgs<'_>) -> std::result::Result<Ready, InitFailure> {
         .ok_or_else(|| at("reading the spec")(Error::invalid("process: missing")))?;
     let namespaces = args.bundle.namespaces();
 
+    // In a new user namespace nothing works until the parent has written
+    // our id mappings.
+    let mut idmapped_rootfs = None;
+    if namespaces::is_new(namespaces, LinuxNamespaceType::User) {
+        match args.channel.recv_with_fd::<FromParent>() {
+            Ok(Some((FromParent::UsersMapped { .. }, fd))) => idmapped_rootfs = fd,
+            _ => {
+                return Err(at("waiting for the id mappings")(Error::internal(
+                    "the runtime went away",
+                )))
+            }
+        }
+        become_root().map_err(at("becoming root in the user namespace"))?;
+    }
     namespaces::join(
         &args.join,
         &[
@@ -187,11 +216,6 @@ fn prepare(args: &InitArgs<'_>) -> std::result::Result<Ready, InitFailure> {
             }
         }
     }
-    if let Some(adj) = proc.oom_score_adj() {
-        std::fs::write("/proc/self/oom_score_adj", adj.to_string())
-            .context("/proc/self/oom_score_adj")
-            .map_err(at("setting process.oomScoreAdj"))?;
-    }
     umask(Mode::empty());
 
     let own_mount_ns = namespaces::is_new(namespaces, LinuxNamespaceType::Mount);
@@ -202,7 +226,7 @@ fn prepare(args: &InitArgs<'_>) -> std::result::Result<Ready, InitFailure> {
         cgroupns,
     };
     if own_mount_ns {
-        rootfs::prepare(&ctx, spec).map_err(at("preparing the rootfs"))?;
+        rootfs::prepare(&ctx, spec, idmapped_rootfs).map_err(at("preparing the rootfs"))?;
     }
 
     if !joined {

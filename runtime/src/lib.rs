@@ -28,5 +28,6 @@ pub mod spec;
 pub mod state;
 pub mod sys;
 pub mod terminal;
+pub mod userns;
 
 pub use error::{Error, ErrorKind, Result};

@@ -111,18 +111,10 @@ fn validate(spec: &Spec) -> Result<()> {
                 "linux.namespaces[{i}]: namespace {typ} listed twice"
             )));
         }
-        match typ {
-            LinuxNamespaceType::User => {
-                return Err(Error::unsupported(format!(
-                    "linux.namespaces[{i}]: user namespaces are not supported yet"
-                )))
-            }
-            LinuxNamespaceType::Time => {
-                return Err(Error::unsupported(format!(
-                    "linux.namespaces[{i}]: time namespaces are not supported"
-                )))
-            }
-            _ => {}
+        if typ == LinuxNamespaceType::Time {
+            return Err(Error::unsupported(format!(
+                "linux.namespaces[{i}]: time namespaces are not supported"
+            )));
         }
         if let Some(path) = ns.path() {
             if !path.exists() {
@@ -133,6 +125,7 @@ fn validate(spec: &Spec) -> Result<()> {
             }
         }
     }
+    crate::userns::validate(spec)?;
     let private = |typ| namespace(spec, typ).is_some_and(|ns| ns.path().is_none());
     if spec.hostname().as_deref().is_some_and(|h| !h.is_empty())
         && !private(LinuxNamespaceType::Uts)

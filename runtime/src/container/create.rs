@@ -21,7 +21,7 @@ use crate::init::{self, InitArgs, StartSignal};
 use crate::process_info::ProcessInfo;
 use crate::spec::Bundle;
 use crate::state::{now_rfc3339, write_atomic, ContainerDir, ContainerState, StateStore, Status};
-use crate::{namespaces, sys, terminal};
+use crate::{namespaces, sys, terminal, userns};
 
 /// What `create` and `run` are asked to do.
 #[derive(Debug, Clone, Default)]
@@ -209,6 +209,20 @@ fn create_in(
     drop(console);
     drop(into_cgroup);
 
+    if namespaces::is_new(ns, LinuxNamespaceType::User) {
+        let (uids, gids) = userns::mappings(spec);
+        userns::write_mappings(child.as_raw(), uids, gids)?;
+        let message = |idmapped_rootfs| FromParent::UsersMapped { idmapped_rootfs };
+        match userns::idmapped_rootfs(child.as_raw(), &bundle.rootfs, uids)? {
+            Some(tree) => parent_end.send_with_fd(&message(true), tree.as_fd()),
+            None => parent_end.send(&message(false)),
+        }
+        .context("talking to the container's init")?;
+    }
+    if let Some(adj) = spec.process().as_ref().and_then(|p| p.oom_score_adj()) {
+        std::fs::write(format!("/proc/{child}/oom_score_adj"), adj.to_string())
+            .context("process.oomScoreAdj")?;
+    }
     if !born_in_cgroup {
         cgroup.add_task(child.as_raw())?;
     }

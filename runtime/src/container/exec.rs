@@ -36,6 +36,9 @@ pub struct ExecOptions {
 /// The order namespaces are joined in: the mount namespace last, since it
 /// changes our root and with it what the others' paths would mean.
 const JOIN_ORDER: &[LinuxNamespaceType] = &[
+    // The user namespace first: it owns the others and gives the
+    // capabilities needed to join them.
+    LinuxNamespaceType::User,
     LinuxNamespaceType::Cgroup,
     LinuxNamespaceType::Ipc,
     LinuxNamespaceType::Uts,
@@ -117,6 +120,10 @@ pub fn exec(store: &StateStore, id: &str, opts: &ExecOptions) -> Result<i32> {
     drop(child_end);
     drop(into_cgroup);
     let guard = KillOnError(Some(child));
+    if let Some(adj) = opts.process.oom_score_adj() {
+        std::fs::write(format!("/proc/{child}/oom_score_adj"), adj.to_string())
+            .context("process.oomScoreAdj")?;
+    }
     if !born_in_cgroup {
         cgroup.add_task(child.as_raw())?;
         // If the child already failed, its report is what matters: it is

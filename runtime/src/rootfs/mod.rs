@@ -36,7 +36,13 @@ fn root_propagation(spec: &Spec) -> Result<MsFlags> {
 
 /// Set up mounts and devices under `ctx.rootfs` (still seen from the host's
 /// root). Must run in the container's own mount namespace.
-pub fn prepare(ctx: &MountContext<'_>, spec: &Spec) -> Result<()> {
+/// With `idmapped_root` (a detached, id-mapped copy of the rootfs mount
+/// tree), that tree is put on the rootfs instead of a plain bind of it.
+pub fn prepare(
+    ctx: &MountContext<'_>,
+    spec: &Spec,
+    idmapped_root: Option<std::os::fd::OwnedFd>,
+) -> Result<()> {
     let propagation = root_propagation(spec)?;
     // Everything below "/" becomes a slave (or what was asked) so our mounts
     // never propagate back to the host. A shared propagation is applied only
@@ -48,14 +54,22 @@ pub fn prepare(ctx: &MountContext<'_>, spec: &Spec) -> Result<()> {
     };
     mount(None::<&str>, "/", None::<&str>, initial, None::<&str>)
         .context("setting the propagation of /")?;
-    mount(
-        Some(ctx.rootfs),
-        ctx.rootfs,
-        None::<&str>,
-        MsFlags::MS_BIND | MsFlags::MS_REC,
-        None::<&str>,
-    )
-    .with_context(|| format!("bind-mounting the rootfs {}", ctx.rootfs.display()))?;
+    match idmapped_root {
+        Some(tree) => {
+            use std::os::fd::AsFd;
+            crate::sys::move_mount_to(tree.as_fd(), ctx.rootfs).with_context(|| {
+                format!("attaching the id-mapped rootfs on {}", ctx.rootfs.display())
+            })?;
+        }
+        None => mount(
+            Some(ctx.rootfs),
+            ctx.rootfs,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .with_context(|| format!("bind-mounting the rootfs {}", ctx.rootfs.display()))?,
+    }
 
     let resolver = path::Resolver::new(ctx.rootfs)?;
     let entries = spec.mounts().as_deref().unwrap_or(&[]);
