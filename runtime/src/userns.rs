@@ -128,6 +128,12 @@ fn map_text(maps: &[LinuxIdMapping]) -> String {
 pub fn write_mappings(pid: i32, uids: &[LinuxIdMapping], gids: &[LinuxIdMapping]) -> Result<()> {
     std::fs::write(format!("/proc/{pid}/uid_map"), map_text(uids))
         .context("linux.uidMappings: writing uid_map")?;
+    // Without CAP_SETGID in our namespace, the kernel takes a gid map only
+    // once setgroups(2) is denied in the new namespace.
+    if sys::geteuid() != 0 {
+        std::fs::write(format!("/proc/{pid}/setgroups"), "deny")
+            .context("linux.gidMappings: denying setgroups")?;
+    }
     std::fs::write(format!("/proc/{pid}/gid_map"), map_text(gids))
         .context("linux.gidMappings: writing gid_map")
 }

@@ -141,24 +141,25 @@ fn create_in(
         .as_ref()
         .and_then(|l| l.cgroups_path().as_ref())
         .map(|p| p.to_string_lossy().into_owned());
-    let cgroup = cgroups::new_manager(cgroups_path.as_deref(), &opts.id)?;
+    let cgroup = container_cgroup(spec, cgroups_path.as_deref(), &opts.id)?;
     let mut cleanup = Cleanup {
         child: None,
         cgroup: Some(cgroup.as_ref()),
         armed: true,
     };
-    cgroup.create()?;
-    // Device rules are always applied at create (deny all but the spec's and
-    // the default devices), even when the spec has no resources section.
-    let mut resources = spec
-        .linux()
-        .as_ref()
-        .and_then(|l| l.resources().clone())
-        .unwrap_or_default();
-    if resources.devices().is_none() {
-        resources.set_devices(Some(Vec::new()));
+    if !is_unmanaged(&cgroup.state()) {
+        // Device rules are always applied at create (deny all but the
+        // spec's and the default devices), even without a resources section.
+        let mut resources = spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.resources().clone())
+            .unwrap_or_default();
+        if resources.devices().is_none() {
+            resources.set_devices(Some(Vec::new()));
+        }
+        cgroup.apply(&resources)?;
     }
-    cgroup.apply(&resources)?;
 
     let join = namespaces::open_paths(ns)?;
     if let Some((_, pidns)) = join.iter().find(|(t, _)| *t == LinuxNamespaceType::Pid) {
@@ -317,4 +318,54 @@ fn drive_init(
 /// Receive the pty master init sent over our console socketpair.
 fn receive_console(peer: &UnixStream) -> Result<OwnedFd> {
     terminal::recv_fd(peer).context("receiving the terminal from init")
+}
+
+/// The container's cgroup, created. Without root, where the hierarchy is
+/// not writable (rootless berth on cgroup v1, or v2 without delegation),
+/// a container that asks for no resource limits runs without a cgroup of
+/// its own, as runc's rootless mode does.
+fn container_cgroup(
+    spec: &oci_spec::runtime::Spec,
+    cgroups_path: Option<&str>,
+    id: &str,
+) -> Result<Box<dyn CgroupManager>> {
+    let attempt = cgroups::new_manager(cgroups_path, id).and_then(|m| m.create().map(|()| m));
+    match attempt {
+        Ok(m) => Ok(m),
+        Err(e) if sys::geteuid() != 0 && is_permission_error(&e) && !limits_requested(spec) => {
+            tracing::debug!("running without a cgroup: {e}");
+            Ok(cgroups::from_state(&cgroups::CgroupState::V1 {
+                paths: Default::default(),
+            }))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn is_permission_error(e: &cgroups::Error) -> bool {
+    e.io_error().is_some_and(|io| {
+        matches!(
+            io.kind(),
+            std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem
+        )
+    })
+}
+
+/// Whether the spec sets any resource limit (device rules aside).
+fn limits_requested(spec: &oci_spec::runtime::Spec) -> bool {
+    let Some(r) = spec.linux().as_ref().and_then(|l| l.resources().as_ref()) else {
+        return false;
+    };
+    r.memory().is_some()
+        || r.cpu().is_some()
+        || r.pids().is_some()
+        || r.block_io().is_some()
+        || r.hugepage_limits().as_ref().is_some_and(|h| !h.is_empty())
+        || r.network().is_some()
+        || r.unified().as_ref().is_some_and(|u| !u.is_empty())
+}
+
+/// A container without a cgroup of its own (see [`container_cgroup`]).
+pub(crate) fn is_unmanaged(state: &cgroups::CgroupState) -> bool {
+    matches!(state, cgroups::CgroupState::V1 { paths } if paths.is_empty())
 }
