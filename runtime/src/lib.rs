@@ -23,6 +23,7 @@ pub mod init;
 pub mod namespaces;
 pub mod process_info;
 pub mod rootfs;
+pub mod seccomp;
 pub mod spec;
 pub mod state;
 pub mod sys;
