@@ -122,6 +122,31 @@ impl Asm {
     }
 }
 
+/// The checks the kernel makes before accepting a seccomp filter
+/// (bpf_check_classic and seccomp_check_filter), for the opcodes used here.
+#[cfg(test)]
+pub(super) fn check(prog: &[sock_filter]) -> Result<(), String> {
+    if prog.is_empty() || prog.len() > MAX_INSNS {
+        return Err(format!("length {}", prog.len()));
+    }
+    for (pc, i) in prog.iter().enumerate() {
+        let next = pc + 1;
+        let in_range = |off: usize| next + off < prog.len();
+        match i.code {
+            BPF_LD_W_ABS if i.k % 4 == 0 && i.k < 64 => {}
+            BPF_ALU_AND_K | BPF_RET_K => {}
+            BPF_JMP_JA if in_range(i.k as usize) => {}
+            BPF_JMP_JEQ_K | BPF_JMP_JGT_K | BPF_JMP_JGE_K | BPF_JMP_JSET_K
+                if in_range(i.jt as usize) && in_range(i.jf as usize) => {}
+            _ => return Err(format!("instruction {pc}: {i:?}")),
+        }
+    }
+    match prog.last() {
+        Some(i) if i.code == BPF_RET_K => Ok(()),
+        _ => Err("does not end with ret".into()),
+    }
+}
+
 /// Run a seccomp filter the way the kernel does, on a `seccomp_data` made
 /// of `nr`, `arch` and `args` (for tests of the compiled filters).
 #[cfg(test)]

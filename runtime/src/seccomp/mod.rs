@@ -568,12 +568,19 @@ fn emit_section(
                     k: act,
                 });
             }
-            code.push(sock_filter {
+            // The final action, twice: seccompiler's rules start with a
+            // `ja` past the rule *and one more instruction* (in its own
+            // layout, the next rule's `ja`). It is never taken here, as
+            // rules are entered at their first instruction, but the
+            // kernel rejects a program whose jumps leave it.
+            let last = sock_filter {
                 code: bpf::BPF_RET_K,
                 jt: 0,
                 jf: 0,
                 k: sc.unconditional.unwrap_or(default),
-            });
+            };
+            code.push(last.clone());
+            code.push(last);
             blocks.push((label, code));
             label
         };

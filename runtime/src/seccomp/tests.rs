@@ -28,7 +28,9 @@ fn spec(v: Value) -> LinuxSeccomp {
 }
 
 fn build_for(v: Value, target: &Target) -> Filter {
-    compile_for(&spec(v), target).unwrap()
+    let f = compile_for(&spec(v), target).unwrap();
+    bpf::check(f.program()).unwrap();
+    f
 }
 
 fn build(v: Value) -> Filter {
