@@ -354,3 +354,57 @@ mod i386 {
         assert_eq!(end, End::Exit(0));
     }
 }
+
+/// A Docker-sized allowlist (every syscall of the installed uapi header
+/// but mkdir/mkdirat, plus conditional rules), installed before exec'ing a
+/// real program.
+#[test]
+fn seccomp_allowlist_profile_runs_a_real_program() {
+    use std::os::unix::process::CommandExt;
+    use std::process::Command;
+
+    let header = "/usr/include/x86_64-linux-gnu/asm/unistd_64.h";
+    let (Ok(text), true) = (
+        std::fs::read_to_string(header),
+        std::path::Path::new("/bin/busybox").exists(),
+    ) else {
+        eprintln!("skipped: needs {header} and /bin/busybox");
+        return;
+    };
+    let names: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("#define __NR_")?.split_whitespace().next())
+        .filter(|n| !matches!(*n, "mkdir" | "mkdirat" | "personality"))
+        .collect();
+    assert!(names.len() > 300);
+    let f = compile(json!({
+        "defaultAction": "SCMP_ACT_ERRNO",
+        "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+        "syscalls": [
+            {"names": names, "action": "SCMP_ACT_ALLOW"},
+            {"names": ["personality"], "action": "SCMP_ACT_ALLOW",
+             "args": [{"index": 0, "value": 0, "op": "SCMP_CMP_EQ"}]},
+            {"names": ["personality"], "action": "SCMP_ACT_ALLOW",
+             "args": [{"index": 0, "value": 0xffff_ffffu64, "op": "SCMP_CMP_EQ"}]}
+        ]
+    }));
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("made");
+    let script = format!("echo hello; mkdir {}", target.display());
+    let filter = f.clone();
+    let mut cmd = Command::new("/bin/busybox");
+    cmd.args(["sh", "-c", &script]);
+    // SAFETY: the hook runs in the forked child before exec and only
+    // installs the already-compiled filter (prctl + seccomp, no allocation
+    // on success).
+    unsafe {
+        cmd.pre_exec(move || filter.install().map_err(std::io::Error::other));
+    }
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stdout, "hello\n", "stderr: {stderr}");
+    assert!(!out.status.success());
+    assert!(stderr.contains("Operation not permitted"), "{stderr}");
+    assert!(!target.exists());
+}
