@@ -24,6 +24,7 @@ pub mod namespaces;
 pub mod process;
 pub mod process_info;
 pub mod rootfs;
+pub mod seccomp;
 pub mod spec;
 pub mod state;
 pub mod sys;
