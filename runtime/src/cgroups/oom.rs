@@ -70,7 +70,9 @@ enum Kind {
     },
     V2 {
         dir: PathBuf,
+        /// The watched file (`memory.events`) and its name.
         events: File,
+        name: &'static str,
         last: (u64, u64),
         /// `memory.events` could not be added to epoll: re-read on a timer.
         fallback: bool,
@@ -141,7 +143,7 @@ pub fn oom_watcher(state: &CgroupState) -> Result<OomWatcher> {
                 })?;
             watch_v1(dir)
         }
-        CgroupState::V2 { path } => watch_v2(path),
+        CgroupState::V2 { path } => watch_v2(path, "memory.events"),
     }
 }
 
@@ -175,15 +177,18 @@ fn watch_v1(dir: &Path) -> Result<OomWatcher> {
     })
 }
 
-fn watch_v2(dir: &Path) -> Result<OomWatcher> {
-    let mut events = open_read(dir, "memory.events")?;
+/// Watch `dir/name` (`memory.events`; tests use other `*.events` files
+/// to check the kernfs notification on hosts without a v2 memory
+/// controller).
+pub(crate) fn watch_v2(dir: &Path, name: &'static str) -> Result<OomWatcher> {
+    let mut events = open_read(dir, name)?;
     let text = reread(&mut events).map_err(|os| Error::Read {
-        path: dir.join("memory.events"),
+        path: dir.join(name),
         field: FIELD.into(),
         os,
     })?;
     let last = oom_counters(&text).map_err(|reason| Error::Parse {
-        path: dir.join("memory.events"),
+        path: dir.join(name),
         field: FIELD.into(),
         reason,
     })?;
@@ -192,13 +197,14 @@ fn watch_v2(dir: &Path) -> Result<OomWatcher> {
         Ok(()) => false,
         // Regular files can't be polled (not cgroupfs): re-read on a timer.
         Err(Errno::EPERM) => true,
-        Err(e) => return Err(notify_err(dir, "epoll_ctl (memory.events)", e)),
+        Err(e) => return Err(notify_err(&dir.join(name), "epoll_ctl", e)),
     };
     Ok(OomWatcher {
         epoll,
         kind: Kind::V2 {
             dir: dir.to_path_buf(),
             events,
+            name,
             last,
             fallback,
         },
@@ -252,6 +258,12 @@ impl OomWatcher {
         }
     }
 
+    /// Whether changes are noticed through epoll (false: re-read on a
+    /// timer, as for a v2 file that isn't on cgroupfs).
+    pub fn is_notified(&self) -> bool {
+        !matches!(self.kind, Kind::V2 { fallback: true, .. })
+    }
+
     fn dir(&self) -> &Path {
         match &self.kind {
             Kind::V1 { dir, .. } | Kind::V2 { dir, .. } => dir,
@@ -291,11 +303,15 @@ impl OomWatcher {
                 }
             }
             Kind::V2 {
-                dir, events, last, ..
+                dir,
+                events,
+                name,
+                last,
+                ..
             } => match reread(events) {
                 Ok(text) => {
                     let now = oom_counters(&text).map_err(|reason| Error::Parse {
-                        path: dir.join("memory.events"),
+                        path: dir.join(*name),
                         field: FIELD.into(),
                         reason,
                     })?;
@@ -312,7 +328,7 @@ impl OomWatcher {
                 Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Some(OomEvent::CgroupGone),
                 Err(os) => {
                     return Err(Error::Read {
-                        path: dir.join("memory.events"),
+                        path: dir.join(*name),
                         field: FIELD.into(),
                         os,
                     })

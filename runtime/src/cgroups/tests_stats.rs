@@ -455,6 +455,10 @@ fn v2_oom_watcher_on_fake_cgroupfs() {
     let state = CgroupState::V2 { path: dir.clone() };
     let mut w = oom_watcher(&state).expect("watcher");
     assert!(format!("{w:?}").contains("v2"));
+    assert!(
+        !w.is_notified(),
+        "a plain file can't be polled: timer fallback"
+    );
     // Nothing yet: times out (promptly, also with a zero timeout).
     assert_eq!(
         w.wait(Some(Duration::ZERO)).expect("wait"),
