@@ -95,6 +95,27 @@ pub enum Error {
         /// What was wrong.
         reason: String,
     },
+    /// A cgroup statistics/events file had content we could not parse.
+    #[error("cgroups: parsing {} (for {field}): {reason}", path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What the read was for.
+        field: String,
+        /// What was wrong.
+        reason: String,
+    },
+    /// Setting up or waiting on an event notification (eventfd, epoll,
+    /// `cgroup.event_control`) failed.
+    #[error("cgroups: {what} for {}: {os}", path.display())]
+    Notify {
+        /// The cgroup directory or file concerned.
+        path: PathBuf,
+        /// The step that failed.
+        what: String,
+        /// The OS error.
+        os: io::Error,
+    },
     /// Freezing or thawing did not complete in time.
     #[error("cgroups: timed out waiting for {} to report {wanted}", path.display())]
     FreezeTimeout {
@@ -112,7 +133,8 @@ impl Error {
             Error::Write { os, .. }
             | Error::Read { os, .. }
             | Error::Create { os, .. }
-            | Error::Remove { os, .. } => Some(os),
+            | Error::Remove { os, .. }
+            | Error::Notify { os, .. } => Some(os),
             _ => None,
         }
     }

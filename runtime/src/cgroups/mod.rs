@@ -8,6 +8,9 @@
 //! - `v1.rs` / `v1_apply.rs`: legacy manager and its resource writers
 //! - `v2.rs` / `v2_apply.rs`: unified manager and its resource writers
 //! - `fsutil.rs`: file helpers (write/read with context, rmdir retry)
+//! - `stats.rs` / `stats_v1.rs` / `stats_v2.rs`: usage statistics
+//!   ([`CgroupManager::stats`], shaped like `runc events --stats`)
+//! - `oom.rs`: OOM notifications ([`oom_watcher`])
 //!
 //! Recommended call order for a new container: [`new_manager`], then
 //! [`CgroupManager::create`], [`CgroupManager::apply`], then
@@ -20,7 +23,11 @@ mod convert;
 pub mod detect;
 mod error;
 mod fsutil;
+mod oom;
 mod path;
+pub mod stats;
+mod stats_v1;
+mod stats_v2;
 mod v1;
 mod v1_apply;
 mod v2;
@@ -31,6 +38,10 @@ mod tests_common;
 #[cfg(test)]
 mod tests_host;
 #[cfg(test)]
+mod tests_stats;
+#[cfg(test)]
+mod tests_stats_host;
+#[cfg(test)]
 mod tests_v1;
 #[cfg(test)]
 mod tests_v2;
@@ -39,6 +50,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 pub use error::{Error, Result};
+pub use oom::{oom_watcher, OomEvent, OomWatcher};
+pub use stats::Stats;
 pub use v1::V1Manager;
 pub use v2::V2Manager;
 
@@ -69,6 +82,10 @@ pub trait CgroupManager: std::fmt::Debug {
     fn freeze(&self, frozen: bool) -> Result<()>;
     /// Whether the cgroup is (completely) frozen.
     fn is_frozen(&self) -> Result<bool>;
+    /// Resource usage (CPU, memory, pids, block I/O, hugetlb, cpuset),
+    /// shaped like runc's `events --stats` data. Controllers or files the
+    /// cgroup doesn't have are left at their defaults, not errors.
+    fn stats(&self) -> Result<Stats>;
 }
 
 /// Persistable manager description (for state.json).

@@ -204,4 +204,8 @@ impl CgroupManager for V1Manager {
             None => Ok(false),
         }
     }
+
+    fn stats(&self) -> Result<super::Stats> {
+        super::stats_v1::stats(self)
+    }
 }

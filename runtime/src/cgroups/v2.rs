@@ -194,4 +194,8 @@ impl CgroupManager for V2Manager {
         }
         Ok(events_frozen(&self.path)?.unwrap_or(false))
     }
+
+    fn stats(&self) -> Result<super::Stats> {
+        super::stats_v2::stats(&self.path)
+    }
 }
