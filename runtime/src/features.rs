@@ -100,34 +100,6 @@ pub const MOUNT_OPTIONS: &[&str] = &[
 /// Namespace types that can be created or joined, sorted.
 pub const NAMESPACES: &[&str] = &["cgroup", "ipc", "mount", "network", "pid", "user", "uts"];
 
-/// Seccomp actions the filter compiler (seccompiler 0.5) can express.
-/// `SCMP_ACT_KILL` is the historical alias of `SCMP_ACT_KILL_THREAD`.
-/// `SCMP_ACT_NOTIFY` (user notification) is not supported.
-pub const SECCOMP_ACTIONS: &[&str] = &[
-    "SCMP_ACT_ALLOW",
-    "SCMP_ACT_ERRNO",
-    "SCMP_ACT_KILL",
-    "SCMP_ACT_KILL_PROCESS",
-    "SCMP_ACT_KILL_THREAD",
-    "SCMP_ACT_LOG",
-    "SCMP_ACT_TRACE",
-    "SCMP_ACT_TRAP",
-];
-
-/// Seccomp argument comparison operators, sorted.
-pub const SECCOMP_OPERATORS: &[&str] = &[
-    "SCMP_CMP_EQ",
-    "SCMP_CMP_GE",
-    "SCMP_CMP_GT",
-    "SCMP_CMP_LE",
-    "SCMP_CMP_LT",
-    "SCMP_CMP_MASKED_EQ",
-    "SCMP_CMP_NE",
-];
-
-/// Architectures seccompiler 0.5 can compile filters for, sorted.
-pub const SECCOMP_ARCHS: &[&str] = &["SCMP_ARCH_AARCH64", "SCMP_ARCH_RISCV64", "SCMP_ARCH_X86_64"];
-
 /// Seccomp filter flags recognised in `linux.seccomp.flags`, with the
 /// kernel version (major, minor) that introduced each.
 const SECCOMP_FLAGS: &[(&str, (u32, u32))] = &[
@@ -194,9 +166,9 @@ pub fn features() -> Value {
     let known_flags: Vec<&str> = SECCOMP_FLAGS.iter().map(|(name, _)| *name).collect();
     let mut seccomp = json!({
         "enabled": true,
-        "actions": SECCOMP_ACTIONS,
-        "operators": SECCOMP_OPERATORS,
-        "archs": SECCOMP_ARCHS,
+        "actions": crate::seccomp::supported_actions(),
+        "operators": crate::seccomp::supported_operators(),
+        "archs": crate::seccomp::supported_archs(),
         "knownFlags": known_flags,
     });
     if let (Some(kernel), Some(obj)) = (kernel_version(), seccomp.as_object_mut()) {
@@ -288,11 +260,11 @@ mod tests {
         let seccomp = linux.seccomp().as_ref().expect("seccomp");
         assert_eq!(
             seccomp.actions().as_ref().map(Vec::len),
-            Some(SECCOMP_ACTIONS.len())
+            Some(crate::seccomp::supported_actions().len())
         );
         assert_eq!(
             seccomp.archs().as_ref().map(Vec::len),
-            Some(SECCOMP_ARCHS.len())
+            Some(crate::seccomp::supported_archs().len())
         );
     }
 
@@ -300,9 +272,8 @@ mod tests {
     fn lists_are_sorted_and_complete() {
         assert!(is_sorted(MOUNT_OPTIONS));
         assert!(is_sorted(NAMESPACES));
-        assert!(is_sorted(SECCOMP_ACTIONS));
-        assert!(is_sorted(SECCOMP_OPERATORS));
-        assert!(is_sorted(SECCOMP_ARCHS));
+        assert!(is_sorted(crate::seccomp::supported_actions()));
+        assert!(is_sorted(crate::seccomp::supported_operators()));
         let caps = capabilities();
         assert_eq!(caps.first().map(String::as_str), Some("CAP_CHOWN"));
         assert!(caps.iter().all(|c| c.starts_with("CAP_")));

@@ -59,6 +59,8 @@ pub struct InitArgs<'a> {
     pub no_new_keyring: bool,
     /// Descriptors 3..3+N are passed to the container (`--preserve-fds`).
     pub preserve_fds: RawFd,
+    /// The compiled `linux.seccomp` filter, if any.
+    pub seccomp: Option<crate::seccomp::Filter>,
     /// Descriptors of the parent's that the child must close right away.
     pub close: Vec<RawFd>,
 }
@@ -313,7 +315,7 @@ fn launch(args: InitArgs<'_>, ready: Ready) -> Result<()> {
     }
     drop(args.channel);
 
-    process::become_and_exec(proc, &ready.plan, args.preserve_fds)
+    process::become_and_exec(proc, &ready.plan, args.preserve_fds, args.seccomp.as_ref())
 }
 
 fn set_names(spec: &Spec, namespaces: &[oci_spec::runtime::LinuxNamespace]) -> Result<()> {

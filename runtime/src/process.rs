@@ -88,14 +88,31 @@ pub fn enter_cwd(process: &Process) -> Result<()> {
 }
 
 /// Drop privileges and exec: bounding set, uid/gid/groups, capability
-/// sets, no_new_privs, umask; every fd from `3 + preserve_fds` up closed on
-/// exec; signals reset. Returns only on failure.
-pub fn become_and_exec(process: &Process, plan: &ExecPlan, preserve_fds: i32) -> Result<()> {
+/// sets, no_new_privs, seccomp, umask; every fd from `3 + preserve_fds` up
+/// closed on exec; signals reset. Returns only on failure.
+///
+/// The seccomp filter goes in as runc puts it: with no_new_privs, last
+/// before exec (so the runtime's own syscalls are not filtered); without,
+/// first, while CAP_SYS_ADMIN is still held.
+pub fn become_and_exec(
+    process: &Process,
+    plan: &ExecPlan,
+    preserve_fds: i32,
+    seccomp: Option<&crate::seccomp::Filter>,
+) -> Result<()> {
+    let nnp = process.no_new_privileges().unwrap_or(false);
+    let install = |f: &crate::seccomp::Filter| {
+        f.install()
+            .map_err(|e| Error::internal(format!("linux.seccomp: {e}")))
+    };
+    if let Some(filter) = seccomp.filter(|_| !nnp) {
+        install(filter)?;
+    }
     let caps = process.capabilities().as_ref();
     capabilities::narrow_bounding(caps)?;
     set_user(process)?;
     capabilities::apply_sets(caps)?;
-    if process.no_new_privileges().unwrap_or(false) {
+    if nnp {
         nix::sys::prctl::set_no_new_privs().context("setting no_new_privs")?;
     }
     let mask = process.user().umask().unwrap_or(0o022);
@@ -104,6 +121,9 @@ pub fn become_and_exec(process: &Process, plan: &ExecPlan, preserve_fds: i32) ->
     // The runtime's signal mask and ignored signals (SIGPIPE) would
     // otherwise survive exec.
     sys::reset_signals().context("resetting signal handling")?;
+    if let Some(filter) = seccomp.filter(|_| nnp) {
+        install(filter)?;
+    }
     let err = match nix::unistd::execve(&plan.program, &plan.argv, &plan.env) {
         Err(e) => e,
         Ok(never) => match never {},

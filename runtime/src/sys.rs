@@ -355,3 +355,28 @@ pub fn reset_signals() -> nix::Result<()> {
     }
     SigSet::all().thread_unblock()
 }
+
+/// Load a seccomp BPF program with seccomp(2) (SECCOMP_SET_MODE_FILTER)
+/// and `flags` (SECCOMP_FILTER_FLAG_*). Unlike prctl-based loaders this
+/// does not set no_new_privs: the caller either has CAP_SYS_ADMIN or has
+/// set no_new_privs itself.
+pub fn seccomp_set_filter(program: &[seccompiler::sock_filter], flags: u32) -> nix::Result<()> {
+    const SECCOMP_SET_MODE_FILTER: libc::c_uint = 1;
+    let len = u16::try_from(program.len()).map_err(|_| Errno::E2BIG)?;
+    let prog = libc::sock_fprog {
+        len,
+        filter: program.as_ptr() as *mut libc::sock_filter,
+    };
+    // SAFETY: seccompiler's sock_filter has the kernel's layout (as does
+    // libc's); `prog` points at `program`, which outlives the call; the
+    // kernel copies the instructions and never writes through the pointer.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            SECCOMP_SET_MODE_FILTER,
+            flags as libc::c_uint,
+            &prog as *const libc::sock_fprog,
+        )
+    };
+    Errno::result(ret).map(drop)
+}

@@ -107,8 +107,9 @@ pub fn create(store: &StateStore, opts: &CreateOptions, launch: Launch) -> Resul
         ));
     }
 
+    let seccomp = compile_seccomp(spec)?;
     let dir = store.create(&opts.id)?;
-    match create_in(&dir, &bundle, opts, launch, terminal) {
+    match create_in(&dir, &bundle, opts, launch, terminal, seccomp) {
         Ok((state, channel, console_master)) => Ok(Created {
             dir,
             state,
@@ -130,6 +131,7 @@ fn create_in(
     opts: &CreateOptions,
     launch: Launch,
     terminal: bool,
+    seccomp: Option<crate::seccomp::Filter>,
 ) -> Result<CreateParts> {
     let spec = &bundle.spec;
     let ns = bundle.namespaces();
@@ -199,6 +201,7 @@ fn create_in(
                 no_pivot: opts.no_pivot,
                 no_new_keyring: opts.no_new_keyring,
                 preserve_fds: opts.preserve_fds as RawFd,
+                seccomp,
                 close,
             });
         }
@@ -368,4 +371,16 @@ fn limits_requested(spec: &oci_spec::runtime::Spec) -> bool {
 /// A container without a cgroup of its own (see [`container_cgroup`]).
 pub(crate) fn is_unmanaged(state: &cgroups::CgroupState) -> bool {
     matches!(state, cgroups::CgroupState::V1 { paths } if paths.is_empty())
+}
+
+/// Compile `linux.seccomp`, before any side effect.
+pub(crate) fn compile_seccomp(
+    spec: &oci_spec::runtime::Spec,
+) -> Result<Option<crate::seccomp::Filter>> {
+    spec.linux()
+        .as_ref()
+        .and_then(|l| l.seccomp().as_ref())
+        .map(crate::seccomp::compile)
+        .transpose()
+        .map_err(Error::from)
 }

@@ -59,6 +59,7 @@ pub fn exec(store: &StateStore, id: &str, opts: &ExecOptions) -> Result<i32> {
         }
     }
     let state = c.state;
+    let seccomp = super::create::compile_seccomp(&state.spec)?;
     // Let other commands in while this one runs.
     drop(c.dir);
     let terminal = opts.process.terminal().unwrap_or(false);
@@ -111,7 +112,14 @@ pub fn exec(store: &StateStore, id: &str, opts: &ExecOptions) -> Result<i32> {
     let child = match fork {
         sys::CloneResult::Child => {
             let _ = nix::unistd::close(parent_end.as_fd().as_raw_fd());
-            let failure = tenant(&child_end, &join, console, opts, born_in_cgroup);
+            let failure = tenant(
+                &child_end,
+                &join,
+                console,
+                opts,
+                born_in_cgroup,
+                seccomp.as_ref(),
+            );
             let _ = child_end.send(&FromChild::Failed(failure));
             sys::exit_now(127);
         }
@@ -196,6 +204,7 @@ fn tenant(
     console: Option<UnixStream>,
     opts: &ExecOptions,
     born_in_cgroup: bool,
+    seccomp: Option<&crate::seccomp::Filter>,
 ) -> InitFailure {
     let fail = |stage: &str, e: Error| InitFailure {
         stage: stage.to_string(),
@@ -237,7 +246,7 @@ fn tenant(
         return fail("syncing", Error::internal(e.to_string()));
     }
     let preserve = RawFd::try_from(opts.preserve_fds).unwrap_or(0);
-    match process::become_and_exec(process, &plan, preserve) {
+    match process::become_and_exec(process, &plan, preserve, seccomp) {
         Ok(()) => fail("exec", Error::internal("exec returned")),
         Err(e) => fail("exec", e),
     }

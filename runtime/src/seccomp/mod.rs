@@ -40,22 +40,18 @@
 //!   numbered above every syscall the profile names (for that architecture)
 //!   fails with `ENOSYS` instead of the default action, so that programs
 //!   fall back from syscalls newer than the profile (e.g. `clone3`).
-//! - `flags`: `SECCOMP_FILTER_FLAG_TSYNC` is honoured. `..._LOG` and
-//!   `..._SPEC_ALLOW` need seccomp(2) with flags, which seccompiler does not
-//!   expose; they are rejected as unsupported, as is
-//!   `..._WAIT_KILLABLE_RECV` (only meaningful with `SCMP_ACT_NOTIFY`).
+//! - `flags`: `SECCOMP_FILTER_FLAG_TSYNC`, `..._LOG` and `..._SPEC_ALLOW`
+//!   are passed to seccomp(2); `..._WAIT_KILLABLE_RECV` is refused (it only
+//!   means something with `SCMP_ACT_NOTIFY`, which is not supported).
 //!
 //! # Installing, `no_new_privs` and capabilities
 //!
-//! [`Filter::install`] uses seccompiler's `apply_filter`, which always sets
-//! `no_new_privs` first (`prctl(PR_SET_NO_NEW_PRIVS)`) and then loads the
-//! filter. So, unlike runc with `noNewPrivileges: false`, a container with a
-//! seccomp profile always runs with `no_new_privs`; setuid binaries in it do
-//! not gain privileges. Because of that the filter needs no
-//! `CAP_SYS_ADMIN` and the caller should install it as late as possible:
-//! after dropping capabilities and switching uid/gid, right before
-//! `execve`, so that the runtime's own syscalls are not subject to it (the
-//! profile must still allow `execve` itself, as with runc).
+//! [`Filter::install`] loads the program with seccomp(2) and does not touch
+//! `no_new_privs`, so the caller orders it as runc does: with
+//! `noNewPrivileges: true`, set no_new_privs and install last, right before
+//! `execve`; otherwise install while still holding CAP_SYS_ADMIN, before
+//! dropping capabilities and switching uid/gid (the profile must then allow
+//! those syscalls, and `execve`, as Docker's default profile does).
 
 mod bpf;
 mod error;
@@ -81,6 +77,10 @@ use bpf::{Asm, Label};
 
 /// `SECCOMP_FILTER_FLAG_TSYNC`.
 const FLAG_TSYNC: u32 = 1;
+/// `SECCOMP_FILTER_FLAG_LOG`: log every action but ALLOW.
+const FLAG_LOG: u32 = 2;
+/// `SECCOMP_FILTER_FLAG_SPEC_ALLOW`: keep speculative store bypass enabled.
+const FLAG_SPEC_ALLOW: u32 = 4;
 /// Largest errno the kernel returns for `SECCOMP_RET_ERRNO` (MAX_ERRNO).
 const MAX_ERRNO: u32 = 4095;
 /// `x32` syscalls are the x86_64 ones with this bit set (__X32_SYSCALL_BIT).
@@ -90,47 +90,40 @@ const X32_SYSCALL_BIT: u32 = 0x4000_0000;
 #[derive(Clone)]
 pub struct Filter {
     program: BpfProgram,
-    tsync: bool,
+    flags: u32,
 }
 
 impl fmt::Debug for Filter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Filter")
             .field("instructions", &self.program.len())
-            .field("tsync", &self.tsync)
+            .field("flags", &self.flags)
             .finish()
     }
 }
 
 impl Filter {
-    /// Install the filter on the calling thread (on all threads of the
-    /// process with `SECCOMP_FILTER_FLAG_TSYNC`).
+    /// Install the filter on the calling thread (on all threads with
+    /// `SECCOMP_FILTER_FLAG_TSYNC`), with seccomp(2) and the flags asked.
     ///
-    /// This sets `no_new_privs` first (see the module documentation for
-    /// where the caller must call it). It neither allocates nor logs on
-    /// success, so it may run in a forked child.
+    /// It does not set `no_new_privs`: the caller has either set it (then
+    /// installs last, right before exec) or holds CAP_SYS_ADMIN (then
+    /// installs before dropping capabilities, as runc does, and the profile
+    /// must allow what the runtime does after). It neither allocates nor
+    /// logs, so it may run in a forked child.
     pub fn install(&self) -> Result<(), Error> {
-        let result = if self.tsync {
-            seccompiler::apply_filter_all_threads(&self.program)
-        } else {
-            seccompiler::apply_filter(&self.program)
-        };
-        result.map_err(|e| Error::Install(e.to_string()))
+        crate::sys::seccomp_set_filter(self.program.as_slice(), self.flags)
+            .map_err(|e| Error::Install(format!("seccomp(SECCOMP_SET_MODE_FILTER): {e}")))
     }
 
-    /// The BPF program, for a caller that loads it itself (e.g. with
-    /// seccomp(2) flags that [`Filter::install`] cannot pass).
+    /// The BPF program.
     pub fn program(&self) -> &[sock_filter] {
         &self.program
     }
 
     /// The `SECCOMP_FILTER_FLAG_*` bits requested by `linux.seccomp.flags`.
     pub fn flags(&self) -> u32 {
-        if self.tsync {
-            FLAG_TSYNC
-        } else {
-            0
-        }
+        self.flags
     }
 }
 
@@ -170,7 +163,11 @@ pub fn supported_archs() -> &'static [&'static str] {
 
 /// Flags accepted in `linux.seccomp.flags`.
 pub fn supported_flags() -> &'static [&'static str] {
-    &["SECCOMP_FILTER_FLAG_TSYNC"]
+    &[
+        "SECCOMP_FILTER_FLAG_LOG",
+        "SECCOMP_FILTER_FLAG_SPEC_ALLOW",
+        "SECCOMP_FILTER_FLAG_TSYNC",
+    ]
 }
 
 /// Compile `linux.seccomp` for the running architecture.
@@ -615,25 +612,19 @@ fn compile_for(seccomp: &LinuxSeccomp, target: &Target) -> Result<Filter, Error>
     )?;
     let default = u32::from(default_action.clone());
 
-    let mut tsync = false;
+    let mut flags = 0;
     for (i, flag) in seccomp.flags().iter().flatten().enumerate() {
-        let field = format!("linux.seccomp.flags[{i}]");
-        match flag {
-            LinuxSeccompFilterFlag::SeccompFilterFlagTsync => tsync = true,
-            LinuxSeccompFilterFlag::SeccompFilterFlagLog
-            | LinuxSeccompFilterFlag::SeccompFilterFlagSpecAllow => {
-                return Err(Error::unsupported(
-                    field,
-                    format!("{flag} is not supported by berth (only SECCOMP_FILTER_FLAG_TSYNC)"),
-                ))
-            }
+        flags |= match flag {
+            LinuxSeccompFilterFlag::SeccompFilterFlagTsync => FLAG_TSYNC,
+            LinuxSeccompFilterFlag::SeccompFilterFlagLog => FLAG_LOG,
+            LinuxSeccompFilterFlag::SeccompFilterFlagSpecAllow => FLAG_SPEC_ALLOW,
             LinuxSeccompFilterFlag::SeccompFilterFlagWaitKillableRecv => {
                 return Err(Error::unsupported(
-                    field,
+                    format!("linux.seccomp.flags[{i}]"),
                     format!("{flag} only applies to SCMP_ACT_NOTIFY, which berth does not support"),
                 ))
             }
-        }
+        };
     }
 
     let mut with_x32 = false;
@@ -737,5 +728,5 @@ fn compile_for(seccomp: &LinuxSeccomp, target: &Target) -> Result<Filter, Error>
         });
     }
     tracing::debug!("seccomp: filter of {} instructions", program.len());
-    Ok(Filter { program, tsync })
+    Ok(Filter { program, flags })
 }

@@ -544,10 +544,13 @@ fn flags() {
         build(json!({"defaultAction": "SCMP_ACT_ALLOW", "flags": ["SECCOMP_FILTER_FLAG_TSYNC"]}));
     assert_eq!(f.flags(), 1);
     assert_eq!(build(json!({"defaultAction": "SCMP_ACT_ALLOW"})).flags(), 0);
+    let f = build(json!({"defaultAction": "SCMP_ACT_ALLOW",
+        "flags": ["SECCOMP_FILTER_FLAG_LOG", "SECCOMP_FILTER_FLAG_SPEC_ALLOW"]}));
+    assert_eq!(f.flags(), 2 | 4);
     let e = error(json!({"defaultAction": "SCMP_ACT_ALLOW",
-        "flags": ["SECCOMP_FILTER_FLAG_TSYNC", "SECCOMP_FILTER_FLAG_LOG"]}));
+        "flags": ["SECCOMP_FILTER_FLAG_TSYNC", "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV"]}));
     assert!(
-        e.starts_with("linux.seccomp.flags[1]: SECCOMP_FILTER_FLAG_LOG"),
+        e.starts_with("linux.seccomp.flags[1]: SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV"),
         "{e}"
     );
 }
@@ -642,9 +645,6 @@ fn filter_debug_is_short() {
         build(json!({"defaultAction": "SCMP_ACT_ALLOW", "flags": ["SECCOMP_FILTER_FLAG_TSYNC"]}));
     assert_eq!(
         format!("{f:?}"),
-        format!(
-            "Filter {{ instructions: {}, tsync: true }}",
-            f.program().len()
-        )
+        format!("Filter {{ instructions: {}, flags: 1 }}", f.program().len())
     );
 }
