@@ -3,6 +3,7 @@
 
 mod create;
 mod delete;
+mod events;
 mod exec;
 mod kill;
 mod pause;
@@ -14,6 +15,7 @@ mod update;
 
 pub use create::{create, CreateOptions, Created, Launch};
 pub use delete::delete;
+pub use events::{stats, watch};
 pub use exec::{exec, ExecOptions};
 pub use kill::{kill, signal_init};
 pub use pause::{pause, resume};

@@ -67,6 +67,8 @@ enum Command {
     Kill(commands::kill::Args),
     /// Delete a container and everything it holds.
     Delete(commands::delete::Args),
+    /// Print resource statistics and OOM events of a container.
+    Events(commands::events::Args),
     /// Freeze every process of a container.
     Pause(commands::pause::Args),
     /// Thaw a paused container.
@@ -116,6 +118,7 @@ fn dispatch(cli: &Cli) -> anyhow::Result<u8> {
         Command::State(args) => commands::state::run(root, args).map(|_| 0),
         Command::Kill(args) => commands::kill::run(root, args).map(|_| 0),
         Command::Delete(args) => commands::delete::run(root, args).map(|_| 0),
+        Command::Events(args) => commands::events::run(root, args).map(|_| 0),
         Command::Pause(args) => commands::pause::pause(root, args).map(|_| 0),
         Command::Resume(args) => commands::pause::resume(root, args).map(|_| 0),
         Command::Ps(args) => commands::ps::run(root, args).map(|_| 0),
