@@ -59,15 +59,17 @@ fn stream_reports_oom_and_ends_with_the_container() {
     b.args(&["sleep", "100"]);
     b.write();
     h.rt.run_detached(&b.id, b.path()).ok();
-    let mut child = Command::new(&h.rt.bin)
-        .args(["--root"])
-        .arg(h.rt.root())
-        .args(["events", "--interval", "1s", b.id.as_str()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn events");
-    let stdout = child.stdout.take().expect("stdout");
+    let mut child = Reaped(
+        Command::new(&h.rt.bin)
+            .args(["--root"])
+            .arg(h.rt.root())
+            .args(["events", "--interval", "1s", b.id.as_str()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn events"),
+    );
+    let stdout = child.0.stdout.take().expect("stdout");
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -105,13 +107,22 @@ fn stream_reports_oom_and_ends_with_the_container() {
     let deadline = Instant::now() + SECS10;
     let mut exited = None;
     while Instant::now() < deadline && exited.is_none() {
-        exited = child.try_wait().expect("wait events");
+        exited = child.0.try_wait().expect("wait events");
         std::thread::sleep(Duration::from_millis(50));
     }
-    if exited.is_none() {
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("events kept running after the container was deleted");
-    }
+    assert!(
+        exited.is_some(),
+        "events kept running after the container was deleted"
+    );
     h.assert_no_leaks();
+}
+
+/// A child process killed and reaped when the test ends, however it ends.
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
