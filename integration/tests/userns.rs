@@ -161,3 +161,54 @@ fn bad_mappings_are_refused_and_leave_nothing() {
     assert!(out.stderr.contains("user namespace"), "{out}");
     h.assert_no_leaks();
 }
+
+/// `berth spec --rootless` plus `berth run` as an unprivileged user: a
+/// user namespace mapping only that user, no cgroup of its own, state in
+/// a directory the user owns.
+#[test]
+fn rootless_run_as_an_unprivileged_user() {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(h) = Harness::new("rootless") else {
+        return;
+    };
+    if std::fs::read_to_string("/proc/sys/user/max_user_namespaces").is_ok_and(|n| n.trim() == "0")
+    {
+        eprintln!("SKIP: user namespaces are disabled on this kernel");
+        return;
+    }
+    let b = h.bundle();
+    let dir = b.path().to_path_buf();
+    let root = dir.join("state");
+    let status = std::process::Command::new("chown")
+        .args(["-R", "nobody:nogroup"])
+        .arg(&dir)
+        .status()
+        .expect("chown");
+    assert!(status.success());
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::remove_file(dir.join("config.json")).ok();
+    let bin = h.rt.bin.display().to_string();
+    let script = format!(
+        "set -e; cd {dir}; {bin} spec --rootless; \
+         sed -i 's/\"terminal\": true/\"terminal\": false/; s/\"sh\"$/\"sh\", \"-c\", \"id -u; cat \\/proc\\/self\\/uid_map\"/' config.json; \
+         {bin} --root {root} run rl-{id}; {bin} --root {root} list -q",
+        dir = dir.display(),
+        root = root.display(),
+        id = std::process::id(),
+    );
+    let out = std::process::Command::new("runuser")
+        .args(["-u", "nobody", "--", "sh", "-c", &script])
+        .output()
+        .expect("runuser");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "stdout: {stdout}\nstderr: {stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.first(), Some(&"0"), "root inside: {stdout}");
+    let map: Vec<&str> = lines
+        .get(1)
+        .map(|l| l.split_whitespace().collect())
+        .unwrap_or_default();
+    assert_eq!(map, ["0", "65534", "1"], "only nobody is mapped: {stdout}");
+    assert_eq!(lines.len(), 2, "the container is gone after run: {stdout}");
+}

@@ -186,7 +186,16 @@ fn set_user(process: &Process) -> Result<()> {
         .map(|g| Gid::from_raw(*g))
         .collect();
     nix::sys::prctl::set_keepcaps(true).context("keeping capabilities across setuid")?;
-    nix::unistd::setgroups(&groups).context("process.user.additionalGids")?;
+    // In a user namespace set up without privileges, setgroups(2) is
+    // denied for good: fine as long as no groups were asked for.
+    let denied = std::fs::read_to_string("/proc/self/setgroups").is_ok_and(|s| s.trim() == "deny");
+    if !denied {
+        nix::unistd::setgroups(&groups).context("process.user.additionalGids")?;
+    } else if !groups.is_empty() {
+        return Err(Error::invalid(
+            "process.user.additionalGids: setgroups is denied in this user namespace (rootless)",
+        ));
+    }
     let gid = Gid::from_raw(user.gid());
     nix::unistd::setresgid(gid, gid, gid).with_context(|| format!("process.user.gid {gid}"))?;
     let uid = Uid::from_raw(user.uid());

@@ -22,6 +22,19 @@ use crate::process_info::ProcessInfo;
 
 /// The default runtime root.
 pub const DEFAULT_ROOT: &str = "/run/berth/runtime";
+
+/// Where state goes without `--root`: [`DEFAULT_ROOT`] for root, else
+/// `$XDG_RUNTIME_DIR/berth` (or `/tmp/berth-UID`), as runc does rootless.
+pub fn default_root() -> PathBuf {
+    let uid = nix::unistd::geteuid();
+    if uid.is_root() {
+        return PathBuf::from(DEFAULT_ROOT);
+    }
+    match std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+        Some(dir) => PathBuf::from(dir).join("berth"),
+        None => PathBuf::from(format!("/tmp/berth-{uid}")),
+    }
+}
 const STATE_FILE: &str = "state.json";
 /// The fifo whose opening releases a created container's init.
 pub const EXEC_FIFO: &str = "exec.fifo";

@@ -20,9 +20,10 @@ use clap::{Parser, Subcommand, ValueEnum};
     about = "berth: an OCI container runtime (runc-compatible command line)"
 )]
 struct Cli {
-    /// Directory for container state.
-    #[arg(long, global = true, default_value = berth_runtime::state::DEFAULT_ROOT)]
-    root: PathBuf,
+    /// Directory for container state [default: /run/berth/runtime, or
+    /// $XDG_RUNTIME_DIR/berth when not run as root].
+    #[arg(long, global = true)]
+    root: Option<PathBuf>,
     /// Write log lines to this file instead of stderr.
     #[arg(long, global = true)]
     log: Option<PathBuf>,
@@ -38,8 +39,9 @@ struct Cli {
     /// Accepted for runc compatibility; ignored.
     #[arg(long, global = true, hide = true)]
     criu: Option<String>,
-    /// Accepted for runc compatibility; ignored (berth detects it).
-    #[arg(long, global = true, hide = true)]
+    /// Accepted for runc compatibility (before the command); ignored, berth
+    /// detects rootless operation itself.
+    #[arg(long = "rootless", id = "global_rootless", hide = true)]
     rootless: Option<String>,
     #[command(subcommand)]
     command: Command,
@@ -109,7 +111,11 @@ fn main() -> ExitCode {
 }
 
 fn dispatch(cli: &Cli) -> anyhow::Result<u8> {
-    let root = cli.root.as_path();
+    let root = cli
+        .root
+        .clone()
+        .unwrap_or_else(berth_runtime::state::default_root);
+    let root = root.as_path();
     match &cli.command {
         Command::Create(args) => commands::create::run(root, args).map(|_| 0),
         Command::Exec(args) => commands::exec::run(root, args),
