@@ -5,6 +5,15 @@
 
 #![forbid(unsafe_code)]
 
+/// `println!` for command output that never panics: a reader that went
+/// away (`berth state x | grep -q running`) is not an error.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
 mod commands;
 mod logging;
 

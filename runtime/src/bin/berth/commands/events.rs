@@ -19,7 +19,7 @@ pub struct Args {
 pub fn run(root: &Path, args: &Args) -> anyhow::Result<()> {
     let store = super::store(root)?;
     if args.stats {
-        println!("{}", berth_runtime::container::stats(&store, &args.id)?);
+        out!("{}", berth_runtime::container::stats(&store, &args.id)?);
         return Ok(());
     }
     let interval = parse_duration(&args.interval)

@@ -21,20 +21,24 @@ pub fn run(root: &Path, args: &Args) -> anyhow::Result<()> {
     let containers = berth_runtime::container::list(&store)?;
     if args.quiet {
         for c in &containers {
-            println!("{}", c["id"].as_str().unwrap_or_default());
+            out!("{}", c["id"].as_str().unwrap_or_default());
         }
         return Ok(());
     }
     match args.format {
-        Format::Json => println!("{}", serde_json::to_string(&containers)?),
+        Format::Json => out!("{}", serde_json::to_string(&containers)?),
         Format::Table => {
-            println!(
+            out!(
                 "{:<24} {:<8} {:<10} {:<40} {:<31} OWNER",
-                "ID", "PID", "STATUS", "BUNDLE", "CREATED"
+                "ID",
+                "PID",
+                "STATUS",
+                "BUNDLE",
+                "CREATED"
             );
             for c in &containers {
                 let s = |k: &str| c[k].as_str().unwrap_or_default().to_string();
-                println!(
+                out!(
                     "{:<24} {:<8} {:<10} {:<40} {:<31} {}",
                     s("id"),
                     c["pid"].as_i64().unwrap_or(0),

@@ -24,7 +24,7 @@ pub struct Args {
 pub fn run(root: &Path, args: &Args) -> anyhow::Result<()> {
     let pids = berth_runtime::container::pids(&super::store(root)?, &args.id)?;
     if let Format::Json = args.format {
-        println!("{}", serde_json::to_string(&pids)?);
+        out!("{}", serde_json::to_string(&pids)?);
         return Ok(());
     }
     let ps_args = if args.ps_args.is_empty() {
@@ -50,14 +50,14 @@ pub fn run(root: &Path, args: &Args) -> anyhow::Result<()> {
         bail!("ps {}: its output has no PID column", ps_args.join(" "));
     };
     let wanted: HashSet<i32> = pids.into_iter().collect();
-    println!("{header}");
+    out!("{header}");
     for line in lines {
         let pid = line
             .split_whitespace()
             .nth(column)
             .and_then(|p| p.parse().ok());
         if pid.is_some_and(|p| wanted.contains(&p)) {
-            println!("{line}");
+            out!("{line}");
         }
     }
     Ok(())

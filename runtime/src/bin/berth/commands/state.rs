@@ -9,6 +9,6 @@ pub struct Args {
 pub fn run(root: &Path, args: &Args) -> anyhow::Result<()> {
     let store = super::store(root)?;
     let state = berth_runtime::container::state(&store, &args.id)?;
-    println!("{}", serde_json::to_string_pretty(&state)?);
+    out!("{}", serde_json::to_string_pretty(&state)?);
     Ok(())
 }
