@@ -204,6 +204,42 @@ impl Runtime {
         run_bounded(&mut c, self.timeout)
     }
 
+    /// Runs `<bin> --root <root> ARGS...` with `fd` of the test process
+    /// inherited by the runtime as descriptor `target` (without CLOEXEC), as
+    /// if a careless parent leaked it.
+    pub fn cmd_leaking_fd<I, S>(
+        &self,
+        args: I,
+        fd: std::os::fd::BorrowedFd<'_>,
+        target: std::os::fd::RawFd,
+    ) -> CmdOutput
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::process::CommandExt;
+        let src = fd.as_raw_fd();
+        self.cmd_custom(args, |c| {
+            // SAFETY: the closure runs in the forked child before exec and
+            // only calls the async-signal-safe dup2/fcntl on descriptors.
+            unsafe {
+                c.pre_exec(move || {
+                    if src == target {
+                        let fl = libc::fcntl(target, libc::F_GETFD);
+                        if fl < 0 || libc::fcntl(target, libc::F_SETFD, fl & !libc::FD_CLOEXEC) < 0
+                        {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                    } else if libc::dup2(src, target) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        })
+    }
+
     /// `exec ID CMD...`.
     pub fn exec(&self, id: &str, cmd: &[&str]) -> CmdOutput {
         self.exec_with(id, &[], cmd)
