@@ -112,6 +112,13 @@ pub fn leaks(rt: &Runtime, id: &str, bundle: &Path) -> Vec<String> {
 pub fn cleanup(rt: &Runtime, id: &str, bundle: &Path) {
     let _ = rt.cmd_timeout(["delete", "--force", id], Duration::from_secs(10));
     let b = bundle.to_string_lossy().into_owned();
+    // Frozen tasks cannot die: thaw any freezer cgroup of the container first.
+    for d in cgroup_dirs_named(id) {
+        let f = d.join("freezer.state");
+        if f.exists() {
+            let _ = std::fs::write(&f, "THAWED");
+        }
+    }
     for (pid, _) in processes_of(id, &b) {
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(pid),

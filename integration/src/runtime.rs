@@ -67,6 +67,12 @@ impl std::fmt::Display for CmdOutput {
 /// anonymous temp files (not pipes: a detached container inherits them and
 /// would keep a pipe open forever). Kills it after `timeout`.
 pub fn run_bounded(cmd: &mut Command, timeout: Duration) -> CmdOutput {
+    run_bounded_input(cmd, timeout, None)
+}
+
+/// Like [`run_bounded`], but with `input` (if given) as stdin instead of
+/// /dev/null. The input goes through an anonymous temp file, not a pipe.
+pub fn run_bounded_input(cmd: &mut Command, timeout: Duration, input: Option<&[u8]>) -> CmdOutput {
     let cmdline = format!(
         "{} {}",
         cmd.get_program().to_string_lossy(),
@@ -77,7 +83,17 @@ pub fn run_bounded(cmd: &mut Command, timeout: Duration) -> CmdOutput {
     );
     let mut out = tempfile::tempfile().expect("tempfile for stdout");
     let mut err = tempfile::tempfile().expect("tempfile for stderr");
-    cmd.stdin(Stdio::null())
+    let stdin = match input {
+        None => Stdio::null(),
+        Some(bytes) => {
+            use std::io::Write;
+            let mut f = tempfile::tempfile().expect("tempfile for stdin");
+            f.write_all(bytes).expect("write stdin file");
+            f.seek(SeekFrom::Start(0)).expect("rewind stdin file");
+            Stdio::from(f)
+        }
+    };
+    cmd.stdin(stdin)
         .stdout(Stdio::from(out.try_clone().expect("dup stdout file")))
         .stderr(Stdio::from(err.try_clone().expect("dup stderr file")));
     let mut child = cmd
@@ -162,6 +178,115 @@ impl Runtime {
         let mut c = Command::new(&self.bin);
         c.arg("--root").arg(self.root()).args(args);
         run_bounded(&mut c, timeout)
+    }
+
+    /// Runs `<bin> --root <root> ARGS...` with `input` as stdin.
+    pub fn cmd_input<I, S>(&self, args: I, input: &[u8]) -> CmdOutput
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut c = Command::new(&self.bin);
+        c.arg("--root").arg(self.root()).args(args);
+        run_bounded_input(&mut c, self.timeout, Some(input))
+    }
+
+    /// Runs `<bin> --root <root> ARGS...` after `customize` had a chance to
+    /// adjust the [`Command`] (e.g. a `pre_exec` that leaves an extra fd open).
+    pub fn cmd_custom<I, S>(&self, args: I, customize: impl FnOnce(&mut Command)) -> CmdOutput
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut c = Command::new(&self.bin);
+        c.arg("--root").arg(self.root()).args(args);
+        customize(&mut c);
+        run_bounded(&mut c, self.timeout)
+    }
+
+    /// Runs `<bin> --root <root> ARGS...` with `fd` of the test process
+    /// inherited by the runtime as descriptor `target` (without CLOEXEC), as
+    /// if a careless parent leaked it.
+    pub fn cmd_leaking_fd<I, S>(
+        &self,
+        args: I,
+        fd: std::os::fd::BorrowedFd<'_>,
+        target: std::os::fd::RawFd,
+    ) -> CmdOutput
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::process::CommandExt;
+        let src = fd.as_raw_fd();
+        self.cmd_custom(args, |c| {
+            // SAFETY: the closure runs in the forked child before exec and
+            // only calls the async-signal-safe dup2/fcntl on descriptors.
+            unsafe {
+                c.pre_exec(move || {
+                    if src == target {
+                        let fl = libc::fcntl(target, libc::F_GETFD);
+                        if fl < 0 || libc::fcntl(target, libc::F_SETFD, fl & !libc::FD_CLOEXEC) < 0
+                        {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                    } else if libc::dup2(src, target) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        })
+    }
+
+    /// `exec ID CMD...`.
+    pub fn exec(&self, id: &str, cmd: &[&str]) -> CmdOutput {
+        self.exec_with(id, &[], cmd)
+    }
+
+    /// `exec FLAGS... ID CMD...`.
+    pub fn exec_with(&self, id: &str, flags: &[&str], cmd: &[&str]) -> CmdOutput {
+        let mut a: Vec<&str> = vec!["exec"];
+        a.extend_from_slice(flags);
+        a.push(id);
+        a.extend_from_slice(cmd);
+        self.cmd(a)
+    }
+
+    /// `ps -f json ID`, parsed as a list of host pids.
+    #[track_caller]
+    pub fn ps_json(&self, id: &str) -> Vec<i32> {
+        let out = self.cmd(["ps", "-f", "json", id]);
+        out.ok();
+        match serde_json::from_str::<Value>(out.stdout.trim()) {
+            Ok(Value::Array(v)) => v
+                .iter()
+                .map(|p| {
+                    p.as_i64()
+                        .unwrap_or_else(|| panic!("non-numeric pid {p} in: {out}"))
+                        as i32
+                })
+                .collect(),
+            Ok(Value::Null) => Vec::new(),
+            other => panic!("ps -f json printed {other:?}: {out}"),
+        }
+    }
+
+    pub fn pause(&self, id: &str) -> CmdOutput {
+        self.cmd(["pause", id])
+    }
+
+    pub fn resume(&self, id: &str) -> CmdOutput {
+        self.cmd(["resume", id])
+    }
+
+    /// `update FLAGS... ID`.
+    pub fn update(&self, id: &str, flags: &[&str]) -> CmdOutput {
+        let mut a: Vec<&str> = vec!["update"];
+        a.extend_from_slice(flags);
+        a.push(id);
+        self.cmd(a)
     }
 
     /// `run --bundle B ID` in the foreground; returns the container's output.
