@@ -72,6 +72,9 @@ pub fn run(args: InitArgs<'_>) -> ! {
     // nothing in the container can open it through /proc/PID/exe or ptrace
     // it. exec of the user's program resets the flag.
     let _ = nix::sys::prctl::set_dumpable(false);
+    // Nothing inherited from the caller reaches a hook either (our own
+    // descriptors are close-on-exec already; the preserved ones stay).
+    let _ = sys::cloexec_from(3 + args.preserve_fds);
     for fd in &args.close {
         let _ = nix::unistd::close(*fd);
     }

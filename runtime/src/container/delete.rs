@@ -53,6 +53,11 @@ pub(crate) fn stop(state: &ContainerState) -> Result<()> {
     } else {
         super::kill::signal_all(state, Signal::SIGKILL)?;
     }
+    // A frozen (paused) container cannot die until it is thawed.
+    let cgroup = cgroups::from_state(&state.cgroup);
+    if cgroup.is_frozen().unwrap_or(false) {
+        cgroup.freeze(false)?;
+    }
     let deadline = Instant::now() + STOP_TIMEOUT;
     if let Some(fd) = pidfd.filter(|_| state.init_process().is_some()) {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -61,7 +66,6 @@ pub(crate) fn stop(state: &ContainerState) -> Result<()> {
         let _ = poll(&mut fds, PollTimeout::from(ms));
     }
     // The rest of a pid namespace dies with its init, a moment later.
-    let cgroup = cgroups::from_state(&state.cgroup);
     while cgroup.pids().is_ok_and(|p| !p.is_empty()) {
         if Instant::now() > deadline {
             return Err(Error::internal(format!(

@@ -212,6 +212,7 @@ fn tenant(
         message: e.to_string(),
     };
     let _ = nix::sys::prctl::set_dumpable(false);
+    let _ = sys::cloexec_from(3 + RawFd::try_from(opts.preserve_fds).unwrap_or(0));
     if let Err(e) = namespaces::join(join, JOIN_ORDER) {
         return fail("joining the container's namespaces", e);
     }
