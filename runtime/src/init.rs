@@ -251,6 +251,11 @@ fn prepare(args: &InitArgs<'_>) -> std::result::Result<Ready, InitFailure> {
             ))))
         }
     };
+    // createContainer hooks run in the container's mount namespace with
+    // the rootfs as their working directory.
+    nix::unistd::chdir(&args.bundle.rootfs)
+        .context("entering the rootfs")
+        .map_err(at("running createContainer hooks"))?;
     hooks::run_hooks(
         HookKind::CreateContainer,
         hooks::hooks_of(spec.hooks().as_ref(), HookKind::CreateContainer),

@@ -55,6 +55,10 @@ impl ExecPlan {
 /// With `console`, the pty is also bind-mounted on /dev/console.
 pub fn setup_terminal(socket: &UnixStream, process: &Process, console: bool) -> Result<()> {
     let pty = terminal::open_pty()?;
+    // The terminal belongs to the process's user (its group stays the one
+    // devpts gives, e.g. tty via gid=5).
+    nix::unistd::fchown(&pty.slave, Some(Uid::from_raw(process.user().uid())), None)
+        .context("chown of the terminal")?;
     let console_path = Path::new("/dev/console");
     if console && rootfs::mounts::ensure_file(console_path).is_ok() {
         nix::mount::mount(

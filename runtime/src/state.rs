@@ -114,24 +114,40 @@ impl ContainerState {
 
     /// The state document of the OCI runtime spec (what `state` prints and
     /// what hooks read on stdin).
-    pub fn oci_state(&self, status: Status) -> serde_json::Value {
-        let pid = if status == Status::Stopped {
-            0
-        } else {
-            self.pid
-        };
-        serde_json::json!({
-            "ociVersion": self.spec.version(),
-            "id": self.id,
-            "status": status,
-            "pid": pid,
-            "bundle": self.bundle,
-            "rootfs": self.rootfs,
-            "created": self.created,
-            "owner": self.owner,
-            "annotations": self.annotations(),
-        })
+    pub fn oci_state(&self, status: Status) -> OciState {
+        OciState {
+            oci_version: self.spec.version().clone(),
+            id: self.id.clone(),
+            pid: if status == Status::Stopped {
+                0
+            } else {
+                self.pid
+            },
+            status,
+            bundle: self.bundle.clone(),
+            rootfs: self.rootfs.clone(),
+            created: self.created.clone(),
+            annotations: self.annotations(),
+            owner: self.owner.clone(),
+        }
     }
+}
+
+/// A container's state as the OCI runtime spec defines it, with runc's
+/// additions (`rootfs`, `created`, `owner`), fields in runc's order.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct OciState {
+    pub oci_version: String,
+    pub id: String,
+    pub pid: i32,
+    pub status: Status,
+    pub bundle: PathBuf,
+    pub rootfs: PathBuf,
+    pub created: String,
+    #[serde(default, skip_serializing_if = "HashMap::is_empty")]
+    pub annotations: HashMap<String, String>,
+    pub owner: String,
 }
 
 /// The directory holding every container's state.

@@ -380,3 +380,28 @@ pub fn seccomp_set_filter(program: &[seccompiler::sock_filter], flags: u32) -> n
     };
     Errno::result(ret).map(drop)
 }
+
+/// Set and clear mount attributes (MOUNT_ATTR_*) on the mount at `path`
+/// and every mount below it (mount_setattr(2) with AT_RECURSIVE).
+pub fn mount_setattr_recursive(path: &std::path::Path, set: u64, clear: u64) -> nix::Result<()> {
+    let path = CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| Errno::EINVAL)?;
+    let attr = MountAttr {
+        attr_set: set,
+        attr_clr: clear,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: the path is a NUL-terminated string and `attr` a valid
+    // mount_attr, both outliving the call; we pass the struct's size.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            libc::AT_RECURSIVE as libc::c_uint,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    Errno::result(ret).map(drop)
+}

@@ -150,6 +150,16 @@ fn create_in(
         armed: true,
     };
     if !is_unmanaged(&cgroup.state()) {
+        if cgroup.is_frozen().unwrap_or(false) {
+            return Err(Error::precondition(format!(
+                "the container's cgroup {:?} exists and is frozen",
+                cgroup.state()
+            )));
+        }
+        let present = cgroup.pids().map(|p| p.len()).unwrap_or(0);
+        if present > 0 {
+            tracing::warn!("container's cgroup is not empty: {present} process(es) already in it");
+        }
         // Device rules are always applied at create (deny all but the
         // spec's and the default devices), even without a resources section.
         let mut resources = spec

@@ -31,6 +31,8 @@ pub struct ExecOptions {
     pub pid_file: Option<PathBuf>,
     pub detach: bool,
     pub preserve_fds: u32,
+    /// Exec into a paused container too (the process starts frozen).
+    pub ignore_paused: bool,
 }
 
 /// The order namespaces are joined in: the mount namespace last, since it
@@ -52,6 +54,7 @@ pub fn exec(store: &StateStore, id: &str, opts: &ExecOptions) -> Result<i32> {
     let c = super::load(store, id)?;
     match c.status {
         Status::Created | Status::Running => {}
+        Status::Paused if opts.ignore_paused => {}
         status => {
             return Err(Error::precondition(format!(
                 "cannot exec in container {id:?}: it is {status}"

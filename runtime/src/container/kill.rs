@@ -10,7 +10,8 @@ use crate::error::{Context, Error, Result};
 use crate::state::{ContainerState, StateStore, Status};
 use crate::{cgroups, sys};
 
-pub fn kill(store: &StateStore, id: &str, signal: Signal, all: bool) -> Result<()> {
+/// Send `signal` (`None`: signal 0, a liveness check) to the container.
+pub fn kill(store: &StateStore, id: &str, signal: Option<Signal>, all: bool) -> Result<()> {
     let c = super::load(store, id)?;
     if c.status == Status::Stopped {
         return Err(Error::precondition(format!(
@@ -25,7 +26,8 @@ pub fn kill(store: &StateStore, id: &str, signal: Signal, all: bool) -> Result<(
 }
 
 /// Signal init through a pidfd, after checking it is still our process.
-pub fn signal_init(state: &ContainerState, signal: Signal) -> Result<()> {
+pub fn signal_init(state: &ContainerState, signal: impl Into<Option<Signal>>) -> Result<()> {
+    let signal = signal.into();
     let pid = Pid::from_raw(state.pid);
     let pidfd = match sys::pidfd_open(pid) {
         Ok(fd) => fd,
@@ -37,24 +39,27 @@ pub fn signal_init(state: &ContainerState, signal: Signal) -> Result<()> {
     if state.init_process().is_none() {
         return Ok(());
     }
-    match sys::pidfd_send_signal(pidfd.as_fd(), signal as i32) {
+    match sys::pidfd_send_signal(pidfd.as_fd(), signal.map_or(0, |s| s as i32)) {
         Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
         Err(e) => Err(Error::internal(format!(
-            "sending {signal} to pid {pid}: {e}"
+            "sending {} to pid {pid}: {e}",
+            signal.map_or("signal 0", |s| s.as_str())
         ))),
     }
 }
 
 /// Signal every process of the container's cgroup. A frozen cgroup is
 /// thawed afterwards so the signal can be delivered.
-pub fn signal_all(state: &ContainerState, signal: Signal) -> Result<()> {
+pub fn signal_all(state: &ContainerState, signal: impl Into<Option<Signal>>) -> Result<()> {
+    let signal = signal.into();
     let cgroup = cgroups::from_state(&state.cgroup);
     for pid in cgroup.pids()? {
         match nix::sys::signal::kill(Pid::from_raw(pid), signal) {
             Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
             Err(e) => {
                 return Err(Error::internal(format!(
-                    "sending {signal} to pid {pid}: {e}"
+                    "sending {} to pid {pid}: {e}",
+                    signal.map_or("signal 0", |s| s.as_str())
                 )))
             }
         }

@@ -46,7 +46,7 @@ pub fn load(store: &StateStore, id: &str) -> Result<Loaded> {
 
 /// The OCI state of every container in the store (for `list`). Containers
 /// being created (no state.json yet) are skipped.
-pub fn list(store: &StateStore) -> Result<Vec<serde_json::Value>> {
+pub fn list(store: &StateStore) -> Result<Vec<crate::state::OciState>> {
     let mut out = Vec::new();
     for id in store.ids()? {
         let dir = store.root().join(&id);
@@ -58,7 +58,7 @@ pub fn list(store: &StateStore) -> Result<Vec<serde_json::Value>> {
         };
         let status = state.status(&dir);
         let mut oci = state.oci_state(status);
-        oci["owner"] = owner_of(&dir).into();
+        oci.owner = owner_of(&dir);
         out.push(oci);
     }
     Ok(out)
@@ -76,7 +76,7 @@ fn read_state(store: &StateStore, id: &str) -> Result<(std::path::PathBuf, Conta
 }
 
 /// The OCI state of container `id` (what `state` prints).
-pub fn state(store: &StateStore, id: &str) -> Result<serde_json::Value> {
+pub fn state(store: &StateStore, id: &str) -> Result<crate::state::OciState> {
     let (dir, state) = read_state(store, id)?;
     let status = state.status(&dir);
     Ok(state.oci_state(status))

@@ -32,8 +32,9 @@ const FORWARDED: &[Signal] = &[
     Signal::SIGTSTP,
 ];
 
-/// Run a container; returns its exit status (0 when detached).
-pub fn run(store: &StateStore, opts: &CreateOptions, detach: bool) -> Result<i32> {
+/// Run a container; returns its exit status (0 when detached). With
+/// `keep`, a container that exits is left stopped instead of deleted.
+pub fn run(store: &StateStore, opts: &CreateOptions, detach: bool, keep: bool) -> Result<i32> {
     if detach && opts.console_socket.is_none() {
         let bundle = crate::spec::Bundle::load(&opts.bundle)?;
         if bundle
@@ -86,6 +87,9 @@ pub fn run(store: &StateStore, opts: &CreateOptions, detach: bool) -> Result<i32
         return Ok(0);
     };
     let code = signals.supervise(Pid::from_raw(state.pid), console_master.as_ref())?;
+    if keep {
+        return Ok(code);
+    }
     // Clean up as delete would; another process may have deleted it already.
     match store.get(&state.id) {
         Ok(dir) => {

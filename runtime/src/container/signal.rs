@@ -1,13 +1,18 @@
-//! Signal names and numbers as `kill` accepts them: "KILL", "SIGKILL", "9".
+//! Signal names and numbers as `kill` accepts them: "KILL", "SIGKILL", "9",
+//! and "0" (no signal: only check that the process exists).
 
 use nix::sys::signal::Signal;
 
 use crate::error::{Error, Result};
 
-pub fn parse_signal(text: &str) -> Result<Signal> {
+/// `None` is signal 0.
+pub fn parse_signal(text: &str) -> Result<Option<Signal>> {
     let bad = || Error::invalid(format!("unknown signal {text:?}"));
     if let Ok(n) = text.parse::<i32>() {
-        return Signal::try_from(n).map_err(|_| bad());
+        if n == 0 {
+            return Ok(None);
+        }
+        return Signal::try_from(n).map(Some).map_err(|_| bad());
     }
     let upper = text.to_ascii_uppercase();
     let name = if upper.starts_with("SIG") {
@@ -15,7 +20,7 @@ pub fn parse_signal(text: &str) -> Result<Signal> {
     } else {
         format!("SIG{upper}")
     };
-    name.parse::<Signal>().map_err(|_| bad())
+    name.parse::<Signal>().map(Some).map_err(|_| bad())
 }
 
 #[cfg(test)]
@@ -24,9 +29,10 @@ mod tests {
 
     #[test]
     fn names_and_numbers() {
-        assert_eq!(parse_signal("KILL").unwrap(), Signal::SIGKILL);
-        assert_eq!(parse_signal("sigterm").unwrap(), Signal::SIGTERM);
-        assert_eq!(parse_signal("9").unwrap(), Signal::SIGKILL);
+        assert_eq!(parse_signal("KILL").unwrap(), Some(Signal::SIGKILL));
+        assert_eq!(parse_signal("sigterm").unwrap(), Some(Signal::SIGTERM));
+        assert_eq!(parse_signal("9").unwrap(), Some(Signal::SIGKILL));
+        assert_eq!(parse_signal("0").unwrap(), None);
         assert!(parse_signal("NOPE").is_err());
         assert!(parse_signal("99").is_err());
     }

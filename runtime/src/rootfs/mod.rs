@@ -73,8 +73,26 @@ pub fn prepare(
 
     let resolver = path::Resolver::new(ctx.rootfs)?;
     let entries = spec.mounts().as_deref().unwrap_or(&[]);
+    // A read-only /dev is made read-only only once everything under it
+    // (devpts, shm, mqueue, device nodes) is in place.
+    let mut readonly_dev = false;
     for (i, m) in entries.iter().enumerate() {
-        mount_entry(ctx, &resolver, i, m)?;
+        let is_dev = m.destination() == Path::new("/dev");
+        let ro = m
+            .options()
+            .as_deref()
+            .unwrap_or(&[])
+            .iter()
+            .any(|o| o == "ro");
+        if is_dev && ro && m.typ().as_deref() != Some("bind") {
+            let mut writable = m.clone();
+            let options = m.options().clone().unwrap_or_default();
+            writable.set_options(Some(options.into_iter().filter(|o| o != "ro").collect()));
+            mount_entry(ctx, &resolver, i, &writable)?;
+            readonly_dev = true;
+        } else {
+            mount_entry(ctx, &resolver, i, m)?;
+        }
     }
     let dev_is_bind = entries.iter().any(|m| {
         m.destination() == Path::new("/dev")
@@ -90,7 +108,12 @@ pub fn prepare(
         .as_ref()
         .and_then(|l| l.devices().as_deref())
         .unwrap_or(&[]);
-    devices::create_devices(ctx.rootfs, spec_devices, !dev_is_bind)
+    devices::create_devices(ctx.rootfs, spec_devices, !dev_is_bind)?;
+    if readonly_dev {
+        let dev = resolver.open(Path::new("/dev"))?;
+        remount_bind(&dev.path, MsFlags::MS_RDONLY).context("mounts (/dev): read-only")?;
+    }
+    Ok(())
 }
 
 /// Make `rootfs` the root: pivot_root(2), or with `no_pivot` a move-mount

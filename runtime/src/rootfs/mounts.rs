@@ -21,6 +21,39 @@ pub struct MountOptions {
     pub propagation: Vec<MsFlags>,
     /// Filesystem-specific options, joined with ',' for the data argument.
     pub data: Vec<String>,
+    /// MOUNT_ATTR_* to set and clear recursively ("rro", "rnosuid", ...).
+    pub recursive_set: u64,
+    pub recursive_clear: u64,
+}
+
+const MOUNT_ATTR_RDONLY: u64 = 0x1;
+const MOUNT_ATTR_NOSUID: u64 = 0x2;
+const MOUNT_ATTR_NODEV: u64 = 0x4;
+const MOUNT_ATTR_NOEXEC: u64 = 0x8;
+const MOUNT_ATTR_ATIME: u64 = 0x70;
+const MOUNT_ATTR_NOATIME: u64 = 0x10;
+const MOUNT_ATTR_STRICTATIME: u64 = 0x20;
+const MOUNT_ATTR_NODIRATIME: u64 = 0x80;
+
+/// The recursive variant of an option ("rro" etc.): (set, clear).
+fn recursive_attr(option: &str) -> Option<(u64, u64)> {
+    Some(match option {
+        "rro" => (MOUNT_ATTR_RDONLY, 0),
+        "rrw" => (0, MOUNT_ATTR_RDONLY),
+        "rnosuid" => (MOUNT_ATTR_NOSUID, 0),
+        "rsuid" => (0, MOUNT_ATTR_NOSUID),
+        "rnodev" => (MOUNT_ATTR_NODEV, 0),
+        "rdev" => (0, MOUNT_ATTR_NODEV),
+        "rnoexec" => (MOUNT_ATTR_NOEXEC, 0),
+        "rexec" => (0, MOUNT_ATTR_NOEXEC),
+        "rnodiratime" => (MOUNT_ATTR_NODIRATIME, 0),
+        "rdiratime" => (0, MOUNT_ATTR_NODIRATIME),
+        // The access-time mode is one field: clear it, then set one value.
+        "rrelatime" => (0, MOUNT_ATTR_ATIME),
+        "rnoatime" => (MOUNT_ATTR_NOATIME, MOUNT_ATTR_ATIME),
+        "rstrictatime" => (MOUNT_ATTR_STRICTATIME, MOUNT_ATTR_ATIME),
+        _ => return None,
+    })
 }
 
 impl MountOptions {
@@ -29,6 +62,8 @@ impl MountOptions {
             flags: MsFlags::empty(),
             propagation: Vec::new(),
             data: Vec::new(),
+            recursive_set: 0,
+            recursive_clear: 0,
         };
         for opt in options {
             let (set, clear) = match opt.as_str() {
@@ -72,6 +107,9 @@ impl MountOptions {
                 p => {
                     if let Some(flag) = propagation_flag(p) {
                         o.propagation.push(flag);
+                    } else if let Some((set, clear)) = recursive_attr(p) {
+                        o.recursive_set = (o.recursive_set & !clear) | set;
+                        o.recursive_clear = (o.recursive_clear & !set) | clear;
                     } else {
                         o.data.push(p.to_string());
                     }
@@ -133,6 +171,11 @@ pub fn mount_entry(
         .map_err(|e| e.context(&field))?;
     let typ = m.typ().as_deref().unwrap_or("none");
     let dest = secure_join(ctx.rootfs, m.destination())?;
+    if matches!(typ, "proc" | "sysfs") && is_symlink_in(ctx.rootfs, m.destination()) {
+        return Err(Error::invalid(format!(
+            "{field}: {typ} must be mounted on ordinary directory, not a symlink"
+        )));
+    }
     let result = if options.is_bind() || typ == "bind" {
         bind_mount(ctx, m, &options, &dest, resolver)
     } else if typ == "cgroup" || typ == "cgroup2" {
@@ -152,6 +195,15 @@ pub fn mount_entry(
         })
     };
     result.map_err(|e| e.context(&field))?;
+    if options.recursive_set != 0 || options.recursive_clear != 0 {
+        let target = resolver.open(m.destination())?;
+        crate::sys::mount_setattr_recursive(
+            &target.path,
+            options.recursive_set,
+            options.recursive_clear,
+        )
+        .with_context(|| format!("{field}: setting recursive mount attributes"))?;
+    }
     for flag in &options.propagation {
         let target = resolver.open(m.destination())?;
         mount(
@@ -361,6 +413,18 @@ fn v1_mountpoints() -> Vec<PathBuf> {
             pre.split_whitespace().nth(4).map(PathBuf::from)
         })
         .collect()
+}
+
+/// Whether the last component of `container_path` (its parents resolved
+/// inside `rootfs`) is a symlink.
+fn is_symlink_in(rootfs: &Path, container_path: &Path) -> bool {
+    let (Some(parent), Some(name)) = (container_path.parent(), container_path.file_name()) else {
+        return false;
+    };
+    secure_join(rootfs, parent)
+        .ok()
+        .and_then(|p| fs::symlink_metadata(p.join(name)).ok())
+        .is_some_and(|m| m.file_type().is_symlink())
 }
 
 /// mkdir -p with mode 0755.

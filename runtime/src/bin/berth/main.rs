@@ -114,7 +114,13 @@ fn main() -> ExitCode {
                 tracing::error!("{message}");
             }
             eprintln!("berth: {message}");
-            ExitCode::from(1)
+            // exec passes the process's status through, so its own
+            // failures use 255, as runc's do.
+            if matches!(cli.command, Command::Exec(_)) {
+                ExitCode::from(255)
+            } else {
+                ExitCode::from(1)
+            }
         }
     }
 }

@@ -42,6 +42,9 @@ pub struct Args {
     /// Pass this many extra descriptors (from 3 up) to the process.
     #[arg(long, default_value_t = 0)]
     pub preserve_fds: u32,
+    /// Exec even if the container is paused.
+    #[arg(long)]
+    pub ignore_paused: bool,
     /// Accepted for runc compatibility (no LSM support): must be empty.
     #[arg(long, hide = true)]
     pub process_label: Option<String>,
@@ -64,6 +67,7 @@ pub fn run(root: &Path, args: &Args) -> anyhow::Result<u8> {
         pid_file: args.pid_file.clone(),
         detach: args.detach,
         preserve_fds: args.preserve_fds,
+        ignore_paused: args.ignore_paused,
     };
     let code = container::exec(&store, &args.id, &opts)?;
     Ok(u8::try_from(code).unwrap_or(255))
@@ -84,8 +88,15 @@ fn build_process(root: &Path, args: &Args) -> anyhow::Result<Process> {
         Some(path) => {
             let text =
                 std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-            let de = &mut serde_json::Deserializer::from_slice(&text);
-            serde_path_to_error::deserialize(de)
+            let mut value: serde_json::Value = serde_json::from_slice(&text)
+                .with_context(|| format!("{}: invalid JSON", path.display()))?;
+            // As runc: a process without user or cwd runs as root in "/".
+            if let Some(obj) = value.as_object_mut() {
+                obj.entry("user")
+                    .or_insert_with(|| serde_json::json!({"uid": 0, "gid": 0}));
+                obj.entry("cwd").or_insert_with(|| serde_json::json!("/"));
+            }
+            serde_path_to_error::deserialize(value)
                 .map_err(|e| anyhow::anyhow!("{}: {}: {}", path.display(), e.path(), e.inner()))?
         }
         None => {

@@ -21,7 +21,7 @@ pub fn run(root: &Path, args: &Args) -> anyhow::Result<()> {
     let containers = berth_runtime::container::list(&store)?;
     if args.quiet {
         for c in &containers {
-            out!("{}", c["id"].as_str().unwrap_or_default());
+            out!("{}", c.id);
         }
         return Ok(());
     }
@@ -37,15 +37,14 @@ pub fn run(root: &Path, args: &Args) -> anyhow::Result<()> {
                 "CREATED"
             );
             for c in &containers {
-                let s = |k: &str| c[k].as_str().unwrap_or_default().to_string();
                 out!(
                     "{:<24} {:<8} {:<10} {:<40} {:<31} {}",
-                    s("id"),
-                    c["pid"].as_i64().unwrap_or(0),
-                    s("status"),
-                    s("bundle"),
-                    s("created"),
-                    s("owner")
+                    c.id,
+                    c.pid,
+                    c.status,
+                    c.bundle.display(),
+                    c.created,
+                    c.owner
                 );
             }
         }

@@ -1,0 +1,101 @@
+//! Behaviour runc's users rely on beyond the OCI spec: signal 0, run
+//! --keep, a read-only /dev, recursive mount options, proc on a symlink.
+
+use berth_integration::{Harness, MountGuard, SECS10};
+use serde_json::json;
+
+#[test]
+fn kill_with_signal_zero_probes_liveness() {
+    let Some(h) = Harness::new("kill0") else {
+        return;
+    };
+    let mut b = h.bundle();
+    b.args(&["sleep", "100"]);
+    b.write();
+    h.rt.run_detached(&b.id, b.path()).ok();
+    h.rt.kill(&b.id, "0").ok();
+    assert_eq!(h.rt.status(&b.id), "running", "signal 0 must not kill");
+    h.rt.kill(&b.id, "KILL").ok();
+    h.rt.wait_status(&b.id, "stopped", SECS10);
+    h.rt.kill(&b.id, "0").failed();
+    h.rt.delete(&b.id).ok();
+    h.assert_no_leaks();
+}
+
+#[test]
+fn run_keep_leaves_a_stopped_container() {
+    let Some(h) = Harness::new("keep") else {
+        return;
+    };
+    let mut b = h.bundle();
+    b.args(&["true"]);
+    b.write();
+    h.rt.run_with(&b.id, b.path(), &["--keep"]).ok();
+    assert_eq!(h.rt.status(&b.id), "stopped");
+    h.rt.delete(&b.id).ok();
+    h.assert_no_leaks();
+}
+
+#[test]
+fn read_only_dev_still_gets_its_submounts_and_devices() {
+    let Some(h) = Harness::new("ro_dev") else {
+        return;
+    };
+    let mut b = h.bundle();
+    b.with(|spec| {
+        for m in spec["mounts"].as_array_mut().unwrap() {
+            if m["destination"] == "/dev" {
+                m["options"].as_array_mut().unwrap().push(json!("ro"));
+            }
+        }
+    });
+    b.sh("grep '^tmpfs /dev ' /proc/mounts; [ -c /dev/null ] && echo null; [ -d /dev/pts ] && echo pts; touch /dev/x 2>&1; true");
+    b.write();
+    let out = h.rt.run(&b.id, b.path());
+    out.ok();
+    assert!(
+        out.stdout.contains(" ro,") || out.stdout.contains(" ro "),
+        "{out}"
+    );
+    assert!(
+        out.stdout.contains("null") && out.stdout.contains("pts"),
+        "{out}"
+    );
+    assert!(out.stdout.contains("Read-only file system"), "{out}");
+    h.assert_no_leaks();
+}
+
+#[test]
+fn rro_makes_submounts_read_only_too() {
+    let Some(h) = Harness::new("rro") else { return };
+    let mut b = h.bundle();
+    let vol = b.host_dir("vol");
+    let sub = MountGuard::tmpfs(&vol.join("sub"));
+    b.mount(
+        json!({"destination": "/mnt", "type": "bind", "source": vol, "options": ["rbind", "rro"]}),
+    );
+    b.sh("touch /mnt/a 2>&1; echo top=$?; touch /mnt/sub/b 2>&1; echo sub=$?");
+    b.write();
+    let out = h.rt.run(&b.id, b.path());
+    out.ok();
+    assert!(out.stdout.contains("top=1"), "{out}");
+    assert!(out.stdout.contains("sub=1"), "{out}");
+    drop(sub);
+    h.assert_no_leaks();
+}
+
+#[test]
+fn proc_on_a_symlink_is_refused() {
+    let Some(h) = Harness::new("proc_link") else {
+        return;
+    };
+    let b = h.bundle();
+    let proc_dir = b.rootfs().join("proc");
+    let _ = std::fs::remove_dir(&proc_dir);
+    std::os::unix::fs::symlink("/etc", &proc_dir).unwrap();
+    b.write();
+    let out = h.rt.run(&b.id, b.path());
+    out.failed();
+    assert!(out.stderr.contains("symlink"), "{out}");
+    h.assert_no_leaks();
+}
