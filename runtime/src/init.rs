@@ -296,10 +296,16 @@ fn launch(args: InitArgs<'_>, ready: Ready) -> Result<()> {
     let Some(proc) = spec.process().as_ref() else {
         return Err(Error::invalid("process: missing"));
     };
-    // Wait to be started; startContainer hooks run before we confirm, so
-    // they are done by the time `start` returns (and poststart follows).
+    // Wait to be started, then become the process for good; its
+    // startContainer hooks run confined like it, before we confirm the
+    // start, so they are done by the time `start` returns.
     let state = ready.state.replacen("\"creating\"", "\"running\"", 1);
     let start_hooks = hooks::hooks_of(spec.hooks().as_ref(), HookKind::StartContainer);
+    let confined = || -> Result<()> {
+        process::drop_privileges(proc, args.preserve_fds, args.seccomp.as_ref())?;
+        hooks::run_hooks(HookKind::StartContainer, start_hooks, state.as_bytes())?;
+        Ok(())
+    };
     match &args.start {
         StartSignal::Fifo(path_fd) => {
             use std::os::fd::AsRawFd;
@@ -307,7 +313,7 @@ fn launch(args: InitArgs<'_>, ready: Ready) -> Result<()> {
                 .write(true)
                 .open(format!("/proc/self/fd/{}", path_fd.as_raw_fd()))
                 .context("opening the exec fifo")?;
-            hooks::run_hooks(HookKind::StartContainer, start_hooks, state.as_bytes())?;
+            confined()?;
             fifo.write_all(b"0").context("writing the exec fifo")?;
         }
         StartSignal::Channel => {
@@ -315,15 +321,14 @@ fn launch(args: InitArgs<'_>, ready: Ready) -> Result<()> {
                 Ok(Some(FromParent::Start)) => {}
                 _ => return Err(Error::internal("the runtime did not start the container")),
             }
-            hooks::run_hooks(HookKind::StartContainer, start_hooks, state.as_bytes())?;
+            confined()?;
             args.channel
                 .send(&FromChild::Started)
                 .context("confirming the start")?;
         }
     }
     drop(args.channel);
-
-    process::become_and_exec(proc, &ready.plan, args.preserve_fds, args.seccomp.as_ref())
+    process::exec(&ready.plan)
 }
 
 fn set_names(spec: &Spec, namespaces: &[oci_spec::runtime::LinuxNamespace]) -> Result<()> {

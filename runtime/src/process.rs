@@ -103,19 +103,23 @@ pub fn enter_cwd(process: &Process) -> Result<()> {
     }
 }
 
-/// Drop privileges and exec: bounding set, uid/gid/groups, capability
-/// sets, no_new_privs, seccomp, umask; every fd from `3 + preserve_fds` up
-/// closed on exec; signals reset. Returns only on failure.
+/// Become the process's user for good: every fd from `3 + preserve_fds`
+/// up close-on-exec, signals reset, then the bounding set, uid/gid/groups,
+/// capability sets, no_new_privs, umask and the seccomp filter. What runs
+/// after this (startContainer hooks, exec) runs confined.
 ///
-/// The seccomp filter goes in as runc puts it: with no_new_privs, last
-/// before exec (so the runtime's own syscalls are not filtered); without,
-/// first, while CAP_SYS_ADMIN is still held.
-pub fn become_and_exec(
+/// The filter goes in where runc puts it: with no_new_privs, last; without,
+/// first, while CAP_SYS_ADMIN is still held (the profile must then allow
+/// the credential changes that follow, as Docker's default profile does).
+pub fn drop_privileges(
     process: &Process,
-    plan: &ExecPlan,
     preserve_fds: i32,
     seccomp: Option<&crate::seccomp::Filter>,
 ) -> Result<()> {
+    sys::cloexec_from(3 + preserve_fds).context("closing inherited descriptors")?;
+    // The runtime's signal mask and ignored signals (SIGPIPE) would
+    // otherwise survive exec.
+    sys::reset_signals().context("resetting signal handling")?;
     let nnp = process.no_new_privileges().unwrap_or(false);
     let install = |f: &crate::seccomp::Filter| {
         f.install()
@@ -133,13 +137,14 @@ pub fn become_and_exec(
     }
     let mask = process.user().umask().unwrap_or(0o022);
     umask(Mode::from_bits_truncate(mask));
-    sys::cloexec_from(3 + preserve_fds).context("closing inherited descriptors")?;
-    // The runtime's signal mask and ignored signals (SIGPIPE) would
-    // otherwise survive exec.
-    sys::reset_signals().context("resetting signal handling")?;
     if let Some(filter) = seccomp.filter(|_| nnp) {
         install(filter)?;
     }
+    Ok(())
+}
+
+/// Exec the planned program. Returns only on failure.
+pub fn exec(plan: &ExecPlan) -> Result<()> {
     let err = match nix::unistd::execve(&plan.program, &plan.argv, &plan.env) {
         Err(e) => e,
         Ok(never) => match never {},

@@ -250,7 +250,10 @@ fn tenant(
         return fail("syncing", Error::internal(e.to_string()));
     }
     let preserve = RawFd::try_from(opts.preserve_fds).unwrap_or(0);
-    match process::become_and_exec(process, &plan, preserve, seccomp) {
+    if let Err(e) = process::drop_privileges(process, preserve, seccomp) {
+        return fail("dropping privileges", e);
+    }
+    match process::exec(&plan) {
         Ok(()) => fail("exec", Error::internal("exec returned")),
         Err(e) => fail("exec", e),
     }

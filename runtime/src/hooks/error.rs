@@ -10,7 +10,7 @@ use super::HookKind;
 /// A hook failed: which hook ([`kind`](Error::kind), [`path`](Error::path))
 /// and what happened ([`failure`](Error::failure)).
 #[derive(Debug, thiserror::Error)]
-#[error("error running {kind} hook {}: {failure}", path.display())]
+#[error("error running hook ({kind} {}): {failure}", path.display())]
 pub struct Error {
     /// The lifecycle point the hook belongs to.
     pub kind: HookKind,
@@ -34,7 +34,7 @@ pub enum Failure {
     #[error("i/o error while running: {0}")]
     Io(#[source] io::Error),
     /// The hook exited unsuccessfully or was killed by a signal.
-    #[error("{status}{}", Output(.stdout, .stderr))]
+    #[error("{status}{}{}", Described(.status), Output(.stdout, .stderr))]
     Exit {
         /// The wait status.
         status: ExitStatus,
@@ -53,6 +53,25 @@ pub enum Failure {
         /// The beginning of what the hook wrote to stderr.
         stderr: String,
     },
+}
+
+/// A few words on the signal that killed a hook, as shells print them.
+struct Described<'a>(&'a ExitStatus);
+
+impl fmt::Display for Described<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use std::os::unix::process::ExitStatusExt;
+        let words = match self.0.signal() {
+            Some(libc::SIGSYS) => "bad system call",
+            Some(libc::SIGKILL) => "killed",
+            Some(libc::SIGSEGV) => "segmentation fault",
+            Some(libc::SIGABRT) => "aborted",
+            Some(libc::SIGTERM) => "terminated",
+            Some(libc::SIGBUS) => "bus error",
+            _ => return Ok(()),
+        };
+        write!(f, ": {words}")
+    }
 }
 
 impl Failure {
