@@ -59,6 +59,8 @@ pub struct InitArgs<'a> {
     pub no_new_keyring: bool,
     /// Descriptors 3..3+N are passed to the container (`--preserve-fds`).
     pub preserve_fds: RawFd,
+    /// Bind mount sources opened by the parent (new user namespace only).
+    pub mount_sources: Vec<Option<OwnedFd>>,
     /// The compiled `linux.seccomp` filter, if any.
     pub seccomp: Option<crate::seccomp::Filter>,
     /// Descriptors of the parent's that the child must close right away.
@@ -229,6 +231,7 @@ fn prepare(args: &InitArgs<'_>) -> std::result::Result<Ready, InitFailure> {
         bundle: &args.bundle.dir,
         cgroup: &args.cgroup,
         cgroupns,
+        sources: &args.mount_sources,
     };
     if own_mount_ns {
         rootfs::prepare(&ctx, spec, idmapped_rootfs).map_err(at("preparing the rootfs"))?;

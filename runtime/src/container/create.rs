@@ -144,6 +144,18 @@ fn create_in(
         .and_then(|l| l.cgroups_path().as_ref())
         .map(|p| p.to_string_lossy().into_owned());
     let cgroup = container_cgroup(spec, cgroups_path.as_deref(), &opts.id)?;
+    let unified = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.resources().as_ref())
+        .and_then(|r| r.unified().as_ref())
+        .is_some_and(|u| !u.is_empty());
+    if unified && matches!(cgroup.state(), cgroups::CgroupState::V1 { .. }) {
+        let _ = cgroup.destroy();
+        return Err(Error::invalid(
+            "invalid configuration: linux.resources.unified needs cgroup v2, and this host's cgroups are v1",
+        ));
+    }
     let mut cleanup = Cleanup {
         child: None,
         cgroup: Some(cgroup.as_ref()),
@@ -151,10 +163,9 @@ fn create_in(
     };
     if !is_unmanaged(&cgroup.state()) {
         if cgroup.is_frozen().unwrap_or(false) {
-            return Err(Error::precondition(format!(
-                "the container's cgroup {:?} exists and is frozen",
-                cgroup.state()
-            )));
+            return Err(Error::precondition(
+                "container's cgroup unexpectedly frozen (it exists already and is frozen; thaw it first)",
+            ));
         }
         let present = cgroup.pids().map(|p| p.len()).unwrap_or(0);
         if present > 0 {
@@ -178,6 +189,16 @@ fn create_in(
         // Affects only our children: init is born in that pid namespace.
         setns(pidns, CloneFlags::CLONE_NEWPID).context("joining the pid namespace")?;
     }
+    // In a new user namespace, init may not reach bind sources the caller
+    // can: open them here and hand them over.
+    let mount_sources = if namespaces::is_new(ns, LinuxNamespaceType::User) {
+        crate::rootfs::mounts::open_bind_sources(
+            spec.mounts().as_deref().unwrap_or(&[]),
+            &bundle.dir,
+        )?
+    } else {
+        Vec::new()
+    };
     let (parent_end, child_end) = channel::pair().context("creating the sync channel")?;
     let start = match launch {
         Launch::Later => {
@@ -212,6 +233,7 @@ fn create_in(
                 no_new_keyring: opts.no_new_keyring,
                 preserve_fds: opts.preserve_fds as RawFd,
                 seccomp,
+                mount_sources,
                 close,
             });
         }

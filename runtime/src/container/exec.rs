@@ -55,6 +55,11 @@ pub fn exec(store: &StateStore, id: &str, opts: &ExecOptions) -> Result<i32> {
     match c.status {
         Status::Created | Status::Running => {}
         Status::Paused if opts.ignore_paused => {}
+        Status::Paused => {
+            return Err(Error::precondition(format!(
+                "cannot exec in a paused container ({id:?}); resume it or use --ignore-paused"
+            )))
+        }
         status => {
             return Err(Error::precondition(format!(
                 "cannot exec in container {id:?}: it is {status}"

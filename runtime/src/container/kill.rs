@@ -13,7 +13,9 @@ use crate::{cgroups, sys};
 /// Send `signal` (`None`: signal 0, a liveness check) to the container.
 pub fn kill(store: &StateStore, id: &str, signal: Option<Signal>, all: bool) -> Result<()> {
     let c = super::load(store, id)?;
-    if c.status == Status::Stopped {
+    // With --all, a stopped container may still have processes (without a
+    // pid namespace of its own), and signalling none is not an error.
+    if c.status == Status::Stopped && !all {
         return Err(Error::precondition(format!(
             "container {id:?} is not running"
         )));

@@ -94,15 +94,9 @@ pub fn prepare(
             mount_entry(ctx, &resolver, i, m)?;
         }
     }
-    let dev_is_bind = entries.iter().any(|m| {
-        m.destination() == Path::new("/dev")
-            && (m.typ().as_deref() == Some("bind")
-                || m.options()
-                    .as_deref()
-                    .unwrap_or(&[])
-                    .iter()
-                    .any(|o| o == "bind" || o == "rbind"))
-    });
+    let dev_is_bind = entries
+        .iter()
+        .any(|m| m.destination() == Path::new("/dev") && mounts::is_bind(m));
     let spec_devices = spec
         .linux()
         .as_ref()

@@ -154,6 +154,52 @@ pub struct MountContext<'a> {
     pub cgroup: &'a CgroupState,
     /// Whether the container has its own cgroup namespace.
     pub cgroupns: bool,
+    /// Bind sources opened by the parent, by mount index (see
+    /// [`open_bind_sources`]); `None` where the path is to be used.
+    pub sources: &'a [Option<std::os::fd::OwnedFd>],
+}
+
+/// Whether a spec mount is a bind mount.
+pub fn is_bind(m: &Mount) -> bool {
+    m.typ().as_deref() == Some("bind")
+        || m.options()
+            .as_deref()
+            .unwrap_or(&[])
+            .iter()
+            .any(|o| o == "bind" || o == "rbind")
+}
+
+/// Open every bind mount's source (O_PATH), by mount index. The parent does
+/// this before init enters a new user namespace, where the container's root
+/// may not be allowed to reach a source the caller can (runc does the same).
+pub fn open_bind_sources(
+    mounts: &[Mount],
+    bundle: &Path,
+) -> Result<Vec<Option<std::os::fd::OwnedFd>>> {
+    use nix::fcntl::{open, OFlag};
+    mounts
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let Some(source) = m.source().as_ref().filter(|_| is_bind(m)) else {
+                return Ok(None);
+            };
+            let path = bundle.join(source);
+            open(
+                &path,
+                OFlag::O_PATH | OFlag::O_CLOEXEC,
+                nix::sys::stat::Mode::empty(),
+            )
+            .map(Some)
+            .map_err(|e| {
+                Error::invalid(format!(
+                    "mounts[{i}] ({}): source {}: {e}",
+                    m.destination().display(),
+                    path.display()
+                ))
+            })
+        })
+        .collect()
 }
 
 /// Mount spec entry `index` under the rootfs. The destination is created
@@ -177,7 +223,7 @@ pub fn mount_entry(
         )));
     }
     let result = if options.is_bind() || typ == "bind" {
-        bind_mount(ctx, m, &options, &dest, resolver)
+        bind_mount(ctx, index, m, &options, &dest, resolver)
     } else if typ == "cgroup" || typ == "cgroup2" {
         mkdir_all(&dest).and_then(|_| mount_cgroup(ctx, &options, m.destination(), resolver))
     } else {
@@ -220,6 +266,7 @@ pub fn mount_entry(
 
 fn bind_mount(
     ctx: &MountContext<'_>,
+    index: usize,
     m: &Mount,
     options: &MountOptions,
     dest: &Path,
@@ -229,9 +276,17 @@ fn bind_mount(
         .source()
         .as_ref()
         .ok_or_else(|| Error::invalid("source: a bind mount needs a source"))?;
-    let source = ctx.bundle.join(source);
+    let shown = ctx.bundle.join(source);
+    // A source the parent opened for us is reached through its descriptor.
+    let source = match ctx.sources.get(index).and_then(Option::as_ref) {
+        Some(fd) => {
+            use std::os::fd::AsRawFd;
+            PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+        }
+        None => shown.clone(),
+    };
     let meta = fs::metadata(&source)
-        .map_err(|e| Error::invalid(format!("source {}: {e}", source.display())))?;
+        .map_err(|e| Error::invalid(format!("source {}: {e}", shown.display())))?;
     if meta.is_dir() {
         mkdir_all(dest)?;
     } else {
