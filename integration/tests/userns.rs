@@ -212,3 +212,29 @@ fn rootless_run_as_an_unprivileged_user() {
     assert_eq!(map, ["0", "65534", "1"], "only nobody is mapped: {stdout}");
     assert_eq!(lines.len(), 2, "the container is gone after run: {stdout}");
 }
+
+/// A bind source the container's root could not reach on its own (a
+/// parent directory closed to everyone but the host's root) is still
+/// mounted: the runtime opens it before entering the user namespace.
+#[test]
+fn inaccessible_bind_source_is_mounted_anyway() {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(h) = Harness::new("userns_bind") else {
+        return;
+    };
+    let mut b = h.bundle();
+    with_userns(&mut b);
+    let closed = b.host_dir("closed");
+    std::fs::create_dir_all(closed.join("dir")).unwrap();
+    std::fs::write(closed.join("dir/foo.txt"), "hello").unwrap();
+    std::fs::set_permissions(&closed, std::fs::Permissions::from_mode(0o000)).unwrap();
+    b.mount(json!({"destination": "/mnt/a", "type": "bind", "source": closed.join("dir"), "options": ["bind"]}));
+    b.mount(json!({"destination": "/mnt/b", "type": "bind", "source": closed.join("dir"), "options": ["rbind", "ro"]}));
+    b.sh("cat /mnt/a/foo.txt; echo; cat /mnt/b/foo.txt; echo; touch /mnt/b/x 2>&1");
+    b.write();
+    let out = h.rt.run(&b.id, b.path());
+    std::fs::set_permissions(&closed, std::fs::Permissions::from_mode(0o755)).unwrap();
+    assert_eq!(out.stdout.matches("hello").count(), 2, "{out}");
+    assert!(out.stdout.contains("Read-only file system"), "{out}");
+    h.assert_no_leaks();
+}

@@ -233,9 +233,10 @@ pub fn recv_fd(sock: BorrowedFd<'_>) -> nix::Result<OwnedFd> {
     recv_with_fd(sock, &mut buf)?.1.ok_or(Errno::EBADMSG)
 }
 
-/// open_tree(2) with OPEN_TREE_CLONE: a detached copy of the mount tree
-/// at `path` (recursively), not attached anywhere yet.
-pub fn open_tree_clone(path: &std::path::Path) -> nix::Result<OwnedFd> {
+/// open_tree(2) with OPEN_TREE_CLONE: a detached copy of the mount at
+/// `path` (with everything mounted below it when `recursive`), not
+/// attached anywhere yet, and attachable in another mount namespace.
+pub fn open_tree_clone(path: &std::path::Path, recursive: bool) -> nix::Result<OwnedFd> {
     const OPEN_TREE_CLONE: libc::c_uint = 1;
     let path = CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| Errno::EINVAL)?;
     // SAFETY: the path is a NUL-terminated string that outlives the call;
@@ -245,7 +246,13 @@ pub fn open_tree_clone(path: &std::path::Path) -> nix::Result<OwnedFd> {
             libc::SYS_open_tree,
             libc::AT_FDCWD,
             path.as_ptr(),
-            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | libc::AT_RECURSIVE as libc::c_uint,
+            OPEN_TREE_CLONE
+                | libc::O_CLOEXEC as libc::c_uint
+                | if recursive {
+                    libc::AT_RECURSIVE as libc::c_uint
+                } else {
+                    0
+                },
         )
     };
     let fd = Errno::result(ret)? as RawFd;
@@ -283,6 +290,26 @@ pub fn idmap_tree(tree: BorrowedFd<'_>, userns: BorrowedFd<'_>) -> nix::Result<(
             (libc::AT_EMPTY_PATH | libc::AT_RECURSIVE) as libc::c_uint,
             &attr as *const MountAttr,
             std::mem::size_of::<MountAttr>(),
+        )
+    };
+    Errno::result(ret).map(drop)
+}
+
+/// Attach the detached mount `tree` on the directory or file `target` is
+/// an (O_PATH) descriptor of (move_mount(2) between two descriptors).
+pub fn move_mount_onto(tree: BorrowedFd<'_>, target: BorrowedFd<'_>) -> nix::Result<()> {
+    const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+    const MOVE_MOUNT_T_EMPTY_PATH: libc::c_uint = 0x40;
+    // SAFETY: both paths are static empty NUL-terminated strings; the
+    // descriptors are borrowed for the duration of the call.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            target.as_raw_fd(),
+            c"".as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH,
         )
     };
     Errno::result(ret).map(drop)

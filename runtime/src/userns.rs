@@ -159,7 +159,7 @@ pub fn idmapped_rootfs(
     }
     let userns = std::fs::File::open(format!("/proc/{pid}/ns/user"))
         .context("opening the container's user namespace")?;
-    let tree = sys::open_tree_clone(rootfs)
+    let tree = sys::open_tree_clone(rootfs, true)
         .with_context(|| format!("cloning the mount of {}", rootfs.display()))?;
     match sys::idmap_tree(tree.as_fd(), userns.as_fd()) {
         Ok(()) => Ok(Some(tree)),

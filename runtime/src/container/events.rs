@@ -6,21 +6,46 @@ use std::time::{Duration, Instant};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::unistd::Pid;
-use serde_json::{json, Value};
+use serde::Serialize;
 
 use crate::cgroups::{self, OomEvent};
 use crate::error::{Error, Result};
 use crate::state::{StateStore, Status};
 use crate::sys;
 
-/// `{"type": "stats", "id": ID, "data": {...}}`, as runc prints it.
-pub fn stats(store: &StateStore, id: &str) -> Result<Value> {
+/// One event, serialized as runc prints it: `{"type":"stats","id":ID,"data":{...}}`
+/// or `{"type":"oom","id":ID}`.
+#[derive(Debug, Serialize)]
+pub struct Event {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<cgroups::Stats>,
+}
+
+impl Event {
+    fn oom(id: &str) -> Self {
+        Event {
+            kind: "oom",
+            id: id.to_string(),
+            data: None,
+        }
+    }
+}
+
+/// The container's statistics as a `stats` event.
+pub fn stats(store: &StateStore, id: &str) -> Result<Event> {
     let (dir, state) = super::read_state(store, id)?;
     if state.status(&dir) == Status::Stopped {
         return Err(Error::precondition(format!("container {id:?} is stopped")));
     }
     let data = cgroups::from_state(&state.cgroup).stats()?;
-    Ok(json!({"type": "stats", "id": id, "data": data}))
+    Ok(Event {
+        kind: "stats",
+        id: id.to_string(),
+        data: Some(data),
+    })
 }
 
 /// Emit a stats event every `interval` and an `{"type": "oom"}` event for
@@ -29,7 +54,7 @@ pub fn watch(
     store: &StateStore,
     id: &str,
     interval: Duration,
-    mut emit: impl FnMut(Value),
+    mut emit: impl FnMut(&Event),
 ) -> Result<()> {
     let (dir, state) = super::read_state(store, id)?;
     if state.status(&dir) == Status::Stopped {
@@ -43,7 +68,7 @@ pub fn watch(
         let now = Instant::now();
         if now >= next {
             match stats(store, id) {
-                Ok(event) => emit(event),
+                Ok(event) => emit(&event),
                 Err(e) if e.kind() == crate::ErrorKind::FailedPrecondition => return Ok(()),
                 Err(e) => return Err(e),
             }
@@ -68,7 +93,7 @@ pub fn watch(
         if ready.get(1) == Some(&true) {
             if let Some(w) = oom.as_mut() {
                 match w.wait(Some(Duration::ZERO))? {
-                    OomEvent::Oom => emit(json!({"type": "oom", "id": id})),
+                    OomEvent::Oom => emit(&Event::oom(id)),
                     OomEvent::CgroupGone => oom = None,
                     OomEvent::Timeout => {}
                 }
@@ -78,7 +103,7 @@ pub fn watch(
             // Init exited: report any last OOM that killed it, then stop.
             if let Some(w) = oom.as_mut() {
                 if let Ok(OomEvent::Oom) = w.wait(Some(Duration::ZERO)) {
-                    emit(json!({"type": "oom", "id": id}));
+                    emit(&Event::oom(id));
                 }
             }
             return Ok(());

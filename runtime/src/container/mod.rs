@@ -15,7 +15,7 @@ mod update;
 
 pub use create::{create, CreateOptions, Created, Launch};
 pub use delete::delete;
-pub use events::{stats, watch};
+pub use events::{stats, watch, Event};
 pub use exec::{exec, ExecOptions};
 pub use kill::{kill, signal_init};
 pub use pause::{pause, resume};

@@ -169,14 +169,15 @@ pub fn is_bind(m: &Mount) -> bool {
             .any(|o| o == "bind" || o == "rbind")
 }
 
-/// Open every bind mount's source (O_PATH), by mount index. The parent does
-/// this before init enters a new user namespace, where the container's root
-/// may not be allowed to reach a source the caller can (runc does the same).
+/// Detached copies (open_tree) of every bind mount's source, by mount
+/// index. The parent makes them before init enters a new user namespace,
+/// where the container's root may not be allowed to reach a source the
+/// caller can; init attaches them with move_mount, which works across mount
+/// namespaces (a plain bind from a descriptor would not).
 pub fn open_bind_sources(
     mounts: &[Mount],
     bundle: &Path,
 ) -> Result<Vec<Option<std::os::fd::OwnedFd>>> {
-    use nix::fcntl::{open, OFlag};
     mounts
         .iter()
         .enumerate()
@@ -185,12 +186,19 @@ pub fn open_bind_sources(
                 return Ok(None);
             };
             let path = bundle.join(source);
-            open(
-                &path,
-                OFlag::O_PATH | OFlag::O_CLOEXEC,
-                nix::sys::stat::Mode::empty(),
-            )
-            .map(Some)
+            let recursive = m
+                .options()
+                .as_deref()
+                .unwrap_or(&[])
+                .iter()
+                .any(|o| o == "rbind");
+            match crate::sys::open_tree_clone(&path, recursive) {
+                Ok(tree) => Ok(Some(tree)),
+                // Without privileges (rootless) no copy can be made, and
+                // none is needed: the user reaches its own sources.
+                Err(nix::errno::Errno::EPERM) if crate::sys::geteuid() != 0 => Ok(None),
+                Err(e) => Err(e),
+            }
             .map_err(|e| {
                 Error::invalid(format!(
                     "mounts[{i}] ({}): source {}: {e}",
@@ -277,8 +285,10 @@ fn bind_mount(
         .as_ref()
         .ok_or_else(|| Error::invalid("source: a bind mount needs a source"))?;
     let shown = ctx.bundle.join(source);
-    // A source the parent opened for us is reached through its descriptor.
-    let source = match ctx.sources.get(index).and_then(Option::as_ref) {
+    // A detached copy the parent made for us is looked at through its
+    // descriptor, and attached with move_mount.
+    let tree = ctx.sources.get(index).and_then(Option::as_ref);
+    let source = match tree {
         Some(fd) => {
             use std::os::fd::AsRawFd;
             PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
@@ -294,14 +304,20 @@ fn bind_mount(
     }
     let bind = options.flags & (MsFlags::MS_BIND | MsFlags::MS_REC) | MsFlags::MS_BIND;
     let target = resolver.open(m.destination())?;
-    mount(
-        Some(&source),
-        &target.path,
-        None::<&str>,
-        bind,
-        None::<&str>,
-    )
-    .with_context(|| format!("bind-mounting {} on {}", source.display(), dest.display()))?;
+    match tree {
+        Some(fd) => {
+            use std::os::fd::AsFd;
+            crate::sys::move_mount_onto(fd.as_fd(), target.fd.as_fd())
+        }
+        None => mount(
+            Some(&source),
+            &target.path,
+            None::<&str>,
+            bind,
+            None::<&str>,
+        ),
+    }
+    .with_context(|| format!("bind-mounting {} on {}", shown.display(), dest.display()))?;
     let extra = options.flags - (MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_REMOUNT);
     if !extra.is_empty() {
         // Reopen: the old descriptor is the directory under the new mount.

@@ -105,7 +105,7 @@ mod tests {
 /// resolved, whatever happens to the path's components afterwards.
 #[derive(Debug)]
 pub struct Target {
-    _fd: std::os::fd::OwnedFd,
+    pub fd: std::os::fd::OwnedFd,
     pub path: PathBuf,
 }
 
@@ -175,7 +175,7 @@ impl Resolver {
             }
         };
         let path = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
-        Ok(Target { _fd: fd, path })
+        Ok(Target { fd, path })
     }
 }
 

@@ -19,7 +19,8 @@ pub struct Args {
 pub fn run(root: &Path, args: &Args) -> anyhow::Result<()> {
     let store = super::store(root)?;
     if args.stats {
-        out!("{}", berth_runtime::container::stats(&store, &args.id)?);
+        let event = berth_runtime::container::stats(&store, &args.id)?;
+        out!("{}", serde_json::to_string(&event)?);
         return Ok(());
     }
     let interval = parse_duration(&args.interval)
@@ -27,7 +28,9 @@ pub fn run(root: &Path, args: &Args) -> anyhow::Result<()> {
     let stdout = std::io::stdout();
     berth_runtime::container::watch(&store, &args.id, interval, |event| {
         let mut out = stdout.lock();
-        let _ = writeln!(out, "{event}");
+        if let Ok(line) = serde_json::to_string(event) {
+            let _ = writeln!(out, "{line}");
+        }
         let _ = out.flush();
     })?;
     Ok(())
