@@ -162,11 +162,6 @@ fn create_in(
         armed: true,
     };
     if !is_unmanaged(&cgroup.state()) {
-        if cgroup.is_frozen().unwrap_or(false) {
-            return Err(Error::precondition(
-                "container's cgroup unexpectedly frozen (it exists already and is frozen; thaw it first)",
-            ));
-        }
         let present = cgroup.pids().map(|p| p.len()).unwrap_or(0);
         if present > 0 {
             tracing::warn!("container's cgroup is not empty: {present} process(es) already in it");
@@ -364,7 +359,14 @@ fn container_cgroup(
     cgroups_path: Option<&str>,
     id: &str,
 ) -> Result<Box<dyn CgroupManager>> {
-    let attempt = cgroups::new_manager(cgroups_path, id).and_then(|m| m.create().map(|()| m));
+    let manager = cgroups::new_manager(cgroups_path, id)?;
+    // A cgroup someone else froze is left alone (not even cleaned up).
+    if manager.is_frozen().unwrap_or(false) {
+        return Err(Error::precondition(
+            "container's cgroup unexpectedly frozen (it exists already and is frozen; thaw it first)",
+        ));
+    }
+    let attempt = manager.create().map(|()| manager);
     match attempt {
         Ok(m) => Ok(m),
         Err(e) if sys::geteuid() != 0 && is_permission_error(&e) && !limits_requested(spec) => {
