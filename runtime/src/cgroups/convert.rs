@@ -123,14 +123,27 @@ pub(crate) fn device_rule(rule: &LinuxDeviceCgroup) -> Result<String> {
         Some(v) if v >= 0 => v.to_string(),
         _ => "*".to_string(),
     };
-    let access = rule.access().as_deref().unwrap_or("rwm");
-    let access = if access.is_empty() { "rwm" } else { access };
-    if !access.chars().all(|c| matches!(c, 'r' | 'w' | 'm')) {
+    let given = rule.access().as_deref().unwrap_or("rwm");
+    let given = if given.is_empty() { "rwm" } else { given };
+    // Letters other than r, w and m mean nothing to the kernel; runc lets
+    // them through its parser unused, and so do we, as long as one
+    // meaningful letter is left.
+    let access: String = given
+        .chars()
+        .filter(|c| matches!(c, 'r' | 'w' | 'm'))
+        .collect();
+    if access.is_empty() {
         return Err(invalid(
             "linux.resources.devices.access",
-            access,
-            "only r, w and m are allowed",
+            given,
+            "needs at least one of r, w and m",
         ));
+    }
+    if access.len() != given.len() {
+        tracing::debug!(
+            access = given,
+            "device access letters other than r, w and m ignored"
+        );
     }
     let typ = rule.typ().unwrap_or_default();
     Ok(format!(

@@ -184,22 +184,37 @@ fn cpu(m: &V1Manager, cpu: &LinuxCpu) -> Result<()> {
                 "linux.resources.cpu.shares",
             )?;
         }
-        // Period first so a quota is judged against the new period.
-        if let Some(p) = cpu.period() {
+        // Period first so a quota is judged against the new period. The
+        // kernel checks each write against the parent's limit with the
+        // other value as it stands, so when the period alone is refused
+        // (a shorter period under a parent quota), the quota goes first.
+        let write_period = |p: u64| {
             write_file(
                 dir,
                 "cpu.cfs_period_us",
                 &p.to_string(),
                 "linux.resources.cpu.period",
-            )?;
-        }
-        if let Some(q) = cpu.quota() {
+            )
+        };
+        let write_quota = |q: i64| {
             write_file(
                 dir,
                 "cpu.cfs_quota_us",
                 &v1_limit(q),
                 "linux.resources.cpu.quota",
-            )?;
+            )
+        };
+        match (cpu.period(), cpu.quota()) {
+            (Some(p), Some(q)) => {
+                if write_period(p).is_err() {
+                    write_quota(q)?;
+                    write_period(p)?;
+                }
+                write_quota(q)?;
+            }
+            (Some(p), None) => write_period(p)?,
+            (None, Some(q)) => write_quota(q)?,
+            (None, None) => {}
         }
         if let Some(b) = cpu.burst() {
             let field = "linux.resources.cpu.burst";
