@@ -114,6 +114,7 @@ pub fn prepare(
 /// plus chroot (for filesystems where pivot_root cannot work, e.g. ramfs).
 pub fn pivot(rootfs: &Path, no_pivot: bool) -> Result<()> {
     if no_pivot {
+        hide_host_proc_and_sys(rootfs)?;
         chdir(rootfs).with_context(|| format!("entering {}", rootfs.display()))?;
         mount(
             Some(rootfs),
@@ -143,6 +144,58 @@ pub fn pivot(rootfs: &Path, no_pivot: bool) -> Result<()> {
     .context("making the old root a slave")?;
     umount2(".", MntFlags::MNT_DETACH).context("detaching the old root")?;
     chdir("/").context("chdir /")
+}
+
+/// Without pivot_root the host's own mounts stay in the container's mount
+/// namespace, below the chroot. A full proc or sysfs mount there would let
+/// a nested user namespace in the container mount a fresh, unmasked proc
+/// (the kernel only checks that one is visible somewhere in the namespace),
+/// so every such mount outside the rootfs is detached, or covered with an
+/// empty tmpfs where it cannot be (as runc does).
+fn hide_host_proc_and_sys(rootfs: &Path) -> Result<()> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").context("reading mountinfo")?;
+    let mut targets: Vec<String> = info
+        .lines()
+        .filter_map(|line| {
+            let (pre, post) = line.split_once(" - ")?;
+            let fstype = post.split_whitespace().next()?;
+            let mut fields = pre.split_whitespace();
+            let root = fields.nth(3)?;
+            let mountpoint = fields.next()?;
+            let full = root == "/" && matches!(fstype, "proc" | "sysfs");
+            (full && !Path::new(mountpoint).starts_with(rootfs)).then(|| mountpoint.to_string())
+        })
+        .collect();
+    // Innermost first, so nested ones go before their parents.
+    targets.sort_by_key(|t| std::cmp::Reverse(t.len()));
+    for target in targets {
+        let _ = mount(
+            None::<&str>,
+            target.as_str(),
+            None::<&str>,
+            MsFlags::MS_SLAVE | MsFlags::MS_REC,
+            None::<&str>,
+        );
+        match umount2(target.as_str(), MntFlags::MNT_DETACH) {
+            Ok(()) | Err(nix::errno::Errno::ENOENT) => {}
+            Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::EPERM) => {
+                mount(
+                    Some("tmpfs"),
+                    target.as_str(),
+                    Some("tmpfs"),
+                    MsFlags::empty(),
+                    None::<&str>,
+                )
+                .with_context(|| format!("covering the host's {target}"))?;
+            }
+            Err(e) => {
+                return Err(crate::Error::internal(format!(
+                    "detaching the host's {target}: {e}"
+                )))
+            }
+        }
+    }
+    Ok(())
 }
 
 /// After pivot: propagation, masked and read-only paths, sysctls, and a
