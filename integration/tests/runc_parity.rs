@@ -99,3 +99,35 @@ fn proc_on_a_symlink_is_refused() {
     assert!(out.stderr.contains("symlink"), "{out}");
     h.assert_no_leaks();
 }
+
+/// Without pivot_root the host's mounts stay below the chroot; a nested
+/// user namespace must still not be able to mount an unmasked /proc.
+#[test]
+fn no_pivot_does_not_expose_the_hosts_proc() {
+    let Some(h) = Harness::new("nopivot_proc") else {
+        return;
+    };
+    let mut b = h.bundle();
+    b.args(&[
+        "unshare",
+        "-mrpf",
+        "sh",
+        "-c",
+        "mount -t proc none /proc && echo mounted",
+    ]);
+    b.with(|spec| {
+        for set in ["bounding", "permitted"] {
+            if let Some(list) = spec["process"]["capabilities"][set].as_array_mut() {
+                list.push(json!("CAP_SETFCAP"));
+            }
+        }
+    });
+    b.write();
+    let out = h.rt.run_with(&b.id, b.path(), &["--no-pivot"]);
+    assert!(!out.stdout.contains("mounted"), "{out}");
+    assert!(
+        out.stderr.contains("permission denied") || out.stdout.contains("permission denied"),
+        "{out}"
+    );
+    h.assert_no_leaks();
+}
