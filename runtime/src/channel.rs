@@ -54,6 +54,11 @@ pub enum FromParent {
         state: String,
     },
     Start,
+    /// (`exec` with a notifying seccomp filter) the exec'd process's pid
+    /// as the host sees it, for the seccomp agent.
+    HostPid {
+        pid: i32,
+    },
 }
 
 /// Why the container's init failed: sent across the fork as data, not text.

@@ -63,6 +63,8 @@ pub struct InitArgs<'a> {
     pub mount_sources: Vec<Option<OwnedFd>>,
     /// The compiled `linux.seccomp` filter, if any.
     pub seccomp: Option<crate::seccomp::Filter>,
+    /// The connection to the seccomp agent, when the filter notifies.
+    pub agent: Option<crate::seccomp::notify::Agent>,
     /// Descriptors of the parent's that the child must close right away.
     pub close: Vec<RawFd>,
 }
@@ -294,7 +296,7 @@ fn prepare(args: &InitArgs<'_>) -> std::result::Result<Ready, InitFailure> {
 }
 
 /// From `Ready` to exec: wait to be started, then become the user's process.
-fn launch(args: InitArgs<'_>, ready: Ready) -> Result<()> {
+fn launch(mut args: InitArgs<'_>, ready: Ready) -> Result<()> {
     let spec = &args.bundle.spec;
     let Some(proc) = spec.process().as_ref() else {
         return Err(Error::invalid("process: missing"));
@@ -304,8 +306,12 @@ fn launch(args: InitArgs<'_>, ready: Ready) -> Result<()> {
     // start, so they are done by the time `start` returns.
     let state = ready.state.replacen("\"creating\"", "\"running\"", 1);
     let start_hooks = hooks::hooks_of(spec.hooks().as_ref(), HookKind::StartContainer);
+    let agent = match args.agent.take() {
+        Some(agent) => Some(agent.prepare(None, &state)?),
+        None => None,
+    };
     let confined = || -> Result<()> {
-        process::drop_privileges(proc, args.preserve_fds, args.seccomp.as_ref())?;
+        process::drop_privileges(proc, args.preserve_fds, args.seccomp.as_ref(), agent)?;
         hooks::run_hooks(HookKind::StartContainer, start_hooks, state.as_bytes())?;
         Ok(())
     };

@@ -11,6 +11,7 @@ use nix::unistd::{Gid, Uid};
 use oci_spec::runtime::Process;
 
 use crate::error::{Context, Error, Result};
+use crate::seccomp::notify::Handoff;
 use crate::{capabilities, rootfs, sys, terminal};
 
 /// The program to exec, resolved inside the container.
@@ -111,19 +112,32 @@ pub fn enter_cwd(process: &Process) -> Result<()> {
 /// The filter goes in where runc puts it: with no_new_privs, last; without,
 /// first, while CAP_SYS_ADMIN is still held (the profile must then allow
 /// the credential changes that follow, as Docker's default profile does).
+///
+/// A filter with `SCMP_ACT_NOTIFY` rules yields a listener, sent to the
+/// seccomp agent with `agent` right after seccomp(2), then closed.
 pub fn drop_privileges(
     process: &Process,
     preserve_fds: i32,
     seccomp: Option<&crate::seccomp::Filter>,
+    agent: Option<Handoff>,
 ) -> Result<()> {
     sys::cloexec_from(3 + preserve_fds).context("closing inherited descriptors")?;
     // The runtime's signal mask and ignored signals (SIGPIPE) would
     // otherwise survive exec.
     sys::reset_signals().context("resetting signal handling")?;
     let nnp = process.no_new_privileges().unwrap_or(false);
-    let install = |f: &crate::seccomp::Filter| {
-        f.install()
-            .map_err(|e| Error::internal(format!("linux.seccomp: {e}")))
+    let mut agent = agent;
+    let mut install = |f: &crate::seccomp::Filter| -> Result<()> {
+        let listener = f
+            .install()
+            .map_err(|e| Error::internal(format!("linux.seccomp: {e}")))?;
+        match (listener, agent.take()) {
+            (None, _) => Ok(()),
+            (Some(fd), Some(agent)) => agent.send(fd),
+            (Some(_), None) => Err(Error::internal(
+                "linux.seccomp: a listener but no connection to the seccomp agent",
+            )),
+        }
     };
     if let Some(filter) = seccomp.filter(|_| !nnp) {
         install(filter)?;

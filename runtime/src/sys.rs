@@ -387,8 +387,15 @@ pub fn reset_signals() -> nix::Result<()> {
 /// and `flags` (SECCOMP_FILTER_FLAG_*). Unlike prctl-based loaders this
 /// does not set no_new_privs: the caller either has CAP_SYS_ADMIN or has
 /// set no_new_privs itself.
-pub fn seccomp_set_filter(program: &[seccompiler::sock_filter], flags: u32) -> nix::Result<()> {
+///
+/// With SECCOMP_FILTER_FLAG_NEW_LISTENER in `flags`, returns the filter's
+/// user-notification listener (close-on-exec, as the kernel creates it).
+pub fn seccomp_set_filter(
+    program: &[seccompiler::sock_filter],
+    flags: u32,
+) -> nix::Result<Option<OwnedFd>> {
     const SECCOMP_SET_MODE_FILTER: libc::c_uint = 1;
+    const SECCOMP_FILTER_FLAG_NEW_LISTENER: u32 = 1 << 3;
     let len = u16::try_from(program.len()).map_err(|_| Errno::E2BIG)?;
     let prog = libc::sock_fprog {
         len,
@@ -405,7 +412,13 @@ pub fn seccomp_set_filter(program: &[seccompiler::sock_filter], flags: u32) -> n
             &prog as *const libc::sock_fprog,
         )
     };
-    Errno::result(ret).map(drop)
+    let ret = Errno::result(ret)?;
+    if flags & SECCOMP_FILTER_FLAG_NEW_LISTENER == 0 {
+        return Ok(None);
+    }
+    // SAFETY: with NEW_LISTENER, seccomp(2) returns a new descriptor (the
+    // listener) that nothing else owns.
+    Ok(Some(unsafe { OwnedFd::from_raw_fd(ret as RawFd) }))
 }
 
 /// Set and clear mount attributes (MOUNT_ATTR_*) on the mount at `path`

@@ -398,7 +398,7 @@ fn seccomp_allowlist_profile_runs_a_real_program() {
     // installs the already-compiled filter (prctl + seccomp, no allocation
     // on success).
     unsafe {
-        cmd.pre_exec(move || filter.install().map_err(std::io::Error::other));
+        cmd.pre_exec(move || filter.install().map(drop).map_err(std::io::Error::other));
     }
     let out = cmd.output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);

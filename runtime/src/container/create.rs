@@ -19,6 +19,7 @@ use crate::error::{Context, Error, Result};
 use crate::hooks::{self, HookKind};
 use crate::init::{self, InitArgs, StartSignal};
 use crate::process_info::ProcessInfo;
+use crate::seccomp::notify::Agent;
 use crate::spec::Bundle;
 use crate::state::{now_rfc3339, write_atomic, ContainerDir, ContainerState, StateStore, Status};
 use crate::{namespaces, sys, terminal, userns};
@@ -137,6 +138,8 @@ fn create_in(
     let ns = bundle.namespaces();
 
     let (console, console_peer) = terminal::connect(opts.console_socket.as_deref(), terminal)?;
+    // Before the clone: init inherits the connection (see seccomp::notify).
+    let agent = Agent::connect(seccomp.as_ref())?;
 
     let cgroups_path = spec
         .linux()
@@ -228,6 +231,7 @@ fn create_in(
                 no_new_keyring: opts.no_new_keyring,
                 preserve_fds: opts.preserve_fds as RawFd,
                 seccomp,
+                agent,
                 mount_sources,
                 close,
             });
@@ -238,6 +242,7 @@ fn create_in(
     drop(child_end);
     drop(start);
     drop(console);
+    drop(agent);
     drop(into_cgroup);
 
     if namespaces::is_new(ns, LinuxNamespaceType::User) {

@@ -18,6 +18,7 @@ use crate::cgroups;
 use crate::channel::{self, Channel, FromChild, FromParent, InitFailure};
 use crate::error::{Context, Error, Result};
 use crate::process::{self, ExecPlan};
+use crate::seccomp::notify::Agent;
 use crate::state::{write_atomic, StateStore, Status};
 use crate::{namespaces, sys, terminal};
 
@@ -68,6 +69,8 @@ pub fn exec(store: &StateStore, id: &str, opts: &ExecOptions) -> Result<i32> {
     }
     let state = c.state;
     let seccomp = super::create::compile_seccomp(&state.spec)?;
+    let oci_state = serde_json::to_string(&state.oci_state(c.status))
+        .map_err(|e| Error::internal(format!("the container's state: {e}")))?;
     // Let other commands in while this one runs.
     drop(c.dir);
     let terminal = opts.process.terminal().unwrap_or(false);
@@ -112,6 +115,9 @@ pub fn exec(store: &StateStore, id: &str, opts: &ExecOptions) -> Result<i32> {
         Some(Forwarder::new()?)
     };
     let (console, console_peer) = terminal::connect(opts.console_socket.as_deref(), terminal)?;
+    // Before the clone: the child inherits the connection (see seccomp::notify).
+    let agent = Agent::connect(seccomp.as_ref())?;
+    let notify = agent.is_some();
     let cgroup = cgroups::from_state(&state.cgroup);
     let into_cgroup = cgroup.clone_into_fd();
     let (parent_end, child_end) = channel::pair().context("creating the sync channel")?;
@@ -127,6 +133,7 @@ pub fn exec(store: &StateStore, id: &str, opts: &ExecOptions) -> Result<i32> {
                 opts,
                 born_in_cgroup,
                 seccomp.as_ref(),
+                agent.map(|a| (a, oci_state)),
             );
             let _ = child_end.send(&FromChild::Failed(failure));
             sys::exit_now(127);
@@ -134,6 +141,7 @@ pub fn exec(store: &StateStore, id: &str, opts: &ExecOptions) -> Result<i32> {
         sys::CloneResult::Parent(pid) => pid,
     };
     drop(child_end);
+    drop(agent);
     drop(into_cgroup);
     let guard = KillOnError(Some(child));
     if let Some(adj) = opts.process.oom_score_adj() {
@@ -145,6 +153,11 @@ pub fn exec(store: &StateStore, id: &str, opts: &ExecOptions) -> Result<i32> {
         // If the child already failed, its report is what matters: it is
         // read below, so a failed send is not an error here.
         let _ = parent_end.send(&FromParent::CgroupJoined);
+    }
+    if notify {
+        let _ = parent_end.send(&FromParent::HostPid {
+            pid: child.as_raw(),
+        });
     }
     let console_master = match &console_peer {
         Some(peer) => Some(terminal::recv_fd(peer).context("receiving the terminal")?),
@@ -213,6 +226,7 @@ fn tenant(
     opts: &ExecOptions,
     born_in_cgroup: bool,
     seccomp: Option<&crate::seccomp::Filter>,
+    agent: Option<(Agent, String)>,
 ) -> InitFailure {
     let fail = |stage: &str, e: Error| InitFailure {
         stage: stage.to_string(),
@@ -251,11 +265,29 @@ fn tenant(
             }
         }
     }
+    let agent = match agent {
+        None => None,
+        Some((agent, state)) => {
+            let pid = match channel.recv::<FromParent>() {
+                Ok(Some(FromParent::HostPid { pid })) => pid,
+                _ => {
+                    return fail(
+                        "waiting for our pid",
+                        Error::internal("the runtime went away"),
+                    )
+                }
+            };
+            match agent.prepare(Some(pid), &state) {
+                Ok(handoff) => Some(handoff),
+                Err(e) => return fail("preparing the seccomp agent's message", e),
+            }
+        }
+    };
     if let Err(e) = channel.send(&FromChild::Ready) {
         return fail("syncing", Error::internal(e.to_string()));
     }
     let preserve = RawFd::try_from(opts.preserve_fds).unwrap_or(0);
-    if let Err(e) = process::drop_privileges(process, preserve, seccomp) {
+    if let Err(e) = process::drop_privileges(process, preserve, seccomp, agent) {
         return fail("dropping privileges", e);
     }
     match process::exec(&plan) {

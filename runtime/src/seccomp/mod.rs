@@ -12,8 +12,14 @@
 //!   is `errnoRet`/`defaultErrnoRet`, default `EPERM`), `SCMP_ACT_KILL` (=
 //!   `SCMP_ACT_KILL_THREAD`), `SCMP_ACT_KILL_PROCESS`, `SCMP_ACT_TRAP`,
 //!   `SCMP_ACT_LOG`, `SCMP_ACT_TRACE` (`errnoRet`, default `EPERM`, is the
-//!   value handed to the tracer). `SCMP_ACT_NOTIFY` is rejected as
-//!   unsupported. `errnoRet` on any other action is an error.
+//!   value handed to the tracer). `errnoRet` on any other action is an
+//!   error.
+//! - `SCMP_ACT_NOTIFY` (seccomp user notification, `SECCOMP_RET_USER_NOTIF`)
+//!   is accepted in `syscalls[].action` only, and only with a non-empty
+//!   `listenerPath` (the agent's unix socket, see [`notify`]); like runc, it
+//!   is refused as `defaultAction` and on `write` (runc's sync writes; here
+//!   also `sendmsg`, which hands the listener fd to the agent: notified, it
+//!   would wait for an agent that never got the fd).
 //! - A rule whose action equals the default action is dropped (it could
 //!   not change anything).
 //! - A syscall name this architecture does not have is skipped (debug
@@ -41,8 +47,7 @@
 //!   fails with `ENOSYS` instead of the default action, so that programs
 //!   fall back from syscalls newer than the profile (e.g. `clone3`).
 //! - `flags`: `SECCOMP_FILTER_FLAG_TSYNC`, `..._LOG` and `..._SPEC_ALLOW`
-//!   are passed to seccomp(2); `..._WAIT_KILLABLE_RECV` is refused (it only
-//!   means something with `SCMP_ACT_NOTIFY`, which is not supported).
+//!   are passed to seccomp(2); `..._WAIT_KILLABLE_RECV` is refused.
 //!
 //! # Installing, `no_new_privs` and capabilities
 //!
@@ -55,12 +60,15 @@
 
 mod bpf;
 mod error;
+pub mod notify;
 mod table;
 #[cfg(test)]
 mod tests;
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{
     Arch, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompArg, LinuxSeccompFilterFlag,
@@ -85,12 +93,32 @@ const FLAG_SPEC_ALLOW: u32 = 4;
 const MAX_ERRNO: u32 = 4095;
 /// `x32` syscalls are the x86_64 ones with this bit set (__X32_SYSCALL_BIT).
 const X32_SYSCALL_BIT: u32 = 0x4000_0000;
+/// `SECCOMP_RET_USER_NOTIF`: `SCMP_ACT_NOTIFY`.
+const RET_USER_NOTIF: u32 = 0x7fc0_0000;
+/// `SECCOMP_FILTER_FLAG_NEW_LISTENER`: seccomp(2) returns a listener fd.
+const FLAG_NEW_LISTENER: u32 = 1 << 3;
+/// Syscalls `SCMP_ACT_NOTIFY` may not apply to: the runtime needs them,
+/// unnotified, between installing the filter and handing its listener to
+/// the agent (`write` is refused by runc as well).
+const NOT_NOTIFIABLE: &[&str] = &["sendmsg", "write"];
 
 /// A compiled filter, ready to install.
 #[derive(Clone)]
 pub struct Filter {
     program: BpfProgram,
     flags: u32,
+    /// With `SCMP_ACT_NOTIFY` rules: where the listener fd goes.
+    listener: Option<Listener>,
+}
+
+/// `linux.seccomp.listenerPath` and `listenerMetadata`, for a filter with
+/// `SCMP_ACT_NOTIFY` rules.
+#[derive(Clone, Debug)]
+pub struct Listener {
+    /// The agent's unix socket (a path on the host).
+    pub path: PathBuf,
+    /// Opaque to the runtime, passed on to the agent.
+    pub metadata: String,
 }
 
 impl fmt::Debug for Filter {
@@ -98,6 +126,7 @@ impl fmt::Debug for Filter {
         f.debug_struct("Filter")
             .field("instructions", &self.program.len())
             .field("flags", &self.flags)
+            .field("listener", &self.listener)
             .finish()
     }
 }
@@ -111,9 +140,29 @@ impl Filter {
     /// installs before dropping capabilities, as runc does, and the profile
     /// must allow what the runtime does after). It neither allocates nor
     /// logs, so it may run in a forked child.
-    pub fn install(&self) -> Result<(), Error> {
-        crate::sys::seccomp_set_filter(self.program.as_slice(), self.flags)
+    ///
+    /// A filter with `SCMP_ACT_NOTIFY` rules is installed with
+    /// `SECCOMP_FILTER_FLAG_NEW_LISTENER` and its listener fd returned, to
+    /// be handed to the agent (see [`notify`]); otherwise `None`.
+    pub fn install(&self) -> Result<Option<OwnedFd>, Error> {
+        let flags = if self.needs_listener() {
+            self.flags | FLAG_NEW_LISTENER
+        } else {
+            self.flags
+        };
+        crate::sys::seccomp_set_filter(self.program.as_slice(), flags)
             .map_err(|e| Error::Install(format!("seccomp(SECCOMP_SET_MODE_FILTER): {e}")))
+    }
+
+    /// Whether the filter has `SCMP_ACT_NOTIFY` rules, so that installing
+    /// it yields a listener fd for the agent at [`Filter::listener`].
+    pub fn needs_listener(&self) -> bool {
+        self.listener.is_some()
+    }
+
+    /// The agent's socket and metadata, when [`Filter::needs_listener`].
+    pub fn listener(&self) -> Option<&Listener> {
+        self.listener.as_ref()
     }
 
     /// The BPF program.
@@ -136,6 +185,7 @@ pub fn supported_actions() -> &'static [&'static str] {
         "SCMP_ACT_KILL_PROCESS",
         "SCMP_ACT_KILL_THREAD",
         "SCMP_ACT_LOG",
+        "SCMP_ACT_NOTIFY",
         "SCMP_ACT_TRACE",
         "SCMP_ACT_TRAP",
     ]
@@ -289,34 +339,51 @@ struct Entry {
     /// Position in `syscalls[]`, for messages.
     pos: usize,
     names: Vec<String>,
-    action: SeccompAction,
+    action: Action,
     /// ORed rules, each an AND of conditions; empty: unconditional.
     rules: Vec<Vec<Cond>>,
 }
 
-/// Map an action and its errno field; `field` is the action's JSON path,
-/// `errno_field` that of its errnoRet.
+/// An action: one seccompiler knows, or `SCMP_ACT_NOTIFY` (it does not).
+#[derive(Clone, Debug, PartialEq)]
+enum Action {
+    Plain(SeccompAction),
+    Notify,
+}
+
+impl Action {
+    /// The `SECCOMP_RET_*` value.
+    fn ret(&self) -> u32 {
+        match self {
+            Action::Plain(a) => u32::from(a.clone()),
+            Action::Notify => RET_USER_NOTIF,
+        }
+    }
+}
+
+/// Map an action and its errno field (`errno_field` is the JSON path of
+/// its errnoRet).
 fn action(
     action: LinuxSeccompAction,
     errno_ret: Option<u32>,
-    field: &str,
     errno_field: &str,
-) -> Result<SeccompAction, Error> {
-    let no_errno = |act: SeccompAction| match errno_ret {
+) -> Result<Action, Error> {
+    let no_errno = |act: Action| match errno_ret {
         None => Ok(act),
         Some(_) => Err(Error::invalid(
             errno_field,
             format!("only valid with SCMP_ACT_ERRNO and SCMP_ACT_TRACE, not {action}"),
         )),
     };
+    let plain = |act: SeccompAction| no_errno(Action::Plain(act));
     match action {
-        LinuxSeccompAction::ScmpActAllow => no_errno(SeccompAction::Allow),
+        LinuxSeccompAction::ScmpActAllow => plain(SeccompAction::Allow),
         LinuxSeccompAction::ScmpActKill | LinuxSeccompAction::ScmpActKillThread => {
-            no_errno(SeccompAction::KillThread)
+            plain(SeccompAction::KillThread)
         }
-        LinuxSeccompAction::ScmpActKillProcess => no_errno(SeccompAction::KillProcess),
-        LinuxSeccompAction::ScmpActTrap => no_errno(SeccompAction::Trap),
-        LinuxSeccompAction::ScmpActLog => no_errno(SeccompAction::Log),
+        LinuxSeccompAction::ScmpActKillProcess => plain(SeccompAction::KillProcess),
+        LinuxSeccompAction::ScmpActTrap => plain(SeccompAction::Trap),
+        LinuxSeccompAction::ScmpActLog => plain(SeccompAction::Log),
         LinuxSeccompAction::ScmpActErrno => {
             let errno = errno_ret.unwrap_or(libc::EPERM as u32);
             if errno > MAX_ERRNO {
@@ -325,7 +392,7 @@ fn action(
                     format!("{errno} is not an errno (at most {MAX_ERRNO})"),
                 ));
             }
-            Ok(SeccompAction::Errno(errno))
+            Ok(Action::Plain(SeccompAction::Errno(errno)))
         }
         LinuxSeccompAction::ScmpActTrace => {
             let msg = errno_ret.unwrap_or(libc::EPERM as u32);
@@ -335,12 +402,9 @@ fn action(
                     format!("{msg} does not fit the 16 bits handed to the tracer"),
                 ));
             }
-            Ok(SeccompAction::Trace(msg))
+            Ok(Action::Plain(SeccompAction::Trace(msg)))
         }
-        LinuxSeccompAction::ScmpActNotify => Err(Error::unsupported(
-            field,
-            "SCMP_ACT_NOTIFY (seccomp user notification) is not supported by berth",
-        )),
+        LinuxSeccompAction::ScmpActNotify => no_errno(Action::Notify),
     }
 }
 
@@ -391,9 +455,21 @@ fn entries(seccomp: &LinuxSeccomp) -> Result<Vec<Entry>, Error> {
         let act = action(
             call.action(),
             call.errno_ret(),
-            &format!("{field}.action"),
             &format!("{field}.errnoRet"),
         )?;
+        if act == Action::Notify {
+            let refused = call
+                .names()
+                .iter()
+                .enumerate()
+                .find(|(_, n)| NOT_NOTIFIABLE.contains(&n.as_str()));
+            if let Some((i, name)) = refused {
+                return Err(Error::invalid(
+                    format!("{field}.names[{i}]"),
+                    format!("SCMP_ACT_NOTIFY cannot be used for the {name} syscall (the runtime uses it right after installing the filter)"),
+                ));
+            }
+        }
         let conds = call
             .args()
             .iter()
@@ -456,7 +532,7 @@ fn section(
     let mut syscalls: BTreeMap<u32, Syscall> = BTreeMap::new();
     let mut max_nr = None;
     for e in entries {
-        let act = u32::from(e.action.clone());
+        let act = e.action.ret();
         let nrs: Vec<(u32, &str)> = e
             .names
             .iter()
@@ -604,12 +680,21 @@ fn tree(asm: &mut Asm, targets: &[(u32, Label)], miss: Label) {
 }
 
 fn compile_for(seccomp: &LinuxSeccomp, target: &Target) -> Result<Filter, Error> {
-    let default_action = action(
+    let default_action = match action(
         seccomp.default_action(),
         seccomp.default_errno_ret(),
-        "linux.seccomp.defaultAction",
         "linux.seccomp.defaultErrnoRet",
-    )?;
+    )? {
+        Action::Plain(a) => a,
+        // As runc: every syscall, the runtime's own included, would wait
+        // for an agent that does not have the listener yet.
+        Action::Notify => {
+            return Err(Error::invalid(
+                "linux.seccomp.defaultAction",
+                "SCMP_ACT_NOTIFY cannot be used as default action",
+            ))
+        }
+    };
     let default = u32::from(default_action.clone());
 
     let mut flags = 0;
@@ -621,7 +706,7 @@ fn compile_for(seccomp: &LinuxSeccomp, target: &Target) -> Result<Filter, Error>
             LinuxSeccompFilterFlag::SeccompFilterFlagWaitKillableRecv => {
                 return Err(Error::unsupported(
                     format!("linux.seccomp.flags[{i}]"),
-                    format!("{flag} only applies to SCMP_ACT_NOTIFY, which berth does not support"),
+                    format!("{flag} is not supported by berth"),
                 ))
             }
         };
@@ -648,6 +733,11 @@ fn compile_for(seccomp: &LinuxSeccomp, target: &Target) -> Result<Filter, Error>
     }
 
     let entries = entries(seccomp)?;
+    let listener = if entries.iter().any(|e| e.action == Action::Notify) {
+        Some(listener(seccomp)?)
+    } else {
+        None
+    };
     let allowing = matches!(
         default_action,
         SeccompAction::Allow | SeccompAction::Log | SeccompAction::Trace(_)
@@ -728,5 +818,28 @@ fn compile_for(seccomp: &LinuxSeccomp, target: &Target) -> Result<Filter, Error>
         });
     }
     tracing::debug!("seccomp: filter of {} instructions", program.len());
-    Ok(Filter { program, flags })
+    Ok(Filter {
+        program,
+        flags,
+        listener,
+    })
+}
+
+/// `listenerPath` and `listenerMetadata`, for a profile with
+/// `SCMP_ACT_NOTIFY` rules.
+fn listener(seccomp: &LinuxSeccomp) -> Result<Listener, Error> {
+    let path = seccomp
+        .listener_path()
+        .as_deref()
+        .filter(|p| !p.as_os_str().is_empty())
+        .ok_or_else(|| {
+            Error::invalid(
+                "linux.seccomp.listenerPath",
+                "SCMP_ACT_NOTIFY needs the path of the seccomp agent's socket here",
+            )
+        })?;
+    Ok(Listener {
+        path: Path::to_path_buf(path),
+        metadata: seccomp.listener_metadata().clone().unwrap_or_default(),
+    })
 }

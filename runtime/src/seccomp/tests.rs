@@ -142,8 +142,10 @@ fn supported_lists_match_the_implementation() {
     for name in all_actions {
         let parsed = LinuxSeccompAction::from_str(name).unwrap();
         let ok = compile_for(
-            &spec(json!({"defaultAction": "SCMP_ACT_ALLOW",
-                "syscalls": [{"names": ["getpid"], "action": name}]})),
+            &spec(
+                json!({"defaultAction": "SCMP_ACT_ALLOW", "listenerPath": "/run/agent.sock",
+                "syscalls": [{"names": ["getpid"], "action": name}]}),
+            ),
             &X86_64_TARGET,
         )
         .is_ok();
@@ -185,25 +187,90 @@ fn supported_lists_match_the_implementation() {
 }
 
 #[test]
-fn notify_is_unsupported() {
-    let e = error(json!({"defaultAction": "SCMP_ACT_ALLOW",
+fn notify_returns_user_notif_with_a_listener() {
+    const USER_NOTIF: u32 = 0x7fc0_0000;
+    let f = build(json!({"defaultAction": "SCMP_ACT_ALLOW",
+        "listenerPath": "/run/agent.sock", "listenerMetadata": "bar",
+        "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_NOTIFY"},
+                     {"names": ["getpid"], "action": "SCMP_ACT_ERRNO"}]}));
+    assert_eq!(call(&f, "mkdir", &[]), USER_NOTIF);
+    assert_eq!(call(&f, "getpid", &[]), errno(EPERM));
+    assert_eq!(call(&f, "read", &[]), ALLOW);
+    assert!(f.needs_listener());
+    let l = f.listener().unwrap();
+    assert_eq!(l.path, std::path::Path::new("/run/agent.sock"));
+    assert_eq!(l.metadata, "bar");
+    // With conditions too.
+    let f = build(
+        json!({"defaultAction": "SCMP_ACT_ERRNO", "listenerPath": "/a",
+        "syscalls": [{"names": ["kill"], "action": "SCMP_ACT_NOTIFY",
+                      "args": [{"index": 1, "value": 9, "op": "SCMP_CMP_EQ"}]}]}),
+    );
+    assert_eq!(call(&f, "kill", &[1, 9]), USER_NOTIF);
+    assert_eq!(call(&f, "kill", &[1, 15]), errno(EPERM));
+    assert_eq!(f.listener().unwrap().metadata, "");
+}
+
+#[test]
+fn no_listener_without_notify() {
+    // listenerPath alone (runc's "empty listener path" case) is fine.
+    let f = build(json!({"defaultAction": "SCMP_ACT_ALLOW",
+        "listenerPath": "/run/agent.sock", "listenerMetadata": "bar",
+        "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_ERRNO"}]}));
+    assert!(!f.needs_listener());
+    assert!(f.listener().is_none());
+    assert!(!build(json!({"defaultAction": "SCMP_ACT_ALLOW"})).needs_listener());
+}
+
+#[test]
+fn notify_needs_a_listener_path() {
+    for v in [
+        json!({"defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["getpid"], "action": "SCMP_ACT_NOTIFY"}]}),
+        json!({"defaultAction": "SCMP_ACT_ALLOW", "listenerPath": "",
+            "syscalls": [{"names": ["getpid"], "action": "SCMP_ACT_NOTIFY"}]}),
+    ] {
+        let e = error(v.clone());
+        assert!(e.starts_with("linux.seccomp.listenerPath: "), "{e}");
+        let err = compile_for(&spec(v), &X86_64_TARGET).unwrap_err();
+        assert_eq!(
+            crate::Error::from(err).kind(),
+            crate::ErrorKind::InvalidArgument
+        );
+    }
+}
+
+#[test]
+fn notify_is_refused_where_runc_refuses_it() {
+    let e = error(json!({"defaultAction": "SCMP_ACT_NOTIFY", "listenerPath": "/a"}));
+    assert_eq!(
+        e,
+        "linux.seccomp.defaultAction: SCMP_ACT_NOTIFY cannot be used as default action"
+    );
+    let e = error(
+        json!({"defaultAction": "SCMP_ACT_ALLOW", "listenerPath": "/a",
         "syscalls": [{"names": ["read"], "action": "SCMP_ACT_ERRNO"},
-                     {"names": ["getpid"], "action": "SCMP_ACT_NOTIFY"}]}));
+                     {"names": ["mkdir", "write"], "action": "SCMP_ACT_NOTIFY"}]}),
+    );
     assert!(
-        e.starts_with("linux.seccomp.syscalls[1].action: SCMP_ACT_NOTIFY"),
+        e.starts_with(
+            "linux.seccomp.syscalls[1].names[1]: SCMP_ACT_NOTIFY cannot be used for the write syscall"
+        ),
         "{e}"
     );
-    let e = error(json!({"defaultAction": "SCMP_ACT_NOTIFY"}));
-    assert!(e.starts_with("linux.seccomp.defaultAction: "), "{e}");
-    let err = compile_for(
-        &spec(json!({"defaultAction": "SCMP_ACT_NOTIFY"})),
-        &X86_64_TARGET,
-    )
-    .unwrap_err();
-    assert_eq!(
-        crate::Error::from(err).kind(),
-        crate::ErrorKind::Unsupported
+    let e = error(
+        json!({"defaultAction": "SCMP_ACT_ALLOW", "listenerPath": "/a",
+        "syscalls": [{"names": ["sendmsg"], "action": "SCMP_ACT_NOTIFY"}]}),
     );
+    assert!(e.contains("cannot be used for the sendmsg syscall"), "{e}");
+    // Other actions on write are fine.
+    build(json!({"defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [{"names": ["write"], "action": "SCMP_ACT_ERRNO"}]}));
+    let e = error(
+        json!({"defaultAction": "SCMP_ACT_ALLOW", "listenerPath": "/a",
+        "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_NOTIFY", "errnoRet": 1}]}),
+    );
+    assert!(e.starts_with("linux.seccomp.syscalls[0].errnoRet: "), "{e}");
 }
 
 #[test]
@@ -645,6 +712,9 @@ fn filter_debug_is_short() {
         build(json!({"defaultAction": "SCMP_ACT_ALLOW", "flags": ["SECCOMP_FILTER_FLAG_TSYNC"]}));
     assert_eq!(
         format!("{f:?}"),
-        format!("Filter {{ instructions: {}, flags: 1 }}", f.program().len())
+        format!(
+            "Filter {{ instructions: {}, flags: 1, listener: None }}",
+            f.program().len()
+        )
     );
 }
