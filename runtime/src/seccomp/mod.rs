@@ -17,9 +17,9 @@
 //! - `SCMP_ACT_NOTIFY` (seccomp user notification, `SECCOMP_RET_USER_NOTIF`)
 //!   is accepted in `syscalls[].action` only, and only with a non-empty
 //!   `listenerPath` (the agent's unix socket, see [`notify`]); like runc, it
-//!   is refused as `defaultAction` and on `write` (runc's sync writes; here
-//!   also `sendmsg`, which hands the listener fd to the agent: notified, it
-//!   would wait for an agent that never got the fd).
+//!   is refused as `defaultAction` and on `write` (as runc, whose sync
+//!   writes would hang) and `sendmsg` (it hands the listener fd to the
+//!   agent: notified, it would wait for an agent that never got the fd).
 //! - A rule whose action equals the default action is dropped (it could
 //!   not change anything).
 //! - A syscall name this architecture does not have is skipped (debug
@@ -97,10 +97,16 @@ const X32_SYSCALL_BIT: u32 = 0x4000_0000;
 const RET_USER_NOTIF: u32 = 0x7fc0_0000;
 /// `SECCOMP_FILTER_FLAG_NEW_LISTENER`: seccomp(2) returns a listener fd.
 const FLAG_NEW_LISTENER: u32 = 1 << 3;
-/// Syscalls `SCMP_ACT_NOTIFY` may not apply to: the runtime needs them,
-/// unnotified, between installing the filter and handing its listener to
-/// the agent (`write` is refused by runc as well).
-const NOT_NOTIFIABLE: &[&str] = &["sendmsg", "write"];
+/// Syscalls `SCMP_ACT_NOTIFY` may not apply to, and why.
+const NOT_NOTIFIABLE: &[(&str, &str)] = &[
+    (
+        "sendmsg",
+        "it hands the listener to the agent, which cannot answer before it has it",
+    ),
+    // runc's own reason: it sends the listener to its parent with write.
+    // berth does not, but refuses it too, so profiles behave the same.
+    ("write", "refused as by runc"),
+];
 
 /// A compiled filter, ready to install.
 #[derive(Clone)]
@@ -458,15 +464,14 @@ fn entries(seccomp: &LinuxSeccomp) -> Result<Vec<Entry>, Error> {
             &format!("{field}.errnoRet"),
         )?;
         if act == Action::Notify {
-            let refused = call
-                .names()
-                .iter()
-                .enumerate()
-                .find(|(_, n)| NOT_NOTIFIABLE.contains(&n.as_str()));
-            if let Some((i, name)) = refused {
+            let refused = call.names().iter().enumerate().find_map(|(i, n)| {
+                let (_, why) = NOT_NOTIFIABLE.iter().find(|(no, _)| no == n)?;
+                Some((i, n, why))
+            });
+            if let Some((i, name, why)) = refused {
                 return Err(Error::invalid(
                     format!("{field}.names[{i}]"),
-                    format!("SCMP_ACT_NOTIFY cannot be used for the {name} syscall (the runtime uses it right after installing the filter)"),
+                    format!("SCMP_ACT_NOTIFY cannot be used for the {name} syscall ({why})"),
                 ));
             }
         }
