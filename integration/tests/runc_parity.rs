@@ -131,3 +131,68 @@ fn no_pivot_does_not_expose_the_hosts_proc() {
     );
     h.assert_no_leaks();
 }
+
+/// `exec --cgroup [CONTROLLERS:]PATH` puts the process in a sub-cgroup of
+/// the container's, and refuses paths outside it, unknown controllers and
+/// sub-cgroups that do not exist.
+#[test]
+fn exec_into_sub_cgroups() {
+    let Some(h) = Harness::new("exec_subcg") else {
+        return;
+    };
+    let mut b = h.bundle();
+    b.args(&["sleep", "100"]);
+    b.write();
+    h.rt.run_detached(&b.id, b.path()).ok();
+    for (arg, words) in [
+        ("..", "not a sub cgroup path"),
+        ("nope", "no such file"),
+        ("whaaat:/", "unknown controller"),
+    ] {
+        let out = h.rt.cmd(["exec", "--cgroup", arg, b.id.as_str(), "true"]);
+        out.failed();
+        assert!(out.stderr.contains(words), "{arg}: {out}");
+    }
+    let pid = h.rt.pid(&b.id);
+    let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let mem = cgroup
+        .lines()
+        .find(|l| l.contains(":memory:"))
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_string();
+    let sub = std::path::Path::new("/sys/fs/cgroup/memory")
+        .join(mem.trim_start_matches('/'))
+        .join("sub");
+    std::fs::create_dir(&sub).unwrap();
+    let out = h.rt.cmd_timeout(
+        [
+            "exec",
+            "--cgroup",
+            "memory:sub",
+            b.id.as_str(),
+            "cat",
+            "/proc/self/cgroup",
+        ],
+        SECS10,
+    );
+    out.ok();
+    let line = out
+        .stdout
+        .lines()
+        .find(|l| l.contains(":memory:"))
+        .unwrap_or_default()
+        .to_string();
+    assert!(line.ends_with("/sub"), "{out}");
+    let pids = out
+        .stdout
+        .lines()
+        .find(|l| l.contains(":pids:"))
+        .unwrap_or_default()
+        .to_string();
+    assert!(!pids.ends_with("/sub"), "only memory moved: {out}");
+    h.rt.delete_force(&b.id).ok();
+    h.assert_no_leaks();
+}

@@ -34,6 +34,9 @@ pub struct ExecOptions {
     pub preserve_fds: u32,
     /// Exec into a paused container too (the process starts frozen).
     pub ignore_paused: bool,
+    /// Sub-cgroups of the container's to put the process in, each
+    /// `[CONTROLLER[,CONTROLLER...]:]PATH` (`--cgroup`, as runc takes it).
+    pub cgroups: Vec<String>,
 }
 
 /// The order namespaces are joined in: the mount namespace last, since it
@@ -68,6 +71,7 @@ pub fn exec(store: &StateStore, id: &str, opts: &ExecOptions) -> Result<i32> {
         }
     }
     let state = c.state;
+    let target_cgroup = sub_cgroup(&state.cgroup, &opts.cgroups)?;
     let seccomp = super::create::compile_seccomp(&state.spec)?;
     let oci_state = serde_json::to_string(&state.oci_state(c.status))
         .map_err(|e| Error::internal(format!("the container's state: {e}")))?;
@@ -118,7 +122,7 @@ pub fn exec(store: &StateStore, id: &str, opts: &ExecOptions) -> Result<i32> {
     // Before the clone: the child inherits the connection (see seccomp::notify).
     let agent = Agent::connect(seccomp.as_ref())?;
     let notify = agent.is_some();
-    let cgroup = cgroups::from_state(&state.cgroup);
+    let cgroup = cgroups::from_state(&target_cgroup);
     let into_cgroup = cgroup.clone_into_fd();
     let (parent_end, child_end) = channel::pair().context("creating the sync channel")?;
     let (fork, born_in_cgroup) = sys::clone_fork(0, into_cgroup.as_ref().map(|f| f.as_fd()))
@@ -294,4 +298,63 @@ fn tenant(
         Ok(()) => fail("exec", Error::internal("exec returned")),
         Err(e) => fail("exec", e),
     }
+}
+
+/// The container's cgroup with `--cgroup` choices applied: each
+/// `[CONTROLLER[,CONTROLLER...]:]PATH` moves the named controllers (all of
+/// them without a prefix) to PATH below the container's cgroup. PATH may not
+/// leave it, and must exist.
+fn sub_cgroup(base: &cgroups::CgroupState, choices: &[String]) -> Result<cgroups::CgroupState> {
+    let mut state = base.clone();
+    for choice in choices {
+        let (controllers, path) = match choice.split_once(':') {
+            Some((c, p)) => (Some(c), p),
+            None => (None, choice.as_str()),
+        };
+        let sub = std::path::Path::new(path);
+        if sub
+            .components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
+        {
+            return Err(Error::invalid(format!(
+                "--cgroup {choice:?}: {path} is not a sub cgroup path"
+            )));
+        }
+        let relative: PathBuf = sub
+            .components()
+            .filter(|c| matches!(c, std::path::Component::Normal(_)))
+            .collect();
+        match (&mut state, controllers) {
+            (cgroups::CgroupState::V2 { path: dir }, None) => *dir = dir.join(&relative),
+            (cgroups::CgroupState::V2 { .. }, Some(_)) => {
+                return Err(Error::invalid(format!(
+                    "--cgroup {choice:?}: cgroup v2 has one hierarchy; give the path alone"
+                )))
+            }
+            (cgroups::CgroupState::V1 { paths }, None) => {
+                for dir in paths.values_mut() {
+                    *dir = dir.join(&relative);
+                }
+            }
+            (cgroups::CgroupState::V1 { paths }, Some(list)) => {
+                for name in list.split(',') {
+                    let dir = paths.get_mut(name).ok_or_else(|| {
+                        Error::invalid(format!("--cgroup {choice:?}: unknown controller {name:?}"))
+                    })?;
+                    *dir = dir.join(&relative);
+                }
+            }
+        }
+    }
+    let dirs: Vec<PathBuf> = match &state {
+        cgroups::CgroupState::V2 { path } => vec![path.clone()],
+        cgroups::CgroupState::V1 { paths } => paths.values().cloned().collect(),
+    };
+    if let Some(missing) = dirs.iter().find(|d| !d.is_dir()) {
+        return Err(Error::invalid(format!(
+            "--cgroup: adding pid to {}/cgroup.procs: no such file or directory",
+            missing.display()
+        )));
+    }
+    Ok(state)
 }

@@ -45,6 +45,10 @@ pub struct Args {
     /// Exec even if the container is paused.
     #[arg(long)]
     pub ignore_paused: bool,
+    /// Put the process in a sub-cgroup of the container's:
+    /// [CONTROLLER[,CONTROLLER...]:]PATH (repeatable).
+    #[arg(long = "cgroup")]
+    pub cgroups: Vec<String>,
     /// Accepted for runc compatibility (no LSM support): must be empty.
     #[arg(long, hide = true)]
     pub process_label: Option<String>,
@@ -68,6 +72,7 @@ pub fn run(root: &Path, args: &Args) -> anyhow::Result<u8> {
         detach: args.detach,
         preserve_fds: args.preserve_fds,
         ignore_paused: args.ignore_paused,
+        cgroups: args.cgroups.clone(),
     };
     let code = container::exec(&store, &args.id, &opts)?;
     Ok(u8::try_from(code).unwrap_or(255))
