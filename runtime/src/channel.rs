@@ -8,12 +8,14 @@
 //!    gid_map are written; an id-mapped rootfs tree may come along (fd);
 //! 1. parent -> child `CgroupJoined` (only when the child was not born in
 //!    its cgroup): the parent wrote the child's pid into its cgroup. The
-//!    child sets up mounts meanwhile and waits for this before it unshares
-//!    the cgroup namespace and before the hooks;
-//! 2. child -> parent `RunCreateRuntimeHooks`: mounts are done, before
-//!    pivot_root; the parent runs prestart and createRuntime hooks;
-//! 3. parent -> child `HooksDone` (with the state JSON hooks read); the child runs createContainer hooks,
-//!    pivots and finishes its setup;
+//!    child sets up its rootfs meanwhile and takes this message before it
+//!    unshares the cgroup namespace, before hooks, and before `Ready`;
+//! 2. (only when there are prestart/createRuntime/createContainer/
+//!    startContainer hooks or a seccomp agent) child -> parent
+//!    `RunCreateRuntimeHooks`: mounts are done, before pivot_root; the
+//!    parent runs prestart and createRuntime hooks;
+//! 3. parent -> child `HooksDone` (with the state JSON hooks read); the
+//!    child runs createContainer hooks, pivots and finishes its setup;
 //! 4. child -> parent `Ready`: init is waiting to be started;
 //! 5. (`run` only) parent -> child `Start`, child -> parent `Started` once
 //!    its startContainer hooks ran; after `create`, `start` opens the exec

@@ -196,10 +196,11 @@ fn prepare(args: &InitArgs<'_>) -> std::result::Result<Ready, InitFailure> {
     )
     .map_err(at("joining namespaces"))?;
     // Moving a process between cgroups (v1) costs the kernel an RCU grace
-    // period; the parent does it while we set up mounts, and we only wait
-    // for it where it matters: before the cgroup namespace is unshared (its
-    // root is the cgroup we are in) or, on v2 without CLONE_INTO_CGROUP,
-    // before mounting a fresh cgroup2 that shows that namespace.
+    // period; the parent does it while we set up the rootfs, and we only
+    // wait for it where it matters: before hooks, before `Ready`, before
+    // the cgroup namespace is unshared (its root is the cgroup we are in)
+    // and, on v2 without CLONE_INTO_CGROUP, before mounting a fresh cgroup2
+    // that shows that namespace.
     let cgroupns = namespaces::is_new(namespaces, LinuxNamespaceType::Cgroup);
     let mut joined = args.born_in_cgroup;
     let wait_cgroup = |joined: &mut bool| -> std::result::Result<(), InitFailure> {
@@ -239,34 +240,52 @@ fn prepare(args: &InitArgs<'_>) -> std::result::Result<Ready, InitFailure> {
         rootfs::prepare(&ctx, spec, idmapped_rootfs).map_err(at("preparing the rootfs"))?;
     }
 
-    if !joined {
-        wait_cgroup(&mut joined)?;
-        if cgroupns {
-            unshare_cgroupns()?;
-        }
-    }
-    args.channel
-        .send(&FromChild::RunCreateRuntimeHooks)
-        .map_err(|e| at("syncing for hooks")(Error::internal(e.to_string())))?;
-    let state = match recv(&args.channel, "waiting for createRuntime hooks")? {
-        FromParent::HooksDone { state } => state,
-        other => {
-            return Err(at("waiting for hooks")(Error::internal(format!(
-                "unexpected {other:?}"
-            ))))
-        }
-    };
-    // createContainer hooks run in the container's mount namespace with
-    // the rootfs as their working directory.
-    nix::unistd::chdir(&args.bundle.rootfs)
-        .context("entering the rootfs")
-        .map_err(at("running createContainer hooks"))?;
-    hooks::run_hooks(
+    // The hook round trip (prestart and createRuntime hooks in the parent,
+    // the state JSON for ours and for a seccomp agent) is skipped when there
+    // is nothing to run: then everything up to `Ready` overlaps with the
+    // parent's cgroup move.
+    let all_hooks = spec.hooks().as_ref();
+    let needs_state = [
+        HookKind::Prestart,
+        HookKind::CreateRuntime,
         HookKind::CreateContainer,
-        hooks::hooks_of(spec.hooks().as_ref(), HookKind::CreateContainer),
-        state.as_bytes(),
-    )
-    .map_err(|e| at("running createContainer hooks")(e.into()))?;
+        HookKind::StartContainer,
+    ]
+    .iter()
+    .any(|k| !hooks::hooks_of(all_hooks, *k).is_empty())
+        || args.seccomp.as_ref().is_some_and(|f| f.needs_listener());
+    let mut state = String::new();
+    if needs_state {
+        // Hooks see the container in its cgroup.
+        if !joined {
+            wait_cgroup(&mut joined)?;
+            if cgroupns {
+                unshare_cgroupns()?;
+            }
+        }
+        args.channel
+            .send(&FromChild::RunCreateRuntimeHooks)
+            .map_err(|e| at("syncing for hooks")(Error::internal(e.to_string())))?;
+        state = match recv(&args.channel, "waiting for createRuntime hooks")? {
+            FromParent::HooksDone { state } => state,
+            other => {
+                return Err(at("waiting for hooks")(Error::internal(format!(
+                    "unexpected {other:?}"
+                ))))
+            }
+        };
+        // createContainer hooks run in the container's mount namespace
+        // with the rootfs as their working directory.
+        nix::unistd::chdir(&args.bundle.rootfs)
+            .context("entering the rootfs")
+            .map_err(at("running createContainer hooks"))?;
+        hooks::run_hooks(
+            HookKind::CreateContainer,
+            hooks::hooks_of(all_hooks, HookKind::CreateContainer),
+            state.as_bytes(),
+        )
+        .map_err(|e| at("running createContainer hooks")(e.into()))?;
+    }
 
     if own_mount_ns {
         rootfs::pivot(&args.bundle.rootfs, args.no_pivot).map_err(at("switching to the rootfs"))?;
@@ -292,6 +311,13 @@ fn prepare(args: &InitArgs<'_>) -> std::result::Result<Ready, InitFailure> {
     process::set_rlimits(proc).map_err(at("setting process.rlimits"))?;
     process::enter_cwd(proc).map_err(at("entering process.cwd"))?;
     let plan = ExecPlan::new(proc).map_err(at("looking up process.args[0]"))?;
+    // Init may only be started once it is in its cgroup.
+    if !joined {
+        wait_cgroup(&mut joined)?;
+        if cgroupns {
+            unshare_cgroupns()?;
+        }
+    }
     Ok(Ready { plan, state })
 }
 
