@@ -22,13 +22,26 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+/// What `berth --version` (or `-v`, as with runc) prints after the name.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    "\ncommit: ",
+    env!("BERTH_GIT_COMMIT"),
+    "\nspec: ",
+    "1.0.2-dev"
+);
+
 #[derive(Debug, Parser)]
 #[command(
     name = "berth",
-    version,
+    version = VERSION,
+    disable_version_flag = true,
     about = "berth: an OCI container runtime (runc-compatible command line)"
 )]
 struct Cli {
+    /// Print the version, the commit and the OCI runtime spec version.
+    #[arg(short = 'v', long = "version", action = clap::ArgAction::Version)]
+    version: (),
     /// Directory for container state [default: /run/berth/runtime, or
     /// $XDG_RUNTIME_DIR/berth when not run as root].
     #[arg(long, global = true)]
@@ -147,5 +160,13 @@ fn dispatch(cli: &Cli) -> anyhow::Result<u8> {
         Command::List(args) => commands::list::run(root, args).map(|_| 0),
         Command::Spec(args) => commands::spec::run(args).map(|_| 0),
         Command::Features => commands::features::run().map(|_| 0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn version_names_the_spec_berth_writes() {
+        assert!(super::VERSION.ends_with(berth_runtime::default_spec::OCI_VERSION));
     }
 }
