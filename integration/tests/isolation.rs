@@ -256,3 +256,44 @@ fn join_network_namespace_of_running_container() {
     h.rt.delete(&a.id).ok();
     h.assert_no_leaks();
 }
+
+/// A time namespace with `timeOffsets`: the container's boot clock is a day
+/// ahead of the host's, for init and for exec'd processes alike.
+#[test]
+fn time_namespace_with_offsets() {
+    let Some(h) = Harness::new("timens") else {
+        return;
+    };
+    let mut b = h.bundle();
+    b.namespace("time", None);
+    b.with(|spec| {
+        spec["linux"]["timeOffsets"] = serde_json::json!({"boottime": {"secs": 86400}});
+    });
+    b.args(&["sleep", "100"]);
+    b.write();
+    h.rt.run_detached(&b.id, b.path()).ok();
+    let host: f64 = std::fs::read_to_string("/proc/uptime")
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let out =
+        h.rt.cmd_timeout(["exec", b.id.as_str(), "cat", "/proc/uptime"], SECS10);
+    out.ok();
+    let inside: f64 = out
+        .stdout
+        .split_whitespace()
+        .next()
+        .unwrap_or("0")
+        .parse()
+        .unwrap_or(0.0);
+    assert!(inside - host > 86_000.0, "host {host}, container {inside}");
+    assert_ne!(
+        std::fs::read_link(format!("/proc/{}/ns/time", h.rt.pid(&b.id))).unwrap(),
+        std::fs::read_link("/proc/self/ns/time").unwrap()
+    );
+    h.rt.delete_force(&b.id).ok();
+    h.assert_no_leaks();
+}

@@ -98,7 +98,9 @@ pub const MOUNT_OPTIONS: &[&str] = &[
 ];
 
 /// Namespace types that can be created or joined, sorted.
-pub const NAMESPACES: &[&str] = &["cgroup", "ipc", "mount", "network", "pid", "user", "uts"];
+pub const NAMESPACES: &[&str] = &[
+    "cgroup", "ipc", "mount", "network", "pid", "time", "user", "uts",
+];
 
 /// Seccomp filter flags recognised in `linux.seccomp.flags`, with the
 /// kernel version (major, minor) that introduced each.
@@ -256,7 +258,10 @@ mod tests {
             serde_json::from_value(features()).expect("features must fit the oci-spec model");
         assert_eq!(parsed.oci_version_min(), OCI_VERSION_MIN);
         let linux = parsed.linux().as_ref().expect("linux");
-        assert_eq!(linux.namespaces().as_ref().map(Vec::len), Some(7));
+        assert_eq!(
+            linux.namespaces().as_ref().map(Vec::len),
+            Some(NAMESPACES.len())
+        );
         let seccomp = linux.seccomp().as_ref().expect("seccomp");
         assert_eq!(
             seccomp.actions().as_ref().map(Vec::len),
@@ -327,9 +332,22 @@ mod tests {
         for key in keys(&theirs["linux"]["cgroup"]) {
             assert!(ours["linux"]["cgroup"].get(key).is_some(), "cgroup.{key}");
         }
-        for path in ["/hooks", "/mountOptions", "/linux/namespaces"] {
+        for path in ["/hooks", "/mountOptions"] {
             assert_eq!(ours.pointer(path), theirs.pointer(path), "{path}");
         }
+        // Every namespace runc supports, plus time (runc 1.1 has none).
+        let names = |v: &Value| -> Vec<String> {
+            v.pointer("/linux/namespaces")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|n| n.as_str().map(str::to_string))
+                .collect()
+        };
+        let mut expected = names(&theirs);
+        expected.push("time".to_string());
+        expected.sort();
+        assert_eq!(names(&ours), expected);
         let ours_caps = &ours["linux"]["capabilities"];
         for cap in theirs["linux"]["capabilities"]
             .as_array()

@@ -190,11 +190,19 @@ fn prepare(args: &InitArgs<'_>) -> std::result::Result<Ready, InitFailure> {
             LinuxNamespaceType::Ipc,
             LinuxNamespaceType::Uts,
             LinuxNamespaceType::Network,
+            LinuxNamespaceType::Time,
             LinuxNamespaceType::Cgroup,
             LinuxNamespaceType::Mount,
         ],
     )
     .map_err(at("joining namespaces"))?;
+    if namespaces::is_new(namespaces, LinuxNamespaceType::Time) {
+        let offsets = spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.time_offsets().as_ref());
+        namespaces::new_time_namespace(offsets).map_err(at("creating the time namespace"))?;
+    }
     // Moving a process between cgroups (v1) costs the kernel an RCU grace
     // period; the parent does it while we set up the rootfs, and we only
     // wait for it where it matters: before hooks, before `Ready`, before

@@ -111,11 +111,6 @@ fn validate(spec: &Spec) -> Result<()> {
                 "linux.namespaces[{i}]: namespace {typ} listed twice"
             )));
         }
-        if typ == LinuxNamespaceType::Time {
-            return Err(Error::unsupported(format!(
-                "linux.namespaces[{i}]: time namespaces are not supported"
-            )));
-        }
         if let Some(path) = ns.path() {
             if !path.exists() {
                 return Err(Error::invalid(format!(
@@ -126,6 +121,24 @@ fn validate(spec: &Spec) -> Result<()> {
         }
     }
     crate::userns::validate(spec)?;
+    if let Some(offsets) = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.time_offsets().as_ref())
+    {
+        if !namespace(spec, LinuxNamespaceType::Time).is_some_and(|ns| ns.path().is_none()) {
+            return Err(Error::invalid(
+                "linux.timeOffsets: set, but linux.namespaces has no new time namespace",
+            ));
+        }
+        for clock in offsets.keys() {
+            if clock != "monotonic" && clock != "boottime" {
+                return Err(Error::invalid(format!(
+                    "linux.timeOffsets: unknown clock {clock:?} (monotonic or boottime)"
+                )));
+            }
+        }
+    }
     let private = |typ| namespace(spec, typ).is_some_and(|ns| ns.path().is_none());
     if spec.hostname().as_deref().is_some_and(|h| !h.is_empty())
         && !private(LinuxNamespaceType::Uts)

@@ -45,6 +45,7 @@ const JOIN_ORDER: &[LinuxNamespaceType] = &[
     // The user namespace first: it owns the others and gives the
     // capabilities needed to join them.
     LinuxNamespaceType::User,
+    LinuxNamespaceType::Time,
     LinuxNamespaceType::Cgroup,
     LinuxNamespaceType::Ipc,
     LinuxNamespaceType::Uts,
