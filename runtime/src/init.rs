@@ -2,15 +2,18 @@
 //! namespaces, from the clone until it execs the user's program.
 //!
 //! The sequence (see `channel` for the messages exchanged):
-//! 1. wait until the parent has put us in our cgroup; join namespaces given
-//!    by path; unshare the cgroup namespace; new session keyring;
-//! 2. mounts and devices under the rootfs; the parent runs createRuntime
-//!    hooks; we run createContainer hooks; pivot_root;
-//! 3. hostname, sysctls, masked and read-only paths, read-only root;
-//!    terminal; rlimits; cwd; look up the program; report `Ready`;
-//! 4. wait for start (the exec fifo, or a `Start` message for `run`);
-//!    startContainer hooks; drop privileges (bounding set, uid/gid,
-//!    capabilities, no_new_privs); close every fd above the kept ones; exec.
+//! 1. (new user namespace) wait for the id mappings, become root inside;
+//!    join namespaces given by path; unshare the time namespace; new
+//!    session keyring;
+//! 2. mounts and devices under the rootfs, while the parent moves us into
+//!    our cgroup; if there are hooks: wait for the cgroup, the parent runs
+//!    prestart/createRuntime hooks, we run createContainer hooks; pivot_root;
+//! 3. hostname, sysctls, read-only and masked paths, read-only root;
+//!    terminal; rlimits; cwd; look up the program; wait for the cgroup,
+//!    unshare the cgroup namespace; report `Ready`;
+//! 4. wait for start (the exec fifo, or a `Start` message for `run`); drop
+//!    privileges (bounding set, uid/gid, capabilities, no_new_privs,
+//!    seccomp); startContainer hooks; confirm the start; reset signals; exec.
 
 use std::fs::File;
 use std::io::Write;
@@ -65,6 +68,9 @@ pub struct InitArgs<'a> {
     pub seccomp: Option<crate::seccomp::Filter>,
     /// The connection to the seccomp agent, when the filter notifies.
     pub agent: Option<crate::seccomp::notify::Agent>,
+    /// Stay dumpable until the id mappings are written (unprivileged
+    /// parent: it could not write a non-dumpable child's uid_map).
+    pub dumpable_until_mapped: bool,
     /// Descriptors of the parent's that the child must close right away.
     pub close: Vec<RawFd>,
 }
@@ -75,7 +81,9 @@ pub fn run(args: InitArgs<'_>) -> ! {
     // Until exec, this process is the host's berth binary: not dumpable, so
     // nothing in the container can open it through /proc/PID/exe or ptrace
     // it. exec of the user's program resets the flag.
-    let _ = nix::sys::prctl::set_dumpable(false);
+    if !args.dumpable_until_mapped {
+        let _ = nix::sys::prctl::set_dumpable(false);
+    }
     // Nothing inherited from the caller reaches a hook either (our own
     // descriptors are close-on-exec already; the preserved ones stay).
     let _ = sys::cloexec_from(3 + args.preserve_fds);
@@ -105,6 +113,7 @@ pub fn run(args: InitArgs<'_>) -> ! {
 struct Ready {
     plan: ExecPlan,
     state: String,
+    setgroups_allowed: bool,
 }
 
 /// A failure at a named stage.
@@ -129,6 +138,18 @@ fn recv(channel: &Channel, stage: &str) -> std::result::Result<FromParent, InitF
             errno: Some(e as i32),
             message: e.to_string(),
         }),
+    }
+}
+
+/// The state JSON the parent sent, with status "running" (empty stays
+/// empty: no hooks or agent need it).
+fn running_state(creating: &str) -> String {
+    match serde_json::from_str::<crate::state::OciState>(creating) {
+        Ok(mut state) => {
+            state.status = crate::state::Status::Running;
+            serde_json::to_string(&state).unwrap_or_default()
+        }
+        Err(_) => String::new(),
     }
 }
 
@@ -183,10 +204,13 @@ fn prepare(args: &InitArgs<'_>) -> std::result::Result<Ready, InitFailure> {
             }
         }
         become_root().map_err(at("becoming root in the user namespace"))?;
+        let _ = nix::sys::prctl::set_dumpable(false);
     }
     namespaces::join(
         &args.join,
         &[
+            // A joined user namespace first: it owns the others.
+            LinuxNamespaceType::User,
             LinuxNamespaceType::Ipc,
             LinuxNamespaceType::Uts,
             LinuxNamespaceType::Network,
@@ -196,6 +220,7 @@ fn prepare(args: &InitArgs<'_>) -> std::result::Result<Ready, InitFailure> {
         ],
     )
     .map_err(at("joining namespaces"))?;
+    let setgroups_allowed = process::setgroups_allowed();
     if namespaces::is_new(namespaces, LinuxNamespaceType::Time) {
         let offsets = spec
             .linux()
@@ -236,7 +261,6 @@ fn prepare(args: &InitArgs<'_>) -> std::result::Result<Ready, InitFailure> {
     }
     umask(Mode::empty());
 
-    let own_mount_ns = namespaces::is_new(namespaces, LinuxNamespaceType::Mount);
     let ctx = MountContext {
         rootfs: &args.bundle.rootfs,
         bundle: &args.bundle.dir,
@@ -244,9 +268,8 @@ fn prepare(args: &InitArgs<'_>) -> std::result::Result<Ready, InitFailure> {
         cgroupns,
         sources: &args.mount_sources,
     };
-    if own_mount_ns {
-        rootfs::prepare(&ctx, spec, idmapped_rootfs).map_err(at("preparing the rootfs"))?;
-    }
+    // (create refuses a joined mount namespace: this one is ours.)
+    rootfs::prepare(&ctx, spec, idmapped_rootfs).map_err(at("preparing the rootfs"))?;
 
     // The hook round trip (prestart and createRuntime hooks in the parent,
     // the state JSON for ours and for a seccomp agent) is skipped when there
@@ -295,14 +318,7 @@ fn prepare(args: &InitArgs<'_>) -> std::result::Result<Ready, InitFailure> {
         .map_err(|e| at("running createContainer hooks")(e.into()))?;
     }
 
-    if own_mount_ns {
-        rootfs::pivot(&args.bundle.rootfs, args.no_pivot).map_err(at("switching to the rootfs"))?;
-    } else {
-        nix::unistd::chroot(&args.bundle.rootfs)
-            .context("chroot")
-            .and_then(|_| nix::unistd::chdir("/").context("chdir /"))
-            .map_err(at("switching to the rootfs"))?;
-    }
+    rootfs::pivot(&args.bundle.rootfs, args.no_pivot).map_err(at("switching to the rootfs"))?;
     set_names(spec, namespaces).map_err(at("setting hostname"))?;
     rootfs::finish(spec).map_err(at("finishing the rootfs"))?;
 
@@ -326,7 +342,11 @@ fn prepare(args: &InitArgs<'_>) -> std::result::Result<Ready, InitFailure> {
             unshare_cgroupns()?;
         }
     }
-    Ok(Ready { plan, state })
+    Ok(Ready {
+        plan,
+        state,
+        setgroups_allowed,
+    })
 }
 
 /// From `Ready` to exec: wait to be started, then become the user's process.
@@ -338,14 +358,20 @@ fn launch(mut args: InitArgs<'_>, ready: Ready) -> Result<()> {
     // Wait to be started, then become the process for good; its
     // startContainer hooks run confined like it, before we confirm the
     // start, so they are done by the time `start` returns.
-    let state = ready.state.replacen("\"creating\"", "\"running\"", 1);
+    let state = running_state(&ready.state);
     let start_hooks = hooks::hooks_of(spec.hooks().as_ref(), HookKind::StartContainer);
     let agent = match args.agent.take() {
         Some(agent) => Some(agent.prepare(None, &state)?),
         None => None,
     };
     let confined = || -> Result<()> {
-        process::drop_privileges(proc, args.preserve_fds, args.seccomp.as_ref(), agent)?;
+        process::drop_privileges(
+            proc,
+            args.preserve_fds,
+            ready.setgroups_allowed,
+            args.seccomp.as_ref(),
+            agent,
+        )?;
         hooks::run_hooks(HookKind::StartContainer, start_hooks, state.as_bytes())?;
         Ok(())
     };

@@ -90,3 +90,41 @@ pub fn join(opened: &[(LinuxNamespaceType, File)], types: &[LinuxNamespaceType])
     }
     Ok(())
 }
+
+/// The name of a namespace type under /proc/PID/ns/.
+pub fn proc_name(typ: LinuxNamespaceType) -> &'static str {
+    match typ {
+        LinuxNamespaceType::Mount => "mnt",
+        LinuxNamespaceType::Cgroup => "cgroup",
+        LinuxNamespaceType::Uts => "uts",
+        LinuxNamespaceType::Ipc => "ipc",
+        LinuxNamespaceType::Pid => "pid",
+        LinuxNamespaceType::Network => "net",
+        LinuxNamespaceType::User => "user",
+        LinuxNamespaceType::Time => "time",
+    }
+}
+
+/// While alive, our next children are born in the pid namespace `target`;
+/// dropping it puts our own back, so hooks and helpers we start later are
+/// not born inside the container.
+#[derive(Debug)]
+pub struct ChildrenInPidNamespace {
+    own: File,
+}
+
+impl ChildrenInPidNamespace {
+    pub fn enter(target: &File) -> Result<Self> {
+        let own = File::open("/proc/self/ns/pid").context("opening our pid namespace")?;
+        setns(target, CloneFlags::CLONE_NEWPID).context("joining the pid namespace")?;
+        Ok(Self { own })
+    }
+}
+
+impl Drop for ChildrenInPidNamespace {
+    fn drop(&mut self) {
+        if let Err(e) = setns(&self.own, CloneFlags::CLONE_NEWPID) {
+            tracing::warn!("returning to our own pid namespace: {e}");
+        }
+    }
+}

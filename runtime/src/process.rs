@@ -105,7 +105,7 @@ pub fn enter_cwd(process: &Process) -> Result<()> {
 }
 
 /// Become the process's user for good: every fd from `3 + preserve_fds`
-/// up close-on-exec, signals reset, then the bounding set, uid/gid/groups,
+/// up close-on-exec, then the bounding set, uid/gid/groups,
 /// capability sets, no_new_privs, umask and the seccomp filter. What runs
 /// after this (startContainer hooks, exec) runs confined.
 ///
@@ -115,16 +115,16 @@ pub fn enter_cwd(process: &Process) -> Result<()> {
 ///
 /// A filter with `SCMP_ACT_NOTIFY` rules yields a listener, sent to the
 /// seccomp agent with `agent` right after seccomp(2), then closed.
+/// `setgroups_allowed` comes from [`setgroups_allowed`], read while the
+/// host's /proc was still ours.
 pub fn drop_privileges(
     process: &Process,
     preserve_fds: i32,
+    setgroups_allowed: bool,
     seccomp: Option<&crate::seccomp::Filter>,
     agent: Option<Handoff>,
 ) -> Result<()> {
     sys::cloexec_from(3 + preserve_fds).context("closing inherited descriptors")?;
-    // The runtime's signal mask and ignored signals (SIGPIPE) would
-    // otherwise survive exec.
-    sys::reset_signals().context("resetting signal handling")?;
     let nnp = process.no_new_privileges().unwrap_or(false);
     let mut agent = agent;
     let mut install = |f: &crate::seccomp::Filter| -> Result<()> {
@@ -144,7 +144,7 @@ pub fn drop_privileges(
     }
     let caps = process.capabilities().as_ref();
     capabilities::narrow_bounding(caps)?;
-    set_user(process)?;
+    set_user(process, setgroups_allowed)?;
     capabilities::apply_sets(caps)?;
     if nnp {
         nix::sys::prctl::set_no_new_privs().context("setting no_new_privs")?;
@@ -159,6 +159,10 @@ pub fn drop_privileges(
 
 /// Exec the planned program. Returns only on failure.
 pub fn exec(plan: &ExecPlan) -> Result<()> {
+    // The runtime's signal mask and ignored signals (SIGPIPE) would
+    // otherwise survive exec. Reset only now: until here a hook or agent
+    // that hangs up on us must be an error, not a silent SIGPIPE death.
+    sys::reset_signals().context("resetting signal handling")?;
     let err = match nix::unistd::execve(&plan.program, &plan.argv, &plan.env) {
         Err(e) => e,
         Ok(never) => match never {},
@@ -170,6 +174,13 @@ pub fn exec(plan: &ExecPlan) -> Result<()> {
             .map(|a| a.to_string_lossy().into_owned())
             .unwrap_or_default()
     )))
+}
+
+/// Whether setgroups(2) is allowed in our user namespace. Read from the
+/// host's /proc, before the container's root hides it (an image could
+/// plant a /proc/self/setgroups of its own).
+pub fn setgroups_allowed() -> bool {
+    std::fs::read_to_string("/proc/self/setgroups").map_or(true, |s| s.trim() != "deny")
 }
 
 pub fn set_rlimits(process: &Process) -> Result<()> {
@@ -211,7 +222,7 @@ fn rlimit_resource(name: &str) -> Option<nix::sys::resource::Resource> {
 
 /// Switch to the process's uid, gid and supplementary groups, keeping the
 /// permitted capabilities across the uid change so they can be set after.
-fn set_user(process: &Process) -> Result<()> {
+fn set_user(process: &Process, setgroups_allowed: bool) -> Result<()> {
     let user = process.user();
     let groups: Vec<Gid> = user
         .additional_gids()
@@ -223,8 +234,7 @@ fn set_user(process: &Process) -> Result<()> {
     nix::sys::prctl::set_keepcaps(true).context("keeping capabilities across setuid")?;
     // In a user namespace set up without privileges, setgroups(2) is
     // denied for good: fine as long as no groups were asked for.
-    let denied = std::fs::read_to_string("/proc/self/setgroups").is_ok_and(|s| s.trim() == "deny");
-    if !denied {
+    if setgroups_allowed {
         nix::unistd::setgroups(&groups).context("process.user.additionalGids")?;
     } else if !groups.is_empty() {
         return Err(Error::invalid(

@@ -159,6 +159,7 @@ fn validate(spec: &Spec) -> Result<()> {
             if key.is_empty() || key.split(['.', '/']).any(|c| c.is_empty() || c == "..") {
                 return Err(Error::invalid(format!("linux.sysctl: invalid key {key:?}")));
             }
+            check_sysctl_namespaced(spec, key)?;
         }
     }
     for (i, m) in spec.mounts().as_deref().unwrap_or(&[]).iter().enumerate() {
@@ -168,6 +169,38 @@ fn validate(spec: &Spec) -> Result<()> {
                 m.destination()
             )));
         }
+    }
+    Ok(())
+}
+
+/// A sysctl is written by root: only those that belong to a namespace the
+/// container has are allowed, or the write would change the host.
+fn check_sysctl_namespaced(spec: &Spec, key: &str) -> Result<()> {
+    const IPC: &[&str] = &[
+        "kernel.msgmax",
+        "kernel.msgmnb",
+        "kernel.msgmni",
+        "kernel.sem",
+        "kernel.shmall",
+        "kernel.shmmax",
+        "kernel.shmmni",
+        "kernel.shm_rmid_forced",
+    ];
+    let needs = if key.starts_with("net.") {
+        LinuxNamespaceType::Network
+    } else if IPC.contains(&key) || key.starts_with("fs.mqueue.") {
+        LinuxNamespaceType::Ipc
+    } else if key == "kernel.hostname" || key == "kernel.domainname" {
+        LinuxNamespaceType::Uts
+    } else {
+        return Err(Error::invalid(format!(
+            "linux.sysctl: {key} is not namespaced: setting it would change the host"
+        )));
+    };
+    if namespace(spec, needs).is_none() {
+        return Err(Error::invalid(format!(
+            "linux.sysctl: {key} needs a {needs} namespace of the container's (linux.namespaces)"
+        )));
     }
     Ok(())
 }
@@ -229,6 +262,22 @@ mod tests {
         let dir = bundle_with(&MINIMAL.replace(r#",{"type":"uts"}"#, ""));
         let err = Bundle::load(dir.path()).unwrap_err();
         assert!(err.message().contains("hostname"), "{err}");
+    }
+
+    #[test]
+    fn sysctls_must_be_namespaced() {
+        let with = |sysctl: &str| {
+            MINIMAL.replace(
+            r#""linux":{"namespaces":[{"type":"pid"},{"type":"uts"}]}"#,
+            &format!(r#""linux":{{"namespaces":[{{"type":"pid"}},{{"type":"uts"}}],"sysctl":{sysctl}}}"#),
+        )
+        };
+        let err = Bundle::load(bundle_with(&with(r#"{"vm.swappiness":"10"}"#)).path()).unwrap_err();
+        assert!(err.message().contains("not namespaced"), "{err}");
+        let err =
+            Bundle::load(bundle_with(&with(r#"{"net.ipv4.ip_forward":"1"}"#)).path()).unwrap_err();
+        assert!(err.message().contains("net namespace"), "{err}");
+        Bundle::load(bundle_with(&with(r#"{"kernel.domainname":"x"}"#)).path()).unwrap();
     }
 
     #[test]

@@ -54,15 +54,6 @@ impl NoCtty for std::fs::OpenOptions {
     }
 }
 
-/// Send the master end to the listener at `socket` (runc's console socket
-/// protocol: one message, the pty's name as data, the fd as SCM_RIGHTS).
-pub fn send_master(socket: &Path, master: BorrowedFd<'_>, name: &str) -> Result<()> {
-    let stream = UnixStream::connect(socket)
-        .with_context(|| format!("connecting to console socket {}", socket.display()))?;
-    send_fd(stream.as_fd(), master, name)
-        .with_context(|| format!("sending pty to console socket {}", socket.display()))
-}
-
 /// Send one fd with `name` as payload over a connected unix socket.
 pub fn send_fd(sock: BorrowedFd<'_>, fd: BorrowedFd<'_>, name: &str) -> nix::Result<()> {
     let fds = [fd.as_raw_fd()];

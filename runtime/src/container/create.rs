@@ -6,7 +6,6 @@ use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 
 use nix::fcntl::OFlag;
-use nix::sched::{setns, CloneFlags};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::stat::Mode;
 use nix::sys::wait::waitpid;
@@ -36,6 +35,9 @@ pub struct CreateOptions {
     pub preserve_fds: u32,
 }
 
+/// The most descriptors `--preserve-fds` may pass on.
+pub(crate) const MAX_PRESERVED_FDS: u32 = 1 << 16;
+
 /// How the new container will be started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Launch {
@@ -57,8 +59,9 @@ pub struct Created {
     pub console_master: Option<OwnedFd>,
 }
 
-/// Undoes a half-done create: kills init, removes the cgroup and the state
-/// directory. Disarmed once the container is complete.
+/// Undoes a half-done create: kills and reaps init, removes the cgroup (the
+/// state directory is removed by `create`). Disarmed once the container is
+/// complete.
 struct Cleanup<'a> {
     child: Option<Pid>,
     cgroup: Option<&'a dyn CgroupManager>,
@@ -93,12 +96,19 @@ pub fn create(store: &StateStore, opts: &CreateOptions, launch: Launch) -> Resul
         .as_ref()
         .ok_or_else(|| Error::invalid("process: missing"))?;
     let ns = bundle.namespaces();
-    if !namespaces::is_new(ns, LinuxNamespaceType::Mount)
-        && crate::spec::namespace(spec, LinuxNamespaceType::Mount).is_none()
-    {
+    // The rootfs is set up in a mount namespace of the container's own; a
+    // joined one (by path) would leave its mounts undone and let exec'd
+    // processes land outside the rootfs.
+    if !namespaces::is_new(ns, LinuxNamespaceType::Mount) {
         return Err(Error::invalid(format!(
-            "{}: linux.namespaces: berth needs a mount namespace to set up the rootfs",
+            "{}: linux.namespaces: berth needs a new mount namespace (joining one by path is not supported)",
             bundle.dir.join("config.json").display()
+        )));
+    }
+    if opts.preserve_fds > MAX_PRESERVED_FDS {
+        return Err(Error::invalid(format!(
+            "--preserve-fds {}: at most {MAX_PRESERVED_FDS}",
+            opts.preserve_fds
         )));
     }
     let terminal = process.terminal().unwrap_or(false);
@@ -183,10 +193,11 @@ fn create_in(
     }
 
     let join = namespaces::open_paths(ns)?;
-    if let Some((_, pidns)) = join.iter().find(|(t, _)| *t == LinuxNamespaceType::Pid) {
-        // Affects only our children: init is born in that pid namespace.
-        setns(pidns, CloneFlags::CLONE_NEWPID).context("joining the pid namespace")?;
-    }
+    // Init is born in a joined pid namespace; our hooks are not.
+    let pid_for_children = match join.iter().find(|(t, _)| *t == LinuxNamespaceType::Pid) {
+        Some((_, pidns)) => Some(namespaces::ChildrenInPidNamespace::enter(pidns)?),
+        None => None,
+    };
     // In a new user namespace, init may not reach bind sources the caller
     // can: open them here and hand them over.
     let mount_sources = if namespaces::is_new(ns, LinuxNamespaceType::User) {
@@ -212,7 +223,17 @@ fn create_in(
 
     let flags = namespaces::clone_flags(ns);
     let into_cgroup = cgroup.clone_into_fd();
-    let close: Vec<RawFd> = vec![dir.lock_fd(), parent_end.as_fd().as_raw_fd()];
+    let mut close: Vec<RawFd> = vec![dir.lock_fd(), parent_end.as_fd().as_raw_fd()];
+    close.extend(into_cgroup.as_ref().map(|f| f.as_raw_fd()));
+    // Not dumpable from the clone on: nothing that shares a namespace with
+    // init can reach the host binary through /proc/PID/exe or ptrace. Not
+    // when unprivileged with a new user namespace: we must write init's
+    // uid_map, which a non-dumpable init's /proc hands to root (init turns
+    // itself non-dumpable once mapped).
+    let rootless_userns = sys::geteuid() != 0 && namespaces::is_new(ns, LinuxNamespaceType::User);
+    if !rootless_userns {
+        let _ = nix::sys::prctl::set_dumpable(false);
+    }
     let (fork, born_in_cgroup) =
         sys::clone_fork(flags.bits(), into_cgroup.as_ref().map(|f| f.as_fd()))
             .context("cloning the container's init")?;
@@ -233,12 +254,14 @@ fn create_in(
                 seccomp,
                 agent,
                 mount_sources,
+                dumpable_until_mapped: rootless_userns,
                 close,
             });
         }
         sys::CloneResult::Parent(pid) => pid,
     };
     cleanup.child = Some(child);
+    drop(pid_for_children);
     drop(child_end);
     drop(start);
     drop(console);
@@ -339,9 +362,14 @@ fn drive_init(
                 return Err(Error::internal(format!("container init failed: {failure}")))
             }
             None => {
-                let status = waitpid(child, None)
-                    .map(|s| format!("{s:?}"))
-                    .unwrap_or_default();
+                // Peek only: the cleanup guard reaps it, and must not kill
+                // a pid that was already reaped (and maybe reused).
+                let status = nix::sys::wait::waitid(
+                    nix::sys::wait::Id::Pid(child),
+                    nix::sys::wait::WaitPidFlag::WEXITED | nix::sys::wait::WaitPidFlag::WNOWAIT,
+                )
+                .map(|s| format!("{s:?}"))
+                .unwrap_or_default();
                 return Err(Error::internal(format!(
                     "container init exited during setup ({status})"
                 )));

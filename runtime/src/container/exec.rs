@@ -7,7 +7,6 @@ use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 
-use nix::sched::{setns, CloneFlags};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::waitpid;
 use nix::unistd::Pid;
@@ -71,6 +70,13 @@ pub fn exec(store: &StateStore, id: &str, opts: &ExecOptions) -> Result<i32> {
             )))
         }
     }
+    if opts.preserve_fds > super::create::MAX_PRESERVED_FDS {
+        return Err(Error::invalid(format!(
+            "--preserve-fds {}: at most {}",
+            opts.preserve_fds,
+            super::create::MAX_PRESERVED_FDS
+        )));
+    }
     let state = c.state;
     let target_cgroup = sub_cgroup(&state.cgroup, &opts.cgroups)?;
     let seccomp = super::create::compile_seccomp(&state.spec)?;
@@ -88,15 +94,11 @@ pub fn exec(store: &StateStore, id: &str, opts: &ExecOptions) -> Result<i32> {
     // Open every namespace of init before anything changes.
     let mut join = Vec::new();
     for ns in crate::spec::namespaces(&state.spec) {
+        // Until init execs, its time namespace is the one its program
+        // will get, which /proc shows as time_for_children.
         let name = match ns.typ() {
-            LinuxNamespaceType::Mount => "mnt",
-            LinuxNamespaceType::Cgroup => "cgroup",
-            LinuxNamespaceType::Uts => "uts",
-            LinuxNamespaceType::Ipc => "ipc",
-            LinuxNamespaceType::Pid => "pid",
-            LinuxNamespaceType::Network => "net",
-            LinuxNamespaceType::User => "user",
-            LinuxNamespaceType::Time => "time",
+            LinuxNamespaceType::Time => "time_for_children",
+            other => namespaces::proc_name(other),
         };
         let path = format!("/proc/{}/ns/{name}", state.pid);
         let file = File::open(&path).with_context(|| format!("opening {path}"))?;
@@ -110,9 +112,10 @@ pub fn exec(store: &StateStore, id: &str, opts: &ExecOptions) -> Result<i32> {
             "cannot exec in container {id:?}: it stopped"
         )));
     }
-    if let Some((_, pidns)) = join.iter().find(|(t, _)| *t == LinuxNamespaceType::Pid) {
-        setns(pidns, CloneFlags::CLONE_NEWPID).context("joining the pid namespace")?;
-    }
+    let pid_for_children = match join.iter().find(|(t, _)| *t == LinuxNamespaceType::Pid) {
+        Some((_, pidns)) => Some(namespaces::ChildrenInPidNamespace::enter(pidns)?),
+        None => None,
+    };
 
     let signals = if opts.detach {
         None
@@ -126,6 +129,9 @@ pub fn exec(store: &StateStore, id: &str, opts: &ExecOptions) -> Result<i32> {
     let cgroup = cgroups::from_state(&target_cgroup);
     let into_cgroup = cgroup.clone_into_fd();
     let (parent_end, child_end) = channel::pair().context("creating the sync channel")?;
+    // Not dumpable from the fork on: the container's processes share its
+    // pid namespace and must not reach the host binary through /proc.
+    let _ = nix::sys::prctl::set_dumpable(false);
     let (fork, born_in_cgroup) = sys::clone_fork(0, into_cgroup.as_ref().map(|f| f.as_fd()))
         .context("forking the process to exec")?;
     let child = match fork {
@@ -145,7 +151,9 @@ pub fn exec(store: &StateStore, id: &str, opts: &ExecOptions) -> Result<i32> {
         }
         sys::CloneResult::Parent(pid) => pid,
     };
+    drop(pid_for_children);
     drop(child_end);
+    drop(console);
     drop(agent);
     drop(into_cgroup);
     let guard = KillOnError(Some(child));
@@ -165,7 +173,15 @@ pub fn exec(store: &StateStore, id: &str, opts: &ExecOptions) -> Result<i32> {
         });
     }
     let console_master = match &console_peer {
-        Some(peer) => Some(terminal::recv_fd(peer).context("receiving the terminal")?),
+        // If the child failed before sending its terminal, its report on
+        // the channel says why.
+        Some(peer) => match terminal::recv_fd(peer) {
+            Ok(fd) => Some(fd),
+            Err(e) => {
+                wait_for_exec(&parent_end)?;
+                return Err(Error::internal(format!("receiving the terminal: {e}")));
+            }
+        },
         None => None,
     };
     wait_for_exec(&parent_end)?;
@@ -240,7 +256,13 @@ fn tenant(
     };
     let _ = nix::sys::prctl::set_dumpable(false);
     let _ = sys::cloexec_from(3 + RawFd::try_from(opts.preserve_fds).unwrap_or(0));
-    if let Err(e) = namespaces::join(join, JOIN_ORDER) {
+    // The user namespace first, then, while the host's /proc is still
+    // ours, what it allows; the mount namespace last.
+    if let Err(e) = namespaces::join(join, &JOIN_ORDER[..1]) {
+        return fail("joining the container's user namespace", e);
+    }
+    let setgroups_allowed = process::setgroups_allowed();
+    if let Err(e) = namespaces::join(join, &JOIN_ORDER[1..]) {
         return fail("joining the container's namespaces", e);
     }
     let process = &opts.process;
@@ -292,7 +314,7 @@ fn tenant(
         return fail("syncing", Error::internal(e.to_string()));
     }
     let preserve = RawFd::try_from(opts.preserve_fds).unwrap_or(0);
-    if let Err(e) = process::drop_privileges(process, preserve, seccomp, agent) {
+    if let Err(e) = process::drop_privileges(process, preserve, setgroups_allowed, seccomp, agent) {
         return fail("dropping privileges", e);
     }
     match process::exec(&plan) {

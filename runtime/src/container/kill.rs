@@ -50,8 +50,7 @@ pub fn signal_init(state: &ContainerState, signal: impl Into<Option<Signal>>) ->
     }
 }
 
-/// Signal every process of the container's cgroup. A frozen cgroup is
-/// thawed afterwards so the signal can be delivered.
+/// Signal every process of the container's cgroup.
 pub fn signal_all(state: &ContainerState, signal: impl Into<Option<Signal>>) -> Result<()> {
     let signal = signal.into();
     let cgroup = cgroups::from_state(&state.cgroup);
@@ -66,7 +65,9 @@ pub fn signal_all(state: &ContainerState, signal: impl Into<Option<Signal>>) -> 
             }
         }
     }
-    if cgroup.is_frozen().unwrap_or(false) {
+    // A frozen process cannot die: for SIGKILL the container is thawed so
+    // the kill takes effect; other signals stay pending until `resume`.
+    if signal == Some(Signal::SIGKILL) && cgroup.is_frozen().unwrap_or(false) {
         cgroup.freeze(false).context("thawing the container")?;
     }
     Ok(())

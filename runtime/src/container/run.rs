@@ -62,19 +62,24 @@ pub fn run(store: &StateStore, opts: &CreateOptions, detach: bool, keep: bool) -
         channel,
         console_master,
     } = create(store, opts, Launch::Now)?;
-    let channel = channel.ok_or_else(|| Error::internal("no sync channel for run"))?;
-    channel
-        .send(&FromParent::Start)
-        .context("starting the container")?;
-    match channel.recv::<FromChild>() {
-        Ok(Some(FromChild::Started)) => {}
-        Ok(Some(FromChild::Failed(f))) => {
-            return Err(Error::internal(format!("starting the container: {f}")))
-        }
-        // Init reports its own exec failures on the container's stderr.
-        _ => {}
+    let started = channel
+        .ok_or_else(|| Error::internal("no sync channel for run"))
+        .and_then(|channel| {
+            channel
+                .send(&FromParent::Start)
+                .context("starting the container")?;
+            // `Started`, or end-of-file when init failed after `Ready` (it
+            // says why on the container's stderr and exits 127, which the
+            // supervision below reports).
+            let _ = channel.recv::<FromChild>();
+            Ok(())
+        });
+    if let Err(e) = started {
+        // Nothing may stay behind: kill what was created and remove it.
+        let _ = super::delete::stop(&state);
+        let _ = super::delete::destroy(dir, &state);
+        return Err(e);
     }
-    drop(channel);
     let oci = serde_json::to_vec(&state.oci_state(Status::Running)).unwrap_or_default();
     hooks::run_hooks_best_effort(
         HookKind::Poststart,
@@ -86,7 +91,17 @@ pub fn run(store: &StateStore, opts: &CreateOptions, detach: bool, keep: bool) -
     let Some(signals) = signals else {
         return Ok(0);
     };
-    let code = signals.supervise(Pid::from_raw(state.pid), console_master.as_ref())?;
+    let supervised = signals.supervise(Pid::from_raw(state.pid), console_master.as_ref());
+    let code = match supervised {
+        Ok(code) => code,
+        Err(e) => {
+            if let Ok(dir) = store.get(&state.id) {
+                let _ = super::delete::stop(&state);
+                let _ = super::delete::destroy(dir, &state);
+            }
+            return Err(e);
+        }
+    };
     if keep {
         return Ok(code);
     }

@@ -29,44 +29,36 @@ const DEV_SYMLINKS: &[(&str, &str)] = &[
     ("/proc/self/fd/2", "/dev/stderr"),
 ];
 
-/// Create the default devices (unless `with_defaults` is false, i.e. /dev
-/// is bind-mounted from elsewhere), the spec's devices and the symlinks.
-pub fn create_devices(
-    rootfs: &Path,
-    spec_devices: &[LinuxDevice],
-    with_defaults: bool,
-) -> Result<()> {
-    if with_defaults {
-        for (path, major, minor) in DEFAULT_DEVICES {
-            make_node(
-                rootfs,
-                Path::new(path),
-                SFlag::S_IFCHR,
-                *major,
-                *minor,
-                0o666,
-                0,
-                0,
-            )?;
-        }
+/// Create the default devices, the spec's devices and the /dev symlinks
+/// (in a /dev of the container's own: the caller skips a bind-mounted one).
+pub fn create_devices(rootfs: &Path, spec_devices: &[LinuxDevice]) -> Result<()> {
+    for (path, major, minor) in DEFAULT_DEVICES {
+        make_node(
+            rootfs,
+            Path::new(path),
+            SFlag::S_IFCHR,
+            *major,
+            *minor,
+            0o666,
+            0,
+            0,
+        )?;
     }
     for (i, dev) in spec_devices.iter().enumerate() {
         make_spec_device(rootfs, dev).map_err(|e| e.context(format!("linux.devices[{i}]")))?;
     }
-    if with_defaults {
-        for (target, link) in DEV_SYMLINKS {
-            make_symlink(rootfs, target, link)?;
-        }
-        if Path::new("/proc/kcore").exists() {
-            make_symlink(rootfs, "/proc/kcore", "/dev/core")?;
-        }
-        // /dev/ptmx must be the container's own devpts instance's.
-        let ptmx = secure_join(rootfs, Path::new("/dev/ptmx"))?;
-        if std::fs::symlink_metadata(&ptmx).is_ok() {
-            std::fs::remove_file(&ptmx).with_context(|| format!("removing {}", ptmx.display()))?;
-        }
-        symlink("pts/ptmx", &ptmx).with_context(|| format!("linking {}", ptmx.display()))?;
+    for (target, link) in DEV_SYMLINKS {
+        make_symlink(rootfs, target, link)?;
     }
+    if Path::new("/proc/kcore").exists() {
+        make_symlink(rootfs, "/proc/kcore", "/dev/core")?;
+    }
+    // /dev/ptmx must be the container's own devpts instance's.
+    let ptmx = secure_join(rootfs, Path::new("/dev/ptmx"))?;
+    if std::fs::symlink_metadata(&ptmx).is_ok() {
+        std::fs::remove_file(&ptmx).with_context(|| format!("removing {}", ptmx.display()))?;
+    }
+    symlink("pts/ptmx", &ptmx).with_context(|| format!("linking {}", ptmx.display()))?;
     Ok(())
 }
 

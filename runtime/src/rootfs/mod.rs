@@ -102,7 +102,11 @@ pub fn prepare(
         .as_ref()
         .and_then(|l| l.devices().as_deref())
         .unwrap_or(&[]);
-    devices::create_devices(ctx.rootfs, spec_devices, !dev_is_bind)?;
+    // A /dev bind-mounted from elsewhere (the host's, typically) is used
+    // as it is: creating nodes in it would create them there.
+    if !dev_is_bind {
+        devices::create_devices(ctx.rootfs, spec_devices)?;
+    }
     if readonly_dev {
         let dev = resolver.open(Path::new("/dev"))?;
         remount_bind(&dev.path, MsFlags::MS_RDONLY).context("mounts (/dev): read-only")?;
@@ -198,8 +202,8 @@ fn hide_host_proc_and_sys(rootfs: &Path) -> Result<()> {
     Ok(())
 }
 
-/// After pivot: propagation, masked and read-only paths, sysctls, and a
-/// read-only root, all in container paths.
+/// After pivot, in container paths: the root's propagation, sysctls,
+/// read-only paths, masked paths, and a read-only root.
 pub fn finish(spec: &Spec) -> Result<()> {
     let propagation = root_propagation(spec)?;
     if propagation.contains(MsFlags::MS_SHARED) {
@@ -260,9 +264,28 @@ fn readonly_path(path: &Path) -> Result<()> {
     }
 }
 
+/// The /dev/null masked files are covered with must be the real one (char
+/// device 1:3), not a file or link the image put there.
+fn check_dev_null() -> Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::symlink_metadata("/dev/null").context("/dev/null")?;
+    let rdev = meta.rdev();
+    if !meta.file_type().is_char_device()
+        || nix::sys::stat::major(rdev) != 1
+        || nix::sys::stat::minor(rdev) != 3
+    {
+        return Err(Error::invalid(
+            "/dev/null in the container is not the null device (char 1:3): refusing to mask paths with it",
+        ));
+    }
+    Ok(())
+}
+
 /// Hide `path`: an empty read-only tmpfs over a directory, /dev/null over
 /// anything else. Paths that do not exist are skipped.
 fn mask_path(path: &Path) -> Result<()> {
+    check_dev_null()?;
     let meta = match std::fs::metadata(path) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),

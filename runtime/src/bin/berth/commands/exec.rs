@@ -161,12 +161,14 @@ fn build_process(root: &Path, args: &Args) -> anyhow::Result<Process> {
                 set.insert(cap);
                 Some(set)
             };
+            // Never the inheritable set (CVE-2022-29162): a capability in
+            // it would survive into programs the process execs.
             caps = LinuxCapabilities::default()
                 .set_bounding(add(caps.bounding()))
                 .set_effective(add(caps.effective()))
                 .set_permitted(add(caps.permitted()))
-                .set_inheritable(add(caps.inheritable()))
-                .set_ambient(add(caps.ambient()))
+                .set_inheritable(caps.inheritable().clone())
+                .set_ambient(caps.ambient().clone())
                 .clone();
         }
         process.set_capabilities(Some(caps));
