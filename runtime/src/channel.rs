@@ -24,7 +24,7 @@
 //! At any point the child may send `Failed` with the stage it was in, the
 //! errno and a message; the parent turns it into a typed error.
 
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use nix::errno::Errno;
 use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
@@ -78,7 +78,9 @@ impl std::fmt::Display for InitFailure {
     }
 }
 
-const MAX_MESSAGE: usize = 64 * 1024;
+/// The largest message accepted; a longer one is an error (EMSGSIZE),
+/// never silently cut.
+const MAX_MESSAGE: usize = 256 * 1024;
 
 /// One end of the sync channel.
 #[derive(Debug)]
@@ -115,7 +117,8 @@ impl Channel {
         crate::sys::send_with_fd(self.fd.as_fd(), &data, fd)
     }
 
-    /// The next message and the descriptor sent with it, if any.
+    /// The next message and the descriptor sent with it, if any. (Only
+    /// small messages travel with descriptors.)
     pub fn recv_with_fd<T: DeserializeOwned>(&self) -> nix::Result<Option<(T, Option<OwnedFd>)>> {
         let mut buf = vec![0u8; MAX_MESSAGE];
         let (n, fd) = loop {
@@ -136,7 +139,13 @@ impl Channel {
         let mut buf = vec![0u8; MAX_MESSAGE];
         let mut reset = false;
         let n = loop {
-            match nix::unistd::read(&self.fd, &mut buf) {
+            // MSG_TRUNC: the packet's real length, to tell a cut message.
+            match nix::sys::socket::recv(
+                self.fd.as_raw_fd(),
+                &mut buf,
+                nix::sys::socket::MsgFlags::MSG_TRUNC,
+            ) {
+                Ok(n) if n > buf.len() => return Err(Errno::EMSGSIZE),
                 Ok(n) => break n,
                 Err(Errno::EINTR) => continue,
                 // The peer exited with a message of ours unread: the
