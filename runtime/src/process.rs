@@ -61,6 +61,11 @@ pub fn setup_terminal(socket: &UnixStream, process: &Process, console: bool) -> 
     nix::unistd::fchown(&pty.slave, Some(Uid::from_raw(process.user().uid())), None)
         .context("chown of the terminal")?;
     let console_path = Path::new("/dev/console");
+    // Never mount through a link the image put there.
+    let is_link = std::fs::symlink_metadata(console_path).is_ok_and(|m| m.file_type().is_symlink());
+    if console && is_link {
+        return Err(Error::invalid("/dev/console in the container is a symlink"));
+    }
     if console && rootfs::mounts::ensure_file(console_path).is_ok() {
         nix::mount::mount(
             Some(&pty.slave_path),
@@ -174,6 +179,17 @@ pub fn exec(plan: &ExecPlan) -> Result<()> {
             .map(|a| a.to_string_lossy().into_owned())
             .unwrap_or_default()
     )))
+}
+
+/// Apply `process.oomScoreAdj` to `pid` (from the parent: it works even
+/// where the process itself may not lower its score, e.g. in a user
+/// namespace).
+pub fn set_oom_score_adj(pid: nix::unistd::Pid, process: &Process) -> Result<()> {
+    match process.oom_score_adj() {
+        Some(adj) => std::fs::write(format!("/proc/{pid}/oom_score_adj"), adj.to_string())
+            .context("process.oomScoreAdj"),
+        None => Ok(()),
+    }
 }
 
 /// Whether setgroups(2) is allowed in our user namespace. Read from the

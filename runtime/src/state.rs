@@ -350,6 +350,13 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<()> {
     })
 }
 
+/// Write `pid` to the caller's `--pid-file` (crash-safe, as containerd
+/// reads it while we may still be writing).
+pub fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
+    let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    write_atomic(&path, pid.to_string().as_bytes(), 0o644).map_err(|e| e.context("--pid-file"))
+}
+
 /// Now, as RFC 3339 in UTC with nanoseconds (what runc prints).
 pub fn now_rfc3339() -> String {
     let now = std::time::SystemTime::now()

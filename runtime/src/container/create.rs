@@ -20,7 +20,7 @@ use crate::init::{self, InitArgs, StartSignal};
 use crate::process_info::ProcessInfo;
 use crate::seccomp::notify::Agent;
 use crate::spec::Bundle;
-use crate::state::{now_rfc3339, write_atomic, ContainerDir, ContainerState, StateStore, Status};
+use crate::state::{now_rfc3339, ContainerDir, ContainerState, StateStore, Status};
 use crate::{namespaces, sys, terminal, userns};
 
 /// What `create` and `run` are asked to do.
@@ -278,9 +278,8 @@ fn create_in(
         }
         .context("talking to the container's init")?;
     }
-    if let Some(adj) = spec.process().as_ref().and_then(|p| p.oom_score_adj()) {
-        std::fs::write(format!("/proc/{child}/oom_score_adj"), adj.to_string())
-            .context("process.oomScoreAdj")?;
+    if let Some(process) = spec.process().as_ref() {
+        crate::process::set_oom_score_adj(child, process)?;
     }
     if !born_in_cgroup {
         cgroup.add_task(child.as_raw())?;
@@ -308,9 +307,7 @@ fn create_in(
 
     dir.save(&state)?;
     if let Some(pid_file) = &opts.pid_file {
-        let path = std::path::absolute(pid_file).unwrap_or_else(|_| pid_file.clone());
-        write_atomic(&path, child.as_raw().to_string().as_bytes(), 0o644)
-            .map_err(|e| e.context("--pid-file"))?;
+        crate::state::write_pid_file(pid_file, child.as_raw())?;
     }
     cleanup.armed = false;
     let channel = (launch == Launch::Now).then_some(parent_end);

@@ -18,7 +18,7 @@ use crate::channel::{self, Channel, FromChild, FromParent, InitFailure};
 use crate::error::{Context, Error, Result};
 use crate::process::{self, ExecPlan};
 use crate::seccomp::notify::Agent;
-use crate::state::{write_atomic, StateStore, Status};
+use crate::state::{StateStore, Status};
 use crate::{namespaces, sys, terminal};
 
 /// What `exec` is asked to run.
@@ -157,10 +157,7 @@ pub fn exec(store: &StateStore, id: &str, opts: &ExecOptions) -> Result<i32> {
     drop(agent);
     drop(into_cgroup);
     let guard = KillOnError(Some(child));
-    if let Some(adj) = opts.process.oom_score_adj() {
-        std::fs::write(format!("/proc/{child}/oom_score_adj"), adj.to_string())
-            .context("process.oomScoreAdj")?;
-    }
+    process::set_oom_score_adj(child, &opts.process)?;
     if !born_in_cgroup {
         cgroup.add_task(child.as_raw())?;
         // If the child already failed, its report is what matters: it is
@@ -187,9 +184,7 @@ pub fn exec(store: &StateStore, id: &str, opts: &ExecOptions) -> Result<i32> {
     wait_for_exec(&parent_end)?;
     let guard = guard.disarm();
     if let Some(pid_file) = &opts.pid_file {
-        let path = std::path::absolute(pid_file).unwrap_or_else(|_| pid_file.clone());
-        write_atomic(&path, child.as_raw().to_string().as_bytes(), 0o644)
-            .map_err(|e| e.context("--pid-file"))?;
+        crate::state::write_pid_file(pid_file, child.as_raw())?;
     }
     drop(guard);
     match signals {
