@@ -6,6 +6,10 @@
 //! See docs/berthd.md for the layout and the metadata schema.
 #![forbid(unsafe_code)]
 
+pub mod config;
 pub mod error;
+pub mod events;
+pub mod grpc;
+pub mod identifiers;
 
 pub use error::{Error, ErrorKind, Result};

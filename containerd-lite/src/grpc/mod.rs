@@ -1,0 +1,147 @@
+//! containerd's gRPC API on a unix socket: thin adapters from the wire
+//! types of `berth-proto` to berthd's local services.
+//!
+//! Each service lives in its own module and does three things only: turn
+//! the request into the local service's types (the namespace from the
+//! `containerd-namespace` header, see [`request`]), call it (on the
+//! blocking pool: the stores fsync), and publish the event containerd
+//! publishes for the change. Errors become gRPC statuses in one place,
+//! [`status`].
+
+pub mod events;
+pub mod introspection;
+pub mod namespaces;
+pub mod request;
+pub mod socket;
+pub mod status;
+pub mod version;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::DirBuilder;
+use std::future::Future;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::Path;
+
+use berth_proto::containerd::services::events::v1::events_server::EventsServer;
+use berth_proto::containerd::services::introspection::v1::introspection_server::IntrospectionServer;
+use berth_proto::containerd::services::namespaces::v1::namespaces_server::NamespacesServer;
+use berth_proto::containerd::services::version::v1::version_server::VersionServer;
+use tokio_stream::wrappers::UnixListenerStream;
+use tonic::transport::server::Router;
+use tonic::transport::Server;
+use tonic::Status;
+
+use crate::config::Config;
+use crate::events::Exchange;
+use crate::metadata::{Db, NamespaceStore};
+use crate::{Context, Error, Result};
+use introspection::{IntrospectionService, Plugin};
+use socket::BoundSocket;
+
+/// The local services the gRPC API is an adapter over.
+#[derive(Debug, Clone)]
+pub struct Backend {
+    /// The daemon's stable identity (see [`introspection::load_or_create_uuid`]).
+    pub uuid: String,
+    pub events: Exchange,
+    pub namespaces: NamespaceStore,
+}
+
+impl Backend {
+    /// Opens the stores under `config.root` (creating what is missing).
+    pub fn open(config: &Config) -> Result<Backend> {
+        for dir in [&config.root, &config.state] {
+            DirBuilder::new()
+                .recursive(true)
+                .mode(0o711)
+                .create(dir)
+                .with_context(|| format!("creating {}", dir.display()))?;
+        }
+        let uuid = introspection::load_or_create_uuid(&config.root)?;
+        let db = Db::open(config.root.join("metadata.redb"))?;
+        Ok(Backend {
+            uuid,
+            events: Exchange::new(),
+            namespaces: NamespaceStore::new(db.clone()),
+        })
+    }
+}
+
+/// containerd's plugin type for gRPC services.
+const GRPC_PLUGIN: &str = "io.containerd.grpc.v1";
+
+/// What introspection reports: exactly the services [`router`] adds and the
+/// local plugins behind them, under containerd's plugin names.
+fn plugins() -> Vec<Plugin> {
+    let mut plugins = vec![Plugin::new("io.containerd.event.v1", "exchange")];
+    for id in ["events", "introspection", "namespaces", "version"] {
+        plugins.push(Plugin::new(GRPC_PLUGIN, id));
+    }
+    plugins
+}
+
+/// Every service, ready to serve.
+pub fn router(backend: &Backend) -> Router {
+    let introspection = IntrospectionService::new(plugins(), backend.uuid.clone());
+    Server::builder()
+        .add_service(VersionServer::new(version::VersionService))
+        .add_service(IntrospectionServer::new(introspection))
+        .add_service(EventsServer::new(events::EventsService::new(
+            backend.events.clone(),
+        )))
+        .add_service(NamespacesServer::new(namespaces::NamespacesService::new(
+            backend.namespaces.clone(),
+            backend.events.clone(),
+        )))
+}
+
+/// Serves the API on the unix socket at `address` until `shutdown`
+/// completes, then stops accepting, lets calls in flight finish and
+/// removes the socket.
+pub async fn serve(
+    address: &Path,
+    backend: &Backend,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<()> {
+    let mut socket = BoundSocket::bind(address)?;
+    let listener = socket
+        .take_listener()
+        .ok_or_else(|| Error::internal("socket listener already taken"))?;
+    tracing::info!(address = %address.display(), "serving containerd's gRPC API");
+    let served = router(backend)
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+        .await;
+    drop(socket);
+    served.map_err(|e| Error::internal(format!("gRPC server on {}: {e}", address.display())))
+}
+
+/// Runs a call into a local (synchronous, fsyncing) service on the blocking
+/// pool, so it never stalls the reactor.
+pub(crate) async fn blocking<T: Send + 'static>(
+    call: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T, Status> {
+    match tokio::task::spawn_blocking(call).await {
+        Ok(result) => result.map_err(Status::from),
+        Err(join) => Err(Error::internal(format!("service call failed: {join}")).into()),
+    }
+}
+
+/// The paths of an update's field mask (empty when there is none).
+pub(crate) fn field_paths(mask: Option<prost_types::FieldMask>) -> Vec<String> {
+    mask.map(|mask| mask.paths).unwrap_or_default()
+}
+
+/// Labels as the local services keep them (ordered).
+pub(crate) fn labels_from_wire(labels: HashMap<String, String>) -> BTreeMap<String, String> {
+    labels.into_iter().collect()
+}
+
+/// Labels as the wire carries them.
+pub(crate) fn labels_to_wire(labels: BTreeMap<String, String>) -> HashMap<String, String> {
+    labels.into_iter().collect()
+}
+
+/// A time as the wire carries it.
+pub(crate) fn timestamp(time: std::time::SystemTime) -> Option<prost_types::Timestamp> {
+    Some(time.into())
+}
