@@ -6,6 +6,8 @@
 //! See docs/berthd.md for the layout and the metadata schema.
 #![forbid(unsafe_code)]
 
+pub mod content;
 pub mod error;
+pub mod metadata;
 
 pub use error::{Error, ErrorKind, Result};
