@@ -16,7 +16,7 @@ use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::{Stream, StreamExt};
 
-use crate::identifiers::{self, validate_namespace};
+use crate::metadata::labels::validate_identifier;
 use crate::metadata::Fields;
 use crate::{Error, Result};
 
@@ -80,7 +80,7 @@ impl Exchange {
     /// Publishes an envelope as it is (its timestamp and namespace kept), as
     /// shims forward theirs. The namespace and topic must be valid.
     pub fn forward(&self, envelope: Envelope) -> Result<()> {
-        validate_namespace(&envelope.namespace)
+        validate_identifier("namespace", &envelope.namespace)
             .map_err(|e| e.context(format!("event {}", envelope.topic)))?;
         validate_topic(&envelope.topic)?;
         // An error here only means nobody is subscribed: not a failure.
@@ -106,7 +106,7 @@ pub enum Received {
 }
 
 /// A topic is a `/`-separated path of at least one component, each one an
-/// identifier (see [`identifiers`]), e.g. `/images/create`.
+/// identifier as containerd restricts them, e.g. `/images/create`.
 pub fn validate_topic(topic: &str) -> Result<()> {
     let invalid = |why: &str| Error::invalid(format!("event topic {topic:?}: {why}"));
     let Some(path) = topic.strip_prefix('/') else {
@@ -116,7 +116,7 @@ pub fn validate_topic(topic: &str) -> Result<()> {
         return Err(invalid("has no components"));
     }
     for component in path.split('/') {
-        identifiers::validate("topic component", component).map_err(|e| invalid(&e.message))?;
+        validate_identifier("component", component).map_err(|e| invalid(&e.message))?;
     }
     Ok(())
 }

@@ -7,9 +7,10 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod content;
 pub mod error;
 pub mod events;
 pub mod grpc;
-pub mod identifiers;
+pub mod metadata;
 
 pub use error::{Error, ErrorKind, Result};

@@ -13,7 +13,8 @@ use berth_proto::containerd::types::Platform;
 use tonic::{Request, Response, Status};
 
 use crate::metadata::{Fields, Filter};
-use crate::{Context, Error, Result};
+use crate::error::Context;
+use crate::{Error, Result};
 
 /// One capability the daemon offers, named as containerd names its plugins
 /// (`io.containerd.grpc.v1` / `content`, `io.containerd.snapshotter.v1` /

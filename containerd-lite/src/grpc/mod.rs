@@ -34,7 +34,8 @@ use tonic::Status;
 use crate::config::Config;
 use crate::events::Exchange;
 use crate::metadata::{Db, NamespaceStore};
-use crate::{Context, Error, Result};
+use crate::error::Context;
+use crate::{Error, Result};
 use introspection::{IntrospectionService, Plugin};
 use socket::BoundSocket;
 

@@ -4,7 +4,7 @@
 use tonic::metadata::MetadataMap;
 use tonic::Status;
 
-use crate::identifiers::validate_namespace;
+use crate::metadata::labels::validate_identifier;
 use crate::Error;
 
 /// The header carrying the namespace on every namespaced call.
@@ -27,7 +27,7 @@ pub fn namespace(metadata: &MetadataMap) -> Result<String, Status> {
         ))
         .into());
     }
-    validate_namespace(value)?;
+    validate_identifier("namespace", value)?;
     Ok(value.to_string())
 }
 

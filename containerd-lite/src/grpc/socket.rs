@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 
 use tokio::net::UnixListener;
 
-use crate::{Context, Error, Result};
+use crate::error::Context;
+use crate::{Error, Result};
 
 /// Mode of the directories created above the socket: others may traverse
 /// (to reach sockets they are allowed to use) but not list.
