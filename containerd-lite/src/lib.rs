@@ -7,5 +7,6 @@
 #![forbid(unsafe_code)]
 
 pub mod error;
+pub mod snapshots;
 
 pub use error::{Error, ErrorKind, Result};
