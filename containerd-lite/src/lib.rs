@@ -12,5 +12,6 @@ pub mod error;
 pub mod events;
 pub mod grpc;
 pub mod metadata;
+pub mod snapshots;
 
 pub use error::{Error, ErrorKind, Result};
