@@ -8,6 +8,7 @@
 
 pub mod content;
 pub mod error;
+pub mod gc;
 pub mod metadata;
 
 pub use error::{Error, ErrorKind, Result};
