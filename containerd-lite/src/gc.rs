@@ -470,3 +470,6 @@ fn label_refs(namespace: &str, labels: &metadata::Labels) -> Vec<Node> {
     }
     refs
 }
+
+#[cfg(test)]
+mod tests;
