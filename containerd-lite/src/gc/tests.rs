@@ -170,7 +170,7 @@ fn what_an_image_reaches_is_kept_and_the_rest_swept() {
 
     let collected = f.collector().collect().unwrap();
     assert_eq!(collected.content, [("default".to_owned(), orphan.clone())]);
-    assert_eq!(collected.blobs, [orphan.clone()]);
+    assert_eq!(collected.blobs, std::slice::from_ref(&orphan));
     let swept: Vec<&str> = collected.snapshots.iter().map(|s| s.key.as_str()).collect();
     assert_eq!(swept, ["old-3", "old-2", "old-1"], "children first");
 
@@ -335,6 +335,6 @@ fn blobs_nobody_recorded_go_after_the_grace_period() {
         .with_grace_period(Duration::ZERO)
         .collect()
         .unwrap();
-    assert_eq!(collected.blobs, [stray.clone()]);
+    assert_eq!(collected.blobs, std::slice::from_ref(&stray));
     assert!(!f.on_disk(&stray));
 }
