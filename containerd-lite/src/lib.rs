@@ -10,6 +10,7 @@ pub mod config;
 pub mod content;
 pub mod error;
 pub mod events;
+pub mod gc;
 pub mod grpc;
 pub mod metadata;
 pub mod snapshots;

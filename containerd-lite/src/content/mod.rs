@@ -130,3 +130,6 @@ pub trait IngestManager {
     /// Drops an ingest and its data; `NotFound` if there is none.
     fn abort(&self, reference: &str) -> Result<()>;
 }
+
+#[cfg(test)]
+mod tests;

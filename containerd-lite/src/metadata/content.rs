@@ -66,6 +66,28 @@ pub(super) fn namespace_has_content(txn: &WriteTransaction, namespace: &str) -> 
     super::namespace_has_records(txn, CONTENT, namespace)
 }
 
+/// Every content record of every namespace, for the collector.
+pub(crate) fn all_in(txn: &WriteTransaction) -> Result<Vec<(String, Info)>> {
+    let table = txn.open_table(CONTENT)?;
+    let mut all = Vec::new();
+    for entry in table.iter()? {
+        let (key, bytes) = entry?;
+        let (namespace, digest) = key.value();
+        let digest = Digest::parse(digest)
+            .map_err(|err| Error::internal(format!("content record in {namespace}: {err}")))?;
+        let record = decode_record(&digest, bytes.value())?;
+        all.push((namespace.to_owned(), to_info(digest, record)));
+    }
+    Ok(all)
+}
+
+/// Removes a namespace's record of a blob, if any (the collector's sweep).
+pub(crate) fn remove_in(txn: &WriteTransaction, namespace: &str, digest: &Digest) -> Result<()> {
+    txn.open_table(CONTENT)?
+        .remove((namespace, digest.as_str()))?;
+    Ok(())
+}
+
 /// The ref the blob store knows an ingest by.
 pub(crate) fn backend_ref(namespace: &str, reference: &str) -> String {
     format!("{namespace}/{reference}")

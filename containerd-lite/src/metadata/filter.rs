@@ -133,7 +133,7 @@ impl<'a> Parser<'a> {
         } else if self.eat("~=") {
             let pattern = self.value()?;
             let regex = Regex::new(&pattern)
-                .map_err(|err| self.error(&format!("invalid regular expression: {err}")))?;
+                .map_err(|err| self.error(format!("invalid regular expression: {err}")))?;
             Some(Test::Matches(regex))
         } else {
             None

@@ -64,6 +64,18 @@ pub(super) fn namespace_has_images(txn: &WriteTransaction, namespace: &str) -> R
     super::namespace_has_records(txn, IMAGES, namespace)
 }
 
+/// Every image of every namespace, for the collector: `(namespace, image)`.
+pub(crate) fn all_in(txn: &WriteTransaction) -> Result<Vec<(String, Image)>> {
+    let table = txn.open_table(IMAGES)?;
+    let mut all = Vec::new();
+    for entry in table.iter()? {
+        let (key, bytes) = entry?;
+        let (namespace, name) = key.value();
+        all.push((namespace.to_owned(), decode_image(name, bytes.value())?));
+    }
+    Ok(all)
+}
+
 /// The images service's store.
 #[derive(Debug, Clone)]
 pub struct ImageStore {

@@ -151,6 +151,20 @@ pub(crate) fn all_with_resources(
     Ok(all)
 }
 
+/// Deletes a lease and its resource records within an open transaction;
+/// returns whether it existed.
+pub(crate) fn delete_in(txn: &WriteTransaction, namespace: &str, id: &str) -> Result<bool> {
+    if txn.open_table(LEASES)?.remove((namespace, id))?.is_none() {
+        return Ok(false);
+    }
+    let mut table = txn.open_table(LEASE_RESOURCES)?;
+    for resource in resources_of(&table, namespace, id)? {
+        let kind = resource.kind();
+        table.remove((namespace, id, kind.as_str(), resource.id()))?;
+    }
+    Ok(true)
+}
+
 /// Adds `resource` to lease `id` within an open transaction (the content
 /// store records what a leased writer ingests and commits this way).
 /// `NotFound` if the lease does not exist.
@@ -249,17 +263,9 @@ impl LeaseManager {
     /// Deletes a lease and releases what it held (collected by the next
     /// GC if nothing else refers to it); `NotFound` if absent.
     pub fn delete(&self, namespace: &str, id: &str) -> Result<()> {
-        self.db.write(|txn| {
-            if txn.open_table(LEASES)?.remove((namespace, id))?.is_none() {
-                return Err(lease_not_found(id));
-            }
-            let mut table = txn.open_table(LEASE_RESOURCES)?;
-            let held = resources_of(&table, namespace, id)?;
-            for resource in held {
-                let kind = resource.kind();
-                table.remove((namespace, id, kind.as_str(), resource.id()))?;
-            }
-            Ok(())
+        self.db.write(|txn| match delete_in(txn, namespace, id)? {
+            true => Ok(()),
+            false => Err(lease_not_found(id)),
         })
     }
 

@@ -251,3 +251,6 @@ impl From<redb::Error> for Error {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
