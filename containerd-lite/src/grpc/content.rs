@@ -17,10 +17,10 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::backend::Gc;
 use super::{blocking, field_paths, labels_from_wire, labels_to_wire, request, timestamp};
 use crate::content::{Digest, Info, Status as IngestStatus, WriterOptions};
 use crate::events::Exchange;
-use crate::gc::Collector;
 use crate::metadata::{ContentStore, Filter, NamespacedWriter};
 use crate::Error;
 
@@ -34,11 +34,11 @@ const LIST_CHUNK: usize = 100;
 pub struct ContentService {
     store: ContentStore,
     events: Exchange,
-    gc: Collector,
+    gc: Gc,
 }
 
 impl ContentService {
-    pub fn new(store: ContentStore, events: Exchange, gc: Collector) -> Self {
+    pub fn new(store: ContentStore, events: Exchange, gc: Gc) -> Self {
         ContentService { store, events, gc }
     }
 }

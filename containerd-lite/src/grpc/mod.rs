@@ -8,21 +8,28 @@
 //! publishes for the change. Errors become gRPC statuses in one place,
 //! [`status`].
 
+pub mod backend;
+pub mod content;
 pub mod events;
+pub mod images;
 pub mod introspection;
+pub mod leases;
 pub mod namespaces;
 pub mod request;
+pub mod snapshots;
 pub mod socket;
 pub mod status;
 pub mod version;
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::DirBuilder;
 use std::future::Future;
-use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 
+use berth_proto::containerd::services::content::v1::content_server::ContentServer;
 use berth_proto::containerd::services::events::v1::events_server::EventsServer;
+use berth_proto::containerd::services::images::v1::images_server::ImagesServer;
+use berth_proto::containerd::services::leases::v1::leases_server::LeasesServer;
+use berth_proto::containerd::services::snapshots::v1::snapshots_server::SnapshotsServer;
 use berth_proto::containerd::services::introspection::v1::introspection_server::IntrospectionServer;
 use berth_proto::containerd::services::namespaces::v1::namespaces_server::NamespacesServer;
 use berth_proto::containerd::services::version::v1::version_server::VersionServer;
@@ -31,51 +38,40 @@ use tonic::transport::server::Router;
 use tonic::transport::Server;
 use tonic::Status;
 
-use crate::config::Config;
-use crate::events::Exchange;
-use crate::metadata::{Db, NamespaceStore};
-use crate::error::Context;
 use crate::{Error, Result};
+pub use backend::Backend;
 use introspection::{IntrospectionService, Plugin};
 use socket::BoundSocket;
-
-/// The local services the gRPC API is an adapter over.
-#[derive(Debug, Clone)]
-pub struct Backend {
-    /// The daemon's stable identity (see [`introspection::load_or_create_uuid`]).
-    pub uuid: String,
-    pub events: Exchange,
-    pub namespaces: NamespaceStore,
-}
-
-impl Backend {
-    /// Opens the stores under `config.root` (creating what is missing).
-    pub fn open(config: &Config) -> Result<Backend> {
-        for dir in [&config.root, &config.state] {
-            DirBuilder::new()
-                .recursive(true)
-                .mode(0o711)
-                .create(dir)
-                .with_context(|| format!("creating {}", dir.display()))?;
-        }
-        let uuid = introspection::load_or_create_uuid(&config.root)?;
-        let db = Db::open(config.root.join("metadata.redb"))?;
-        Ok(Backend {
-            uuid,
-            events: Exchange::new(),
-            namespaces: NamespaceStore::new(db.clone()),
-        })
-    }
-}
 
 /// containerd's plugin type for gRPC services.
 const GRPC_PLUGIN: &str = "io.containerd.grpc.v1";
 
 /// What introspection reports: exactly the services [`router`] adds and the
 /// local plugins behind them, under containerd's plugin names.
-fn plugins() -> Vec<Plugin> {
-    let mut plugins = vec![Plugin::new("io.containerd.event.v1", "exchange")];
-    for id in ["events", "introspection", "namespaces", "version"] {
+fn plugins(backend: &Backend) -> Vec<Plugin> {
+    let mut plugins = vec![
+        Plugin::new("io.containerd.content.v1", "content"),
+        Plugin::new("io.containerd.metadata.v1", "redb").requiring(&[
+            "io.containerd.content.v1",
+            "io.containerd.snapshotter.v1",
+        ]),
+        Plugin::new("io.containerd.event.v1", "exchange"),
+        Plugin::new("io.containerd.gc.v1", "scheduler"),
+        Plugin::new("io.containerd.lease.v1", "manager"),
+    ];
+    for name in backend.snapshotters.names() {
+        plugins.push(Plugin::new("io.containerd.snapshotter.v1", name).on_host_platform());
+    }
+    for id in [
+        "content",
+        "events",
+        "images",
+        "introspection",
+        "leases",
+        "namespaces",
+        "snapshots",
+        "version",
+    ] {
         plugins.push(Plugin::new(GRPC_PLUGIN, id));
     }
     plugins
@@ -83,16 +79,35 @@ fn plugins() -> Vec<Plugin> {
 
 /// Every service, ready to serve.
 pub fn router(backend: &Backend) -> Router {
-    let introspection = IntrospectionService::new(plugins(), backend.uuid.clone());
+    let introspection = IntrospectionService::new(plugins(backend), backend.uuid.clone());
+    let events = backend.events.clone();
     Server::builder()
         .add_service(VersionServer::new(version::VersionService))
         .add_service(IntrospectionServer::new(introspection))
-        .add_service(EventsServer::new(events::EventsService::new(
-            backend.events.clone(),
-        )))
+        .add_service(EventsServer::new(events::EventsService::new(events.clone())))
         .add_service(NamespacesServer::new(namespaces::NamespacesService::new(
             backend.namespaces.clone(),
-            backend.events.clone(),
+            events.clone(),
+        )))
+        .add_service(ContentServer::new(content::ContentService::new(
+            backend.content.clone(),
+            events.clone(),
+            backend.gc.clone(),
+        )))
+        .add_service(ImagesServer::new(images::ImagesService::new(
+            backend.images.clone(),
+            events.clone(),
+            backend.gc.clone(),
+        )))
+        .add_service(SnapshotsServer::new(snapshots::SnapshotsService::new(
+            backend.snapshotters.clone(),
+            backend.db.clone(),
+            backend.leases.clone(),
+            events,
+        )))
+        .add_service(LeasesServer::new(leases::LeasesService::new(
+            backend.leases.clone(),
+            backend.gc.clone(),
         )))
 }
 
