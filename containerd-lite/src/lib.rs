@@ -6,6 +6,7 @@
 //! See docs/berthd.md for the layout and the metadata schema.
 #![forbid(unsafe_code)]
 
+pub mod diff;
 pub mod error;
 pub mod snapshots;
 
