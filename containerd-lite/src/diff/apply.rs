@@ -138,7 +138,14 @@ impl<'a> Extractor<'a> {
                 .with_context(|| format!("layer entry {:?}", String::from_utf8_lossy(&name)))?;
         }
         self.set_dir_times()?;
-        rustix::fs::syncfs(&self.root)
+        let readable = rustix::fs::openat(
+            &self.root,
+            ".",
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(errno)?;
+        rustix::fs::syncfs(&readable)
             .map_err(errno)
             .context("sync the layer's filesystem")
     }
@@ -428,8 +435,9 @@ impl<'a> Extractor<'a> {
             // Other `.wh..wh.` names are aufs bookkeeping, meaningless here.
             return Ok(());
         }
-        if name.is_empty() || name.as_bytes().contains(&b'/') {
-            return Err(Error::invalid("whiteout without a name"));
+        // `.wh..` or `.wh...` would name the directory itself or its parent.
+        if name.is_empty() || name == "." || name == ".." {
+            return Err(Error::invalid("whiteout without a valid name"));
         }
         match &self.whiteouts {
             WhiteoutStyle::Delete => match remove_at(&dir, name) {
@@ -570,6 +578,12 @@ fn attributes<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Attributes> {
 /// Removes `name` from `dir`, recursively for a directory, never following
 /// a symlink.
 pub(super) fn remove_at(dir: &OwnedFd, name: &OsStr) -> Result<()> {
+    if name.is_empty() || name == "." || name == ".." || name.as_bytes().contains(&b'/') {
+        return Err(Error::invalid(format!(
+            "remove {:?}: not a single entry name",
+            name.to_string_lossy()
+        )));
+    }
     match rustix::fs::unlinkat(dir, leaf(name), AtFlags::empty()) {
         Ok(()) => return Ok(()),
         Err(Errno::ISDIR) => {}

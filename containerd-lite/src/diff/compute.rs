@@ -254,6 +254,8 @@ impl<W: Write> LayerWriter<'_, W> {
         let mut header = tar::Header::new_gnu();
         header.set_entry_type(tar::EntryType::Regular);
         header.set_mode(0o644);
+        header.set_uid(0);
+        header.set_gid(0);
         header.set_size(0);
         header.set_mtime(0);
         self.builder
