@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod content;
+pub mod diff;
 pub mod error;
 pub mod events;
 pub mod gc;
