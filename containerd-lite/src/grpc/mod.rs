@@ -10,6 +10,7 @@
 
 pub mod backend;
 pub mod content;
+pub mod diff;
 pub mod events;
 pub mod images;
 pub mod introspection;
@@ -26,6 +27,7 @@ use std::future::Future;
 use std::path::Path;
 
 use berth_proto::containerd::services::content::v1::content_server::ContentServer;
+use berth_proto::containerd::services::diff::v1::diff_server::DiffServer;
 use berth_proto::containerd::services::events::v1::events_server::EventsServer;
 use berth_proto::containerd::services::images::v1::images_server::ImagesServer;
 use berth_proto::containerd::services::leases::v1::leases_server::LeasesServer;
@@ -38,6 +40,7 @@ use tonic::transport::server::Router;
 use tonic::transport::Server;
 use tonic::Status;
 
+use crate::diff::ApplyOptions;
 use crate::{Error, Result};
 pub use backend::Backend;
 use introspection::{IntrospectionService, Plugin};
@@ -51,6 +54,7 @@ const GRPC_PLUGIN: &str = "io.containerd.grpc.v1";
 fn plugins(backend: &Backend) -> Vec<Plugin> {
     let mut plugins = vec![
         Plugin::new("io.containerd.content.v1", "content"),
+        Plugin::new("io.containerd.differ.v1", "walking").on_host_platform(),
         Plugin::new("io.containerd.metadata.v1", "redb").requiring(&[
             "io.containerd.content.v1",
             "io.containerd.snapshotter.v1",
@@ -64,6 +68,7 @@ fn plugins(backend: &Backend) -> Vec<Plugin> {
     }
     for id in [
         "content",
+        "diff",
         "events",
         "images",
         "introspection",
@@ -104,6 +109,10 @@ pub fn router(backend: &Backend) -> Router {
             backend.db.clone(),
             backend.leases.clone(),
             events,
+        )))
+        .add_service(DiffServer::new(diff::DiffService::new(
+            backend.content.clone(),
+            ApplyOptions::default(),
         )))
         .add_service(LeasesServer::new(leases::LeasesService::new(
             backend.leases.clone(),
