@@ -11,9 +11,9 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
-use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::wrappers::{BroadcastStream, WatchStream};
 use tokio_stream::{Stream, StreamExt};
 
 use crate::metadata::labels::validate_identifier;
@@ -52,6 +52,8 @@ impl Fields for Envelope {
 #[derive(Debug, Clone)]
 pub struct Exchange {
     sender: broadcast::Sender<Arc<Envelope>>,
+    /// Set once the daemon stops: every subscription then ends.
+    closed: watch::Sender<bool>,
 }
 
 impl Default for Exchange {
@@ -64,7 +66,8 @@ impl Exchange {
     /// An exchange with no subscribers yet.
     pub fn new() -> Self {
         let (sender, _) = broadcast::channel(BACKLOG);
-        Exchange { sender }
+        let (closed, _) = watch::channel(false);
+        Exchange { sender, closed }
     }
 
     /// Publishes `event` under `topic` in `namespace`, stamped now.
@@ -88,12 +91,30 @@ impl Exchange {
         Ok(())
     }
 
-    /// Every envelope published from now on, until the exchange is gone.
+    /// Every envelope published from now on, until [`Exchange::close`].
     pub fn subscribe(&self) -> impl Stream<Item = Received> + Send + Unpin + 'static {
-        BroadcastStream::new(self.sender.subscribe()).map(|next| match next {
-            Ok(envelope) => Received::Event(envelope),
-            Err(BroadcastStreamRecvError::Lagged(lost)) => Received::Lost(lost),
-        })
+        let events = BroadcastStream::new(self.sender.subscribe()).map(|next| {
+            Some(match next {
+                Ok(envelope) => Received::Event(envelope),
+                Err(BroadcastStreamRecvError::Lagged(lost)) => Received::Lost(lost),
+            })
+        });
+        // `None` marks the close; the stream ends there.
+        let closing = WatchStream::new(self.closed.subscribe())
+            .filter(|closed| *closed)
+            .map(|_| None);
+        Box::pin(
+            events
+                .merge(closing)
+                .take_while(Option::is_some)
+                .filter_map(|received| received),
+        )
+    }
+
+    /// Ends every subscription, so subscribers (`ctr events`) do not keep
+    /// a stopping daemon waiting. Publishing still works; nobody listens.
+    pub fn close(&self) {
+        self.closed.send_replace(true);
     }
 }
 
@@ -151,7 +172,8 @@ mod tests {
             assert_eq!(envelope.topic, "/images/create");
             assert_eq!(envelope.namespace, "default");
             assert_eq!(envelope.event.type_url, "containerd.events.ImageCreate");
-            let payload: ImageCreate = prost::Message::decode(envelope.event.value.as_slice()).unwrap();
+            let payload: ImageCreate =
+                prost::Message::decode(envelope.event.value.as_slice()).unwrap();
             assert_eq!(payload.name, "after");
         }
     }
@@ -169,10 +191,25 @@ mod tests {
         assert!(matches!(slow.next().await, Some(Received::Event(_))));
     }
 
+    #[tokio::test]
+    async fn closing_ends_every_subscription() {
+        let exchange = Exchange::new();
+        let mut subscription = exchange.subscribe();
+        exchange.close();
+        assert!(subscription.next().await.is_none());
+        assert!(exchange.subscribe().next().await.is_none());
+    }
+
     #[test]
     fn bad_topics_and_namespaces_are_refused() {
         let exchange = Exchange::new();
-        for topic in ["images/create", "/", "/images//create", "/images/../x", "/a b"] {
+        for topic in [
+            "images/create",
+            "/",
+            "/images//create",
+            "/images/../x",
+            "/a b",
+        ] {
             let err = exchange
                 .publish("default", topic, &create("x"))
                 .unwrap_err();
@@ -194,8 +231,14 @@ mod tests {
             event: prost_types::Any::default(),
         };
         let path = |p: &[&str]| p.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert_eq!(envelope.field(&path(&["topic"])).as_deref(), Some("/snapshot/commit"));
-        assert_eq!(envelope.field(&path(&["namespace"])).as_deref(), Some("k8s.io"));
+        assert_eq!(
+            envelope.field(&path(&["topic"])).as_deref(),
+            Some("/snapshot/commit")
+        );
+        assert_eq!(
+            envelope.field(&path(&["namespace"])).as_deref(),
+            Some("k8s.io")
+        );
         assert_eq!(envelope.field(&path(&["event", "name"])), None);
         let filter = crate::metadata::Filter::parse_all(&[r#"topic~="^/snapshot/""#]).unwrap();
         assert!(filter.matches(&envelope));

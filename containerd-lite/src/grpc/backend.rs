@@ -76,6 +76,15 @@ impl Backend {
         let native_db = Db::open(native_dir.join("metadata.redb"))?;
         let native = Snapshotter::native(native_db.database().clone(), &native_dir)?;
         let snapshotters = Snapshotters::new([overlayfs, native]);
+        // A namespace holding snapshots is not empty: deleting it is refused.
+        for snapshotter in snapshotters.all() {
+            db.register_namespace_usage(
+                "snapshots",
+                Box::new(move |_, namespace| {
+                    Ok(!snapshotter.walk::<&str>(namespace, &[])?.is_empty())
+                }),
+            );
+        }
 
         let mut collector = Collector::new(db.clone(), blobs.clone());
         for snapshotter in snapshotters.all() {
@@ -122,7 +131,11 @@ impl Snapshotters {
     /// The snapshotter a request names; empty means [`DEFAULT_SNAPSHOTTER`].
     /// An unknown name is InvalidArgument, as containerd answers.
     pub fn get(&self, name: &str) -> Result<Arc<Snapshotter>> {
-        let name = if name.is_empty() { DEFAULT_SNAPSHOTTER } else { name };
+        let name = if name.is_empty() {
+            DEFAULT_SNAPSHOTTER
+        } else {
+            name
+        };
         self.by_name.get(name).cloned().ok_or_else(|| {
             Error::invalid(format!(
                 "snapshotter {name:?}: not loaded (berthd has {})",

@@ -9,8 +9,8 @@ use berth_proto::containerd::services::content::v1::{
     content_server, AbortRequest, DeleteContentRequest, Info as WireInfo, InfoRequest,
     InfoResponse, ListContentRequest, ListContentResponse, ListStatusesRequest,
     ListStatusesResponse, ReadContentRequest, ReadContentResponse, Status as WireStatus,
-    StatusRequest, StatusResponse, UpdateRequest, UpdateResponse, WriteAction,
-    WriteContentRequest, WriteContentResponse,
+    StatusRequest, StatusResponse, UpdateRequest, UpdateResponse, WriteAction, WriteContentRequest,
+    WriteContentResponse,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -103,8 +103,7 @@ impl content_server::Content for ContentService {
         let paths = field_paths(update_mask);
         let labels = labels_from_wire(info.labels);
         let store = self.store.clone();
-        let updated =
-            blocking(move || store.update(&namespace, &digest, labels, &paths)).await?;
+        let updated = blocking(move || store.update(&namespace, &digest, labels, &paths)).await?;
         Ok(Response::new(UpdateResponse {
             info: Some(info_to_wire(updated)),
         }))
@@ -131,10 +130,7 @@ impl content_server::Content for ContentService {
         Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
     }
 
-    async fn delete(
-        &self,
-        request: Request<DeleteContentRequest>,
-    ) -> Result<Response<()>, Status> {
+    async fn delete(&self, request: Request<DeleteContentRequest>) -> Result<Response<()>, Status> {
         let namespace = request::namespace(request.metadata())?;
         let digest = digest(&request.get_ref().digest)?;
         let store = self.store.clone();
@@ -184,21 +180,28 @@ impl content_server::Content for ContentService {
             let mut reader = reader;
             let mut at = start;
             while at < end {
-                let want = usize::try_from(end - at).unwrap_or(READ_CHUNK).min(READ_CHUNK);
+                let want = usize::try_from(end - at)
+                    .unwrap_or(READ_CHUNK)
+                    .min(READ_CHUNK);
                 let chunk = tokio::task::spawn_blocking(move || {
                     let mut data = vec![0; want];
                     let read = reader.read_at(&mut data, at);
-                    (reader, read.map(|n| {
-                        data.truncate(n);
-                        data
-                    }))
+                    (
+                        reader,
+                        read.map(|n| {
+                            data.truncate(n);
+                            data
+                        }),
+                    )
                 })
                 .await;
                 let (back, data) = match chunk {
                     Ok(result) => result,
                     Err(join) => {
                         let _ = sender
-                            .send(Err(Error::internal(format!("reading {text}: {join}")).into()))
+                            .send(Err(
+                                Error::internal(format!("reading {text}: {join}")).into()
+                            ))
                             .await;
                         return;
                     }
@@ -279,8 +282,7 @@ impl content_server::Content for ContentService {
             },
         };
         let store = self.store.clone();
-        let writer =
-            blocking(move || store.writer(&namespace, lease.as_deref(), options)).await?;
+        let writer = blocking(move || store.writer(&namespace, lease.as_deref(), options)).await?;
 
         let (sender, receiver) = mpsc::channel(4);
         tokio::spawn(async move {
@@ -390,7 +392,11 @@ impl Ingest {
                         Error::internal(format!("ingest {reference}: writer vanished"))
                     })?;
                     let status = writer.status();
-                    let size = if self.total > 0 { self.total } else { status.offset };
+                    let size = if self.total > 0 {
+                        self.total
+                    } else {
+                        status.offset
+                    };
                     let committed = writer.commit(
                         size,
                         self.expected.as_ref(),

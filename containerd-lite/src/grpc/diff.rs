@@ -39,9 +39,7 @@ struct IngestWriter<'a>(&'a mut NamespacedWriter);
 
 impl Write for IngestWriter<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0
-            .write(buf)
-            .map_err(|e| io::Error::other(e.message))?;
+        self.0.write(buf).map_err(|e| io::Error::other(e.message))?;
         Ok(buf.len())
     }
 
@@ -56,7 +54,10 @@ fn size_to_wire(size: u64) -> i64 {
 
 #[tonic::async_trait]
 impl diff_server::Diff for DiffService {
-    async fn apply(&self, request: Request<ApplyRequest>) -> Result<Response<ApplyResponse>, Status> {
+    async fn apply(
+        &self,
+        request: Request<ApplyRequest>,
+    ) -> Result<Response<ApplyResponse>, Status> {
         let namespace = request::namespace(request.metadata())?;
         let ApplyRequest { diff, mounts, .. } = request.into_inner();
         let layer = descriptor_from_wire(

@@ -89,9 +89,9 @@ impl events_server::Events for EventsService {
             .exchange
             .subscribe()
             .filter_map(move |received| match received {
-                Received::Event(envelope) => {
-                    filter.matches(envelope.as_ref()).then(|| Ok(to_wire(&envelope)))
-                }
+                Received::Event(envelope) => filter
+                    .matches(envelope.as_ref())
+                    .then(|| Ok(to_wire(&envelope))),
                 Received::Lost(count) => {
                     tracing::warn!(count, "an events subscriber fell behind; envelopes dropped");
                     None

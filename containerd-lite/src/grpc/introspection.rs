@@ -12,8 +12,8 @@ use berth_proto::containerd::services::introspection::v1::{
 use berth_proto::containerd::types::Platform;
 use tonic::{Request, Response, Status};
 
-use crate::metadata::{Fields, Filter};
 use crate::error::Context;
+use crate::metadata::{Fields, Filter};
 use crate::{Error, Result};
 
 /// One capability the daemon offers, named as containerd names its plugins

@@ -9,6 +9,7 @@
 //! [`status`].
 
 pub mod backend;
+pub mod client;
 pub mod content;
 pub mod diff;
 pub mod events;
@@ -25,16 +26,18 @@ pub mod version;
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::path::Path;
+use std::time::Duration;
 
 use berth_proto::containerd::services::content::v1::content_server::ContentServer;
 use berth_proto::containerd::services::diff::v1::diff_server::DiffServer;
 use berth_proto::containerd::services::events::v1::events_server::EventsServer;
 use berth_proto::containerd::services::images::v1::images_server::ImagesServer;
-use berth_proto::containerd::services::leases::v1::leases_server::LeasesServer;
-use berth_proto::containerd::services::snapshots::v1::snapshots_server::SnapshotsServer;
 use berth_proto::containerd::services::introspection::v1::introspection_server::IntrospectionServer;
+use berth_proto::containerd::services::leases::v1::leases_server::LeasesServer;
 use berth_proto::containerd::services::namespaces::v1::namespaces_server::NamespacesServer;
+use berth_proto::containerd::services::snapshots::v1::snapshots_server::SnapshotsServer;
 use berth_proto::containerd::services::version::v1::version_server::VersionServer;
+use tokio::sync::oneshot;
 use tokio_stream::wrappers::UnixListenerStream;
 use tonic::transport::server::Router;
 use tonic::transport::Server;
@@ -55,10 +58,8 @@ fn plugins(backend: &Backend) -> Vec<Plugin> {
     let mut plugins = vec![
         Plugin::new("io.containerd.content.v1", "content"),
         Plugin::new("io.containerd.differ.v1", "walking").on_host_platform(),
-        Plugin::new("io.containerd.metadata.v1", "redb").requiring(&[
-            "io.containerd.content.v1",
-            "io.containerd.snapshotter.v1",
-        ]),
+        Plugin::new("io.containerd.metadata.v1", "redb")
+            .requiring(&["io.containerd.content.v1", "io.containerd.snapshotter.v1"]),
         Plugin::new("io.containerd.event.v1", "exchange"),
         Plugin::new("io.containerd.gc.v1", "scheduler"),
         Plugin::new("io.containerd.lease.v1", "manager"),
@@ -89,7 +90,9 @@ pub fn router(backend: &Backend) -> Router {
     Server::builder()
         .add_service(VersionServer::new(version::VersionService))
         .add_service(IntrospectionServer::new(introspection))
-        .add_service(EventsServer::new(events::EventsService::new(events.clone())))
+        .add_service(EventsServer::new(events::EventsService::new(
+            events.clone(),
+        )))
         .add_service(NamespacesServer::new(namespaces::NamespacesService::new(
             backend.namespaces.clone(),
             events.clone(),
@@ -120,9 +123,12 @@ pub fn router(backend: &Backend) -> Router {
         )))
 }
 
+/// How long calls in flight may take to finish once the daemon stops.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Serves the API on the unix socket at `address` until `shutdown`
-/// completes, then stops accepting, lets calls in flight finish and
-/// removes the socket.
+/// completes; then ends event subscriptions, stops accepting, gives calls
+/// in flight [`DRAIN_TIMEOUT`] to finish, and removes the socket.
 pub async fn serve(
     address: &Path,
     backend: &Backend,
@@ -133,9 +139,29 @@ pub async fn serve(
         .take_listener()
         .ok_or_else(|| Error::internal("socket listener already taken"))?;
     tracing::info!(address = %address.display(), "serving containerd's gRPC API");
-    let served = router(backend)
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
-        .await;
+    let events = backend.events.clone();
+    let (draining, drain_started) = oneshot::channel();
+    let shutdown = async move {
+        shutdown.await;
+        events.close();
+        let _ = draining.send(());
+    };
+    let server =
+        router(backend).serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown);
+    let served = tokio::select! {
+        biased;
+        served = server => served,
+        () = async {
+            if drain_started.await.is_ok() {
+                tokio::time::sleep(DRAIN_TIMEOUT).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        } => {
+            tracing::warn!("calls still in flight after {DRAIN_TIMEOUT:?}: stopping anyway");
+            Ok(())
+        }
+    };
     drop(socket);
     served.map_err(|e| Error::internal(format!("gRPC server on {}: {e}", address.display())))
 }
@@ -170,3 +196,6 @@ pub(crate) fn labels_to_wire(labels: BTreeMap<String, String>) -> HashMap<String
 pub(crate) fn timestamp(time: std::time::SystemTime) -> Option<prost_types::Timestamp> {
     Some(time.into())
 }
+
+#[cfg(test)]
+mod tests;

@@ -121,8 +121,11 @@ impl namespaces_server::Namespaces for NamespacesService {
         let store = self.store.clone();
         let deleted = name.clone();
         blocking(move || store.delete(&deleted)).await?;
-        self.events
-            .publish(&name, "/namespaces/delete", &NamespaceDelete { name: name.clone() })?;
+        self.events.publish(
+            &name,
+            "/namespaces/delete",
+            &NamespaceDelete { name: name.clone() },
+        )?;
         Ok(Response::new(()))
     }
 }

@@ -18,7 +18,10 @@ pub const LEASE_HEADER: &str = "containerd-lease";
 pub fn namespace(metadata: &MetadataMap) -> Result<String, Status> {
     let value = metadata
         .get(NAMESPACE_HEADER)
-        .map(|v| v.to_str().map_err(|_| Error::invalid("namespace header is not ASCII")))
+        .map(|v| {
+            v.to_str()
+                .map_err(|_| Error::invalid("namespace header is not ASCII"))
+        })
         .transpose()?
         .unwrap_or_default();
     if value.is_empty() {
@@ -60,7 +63,10 @@ mod tests {
 
     #[test]
     fn namespace_comes_from_the_header() {
-        assert_eq!(namespace(&with(NAMESPACE_HEADER, "k8s.io")).unwrap(), "k8s.io");
+        assert_eq!(
+            namespace(&with(NAMESPACE_HEADER, "k8s.io")).unwrap(),
+            "k8s.io"
+        );
     }
 
     #[test]

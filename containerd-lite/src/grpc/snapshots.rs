@@ -48,7 +48,11 @@ impl SnapshotsService {
     }
 
     /// The namespace and snapshotter a request addresses.
-    fn target(&self, metadata: &MetadataMap, name: &str) -> Result<(String, Arc<Snapshotter>), Status> {
+    fn target(
+        &self,
+        metadata: &MetadataMap,
+        name: &str,
+    ) -> Result<(String, Arc<Snapshotter>), Status> {
         Ok((request::namespace(metadata)?, self.snapshotters.get(name)?))
     }
 
@@ -92,7 +96,12 @@ impl SnapshotsService {
             return Err(Error::invalid("snapshot key: must not be empty").into());
         }
         let (db, leases) = (self.db.clone(), self.leases.clone());
-        let (ns, k, p, s) = (namespace.clone(), key.clone(), parent.clone(), snapshotter.clone());
+        let (ns, k, p, s) = (
+            namespace.clone(),
+            key.clone(),
+            parent.clone(),
+            snapshotter.clone(),
+        );
         let mounts = blocking(move || {
             Self::record(&db, &leases, &ns, lease.as_deref(), s.name(), &k)?;
             let parent = (!p.is_empty()).then_some(p.as_str());
@@ -221,7 +230,12 @@ impl snapshots_server::Snapshots for SnapshotsService {
             name, key, labels, ..
         } = request.into_inner();
         let (db, leases) = (self.db.clone(), self.leases.clone());
-        let (ns, n, k, s) = (namespace.clone(), name.clone(), key.clone(), snapshotter.clone());
+        let (ns, n, k, s) = (
+            namespace.clone(),
+            name.clone(),
+            key.clone(),
+            snapshotter.clone(),
+        );
         blocking(move || {
             s.commit(&ns, &n, &k, labels_from_wire(labels))?;
             Self::record(&db, &leases, &ns, lease.as_deref(), s.name(), &n)
