@@ -3,6 +3,9 @@
 //! archive built here from /bin/busybox, unpacks it onto overlayfs, serves
 //! content and snapshots, collects garbage, and stops cleanly on SIGTERM.
 
+// The helpers below are test code too: a panic is how they report.
+#![allow(clippy::unwrap_used)]
+
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
