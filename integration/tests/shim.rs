@@ -373,3 +373,69 @@ fn berth_shim_killed_task_cleaned_up() {
 fn runc_binary_shim_killed_task_cleaned_up() {
     shim_killed(Flavor::RuncThroughOurShim);
 }
+
+/// `ctr events` sees the shim's events in containerd's order, OOM included.
+#[test]
+fn berth_events_in_order_with_oom() {
+    let Some(ctd) = Flavor::Berth.containerd() else { return };
+    let mut events = ctd.ctr_cmd(&["events"]).stdout(Stdio::piped()).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    ctd.ctr_ok(&["run", "-d", "--runtime", BERTH_RUNTIME, IMAGE, "ev1", "sleep", "1000"]);
+    ctd.ctr_ok(&["task", "exec", "--exec-id", "x1", "ev1", "true"]);
+    ctd.ctr_ok(&["task", "pause", "ev1"]);
+    ctd.ctr_ok(&["task", "resume", "ev1"]);
+    ctd.ctr_ok(&["task", "kill", "-s", "KILL", "ev1"]);
+    assert!(wait_until(Duration::from_secs(10), || ctd.task_status("ev1").as_deref() == Some("STOPPED")));
+    ctd.ctr_ok(&["task", "rm", "ev1"]);
+    ctd.ctr_ok(&["containers", "rm", "ev1"]);
+    // 20 MB of memory, a 60 MB string: the kernel's OOM killer ends it.
+    let out = ctd.ctr(&[
+        "run",
+        "--rm",
+        "--memory-limit",
+        "20000000",
+        "--runtime",
+        BERTH_RUNTIME,
+        IMAGE,
+        "oom1",
+        "sh",
+        "-c",
+        "x=$(head -c 60000000 /dev/zero | tr '\\0' a); echo ${#x}",
+    ]);
+    assert_eq!(out.status.code(), Some(137), "{}", String::from_utf8_lossy(&out.stderr));
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = events.kill();
+    let mut text = String::new();
+    events.stdout.take().unwrap().read_to_string(&mut text).unwrap();
+    let _ = events.wait();
+    let topics = |id: &str| -> Vec<String> {
+        let mut seen: Vec<String> = Vec::new();
+        for line in text.lines().filter(|l| l.contains(&format!("\"container_id\":\"{id}\""))) {
+            let topic = line.split_whitespace().find(|w| w.starts_with("/tasks/")).unwrap_or("").to_string();
+            if seen.last() != Some(&topic) {
+                seen.push(topic);
+            }
+        }
+        seen
+    };
+    assert_eq!(
+        topics("ev1"),
+        [
+            "/tasks/create",
+            "/tasks/start",
+            "/tasks/exec-added",
+            "/tasks/exec-started",
+            "/tasks/exit",
+            "/tasks/paused",
+            "/tasks/resumed",
+            "/tasks/exit",
+            "/tasks/delete"
+        ],
+        "{text}"
+    );
+    let oom = topics("oom1");
+    assert_eq!(oom.first().map(String::as_str), Some("/tasks/create"), "{text}");
+    assert!(oom.contains(&"/tasks/oom".to_string()), "no OOM event: {text}");
+    assert_eq!(oom.last().map(String::as_str), Some("/tasks/delete"), "{text}");
+    ctd.assert_no_leaks();
+}
