@@ -377,15 +377,47 @@ fn runc_binary_shim_killed_task_cleaned_up() {
 /// `ctr events` sees the shim's events in containerd's order, OOM included.
 #[test]
 fn berth_events_in_order_with_oom() {
-    let Some(ctd) = Flavor::Berth.containerd() else { return };
-    let mut events = ctd.ctr_cmd(&["events"]).stdout(Stdio::piped()).spawn().unwrap();
+    let Some(ctd) = Flavor::Berth.containerd() else {
+        return;
+    };
+    let mut events = ctd
+        .ctr_cmd(&["events"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let mut stream = events.stdout.take().unwrap();
+    let sink = seen.clone();
+    let reader = std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stream.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
     std::thread::sleep(Duration::from_millis(300));
-    ctd.ctr_ok(&["run", "-d", "--runtime", BERTH_RUNTIME, IMAGE, "ev1", "sleep", "1000"]);
+    ctd.ctr_ok(&[
+        "run",
+        "-d",
+        "--runtime",
+        BERTH_RUNTIME,
+        IMAGE,
+        "ev1",
+        "sleep",
+        "1000",
+    ]);
     ctd.ctr_ok(&["task", "exec", "--exec-id", "x1", "ev1", "true"]);
     ctd.ctr_ok(&["task", "pause", "ev1"]);
     ctd.ctr_ok(&["task", "resume", "ev1"]);
     ctd.ctr_ok(&["task", "kill", "-s", "KILL", "ev1"]);
-    assert!(wait_until(Duration::from_secs(10), || ctd.task_status("ev1").as_deref() == Some("STOPPED")));
+    assert!(wait_until(Duration::from_secs(10), || ctd
+        .task_status("ev1")
+        .as_deref()
+        == Some("STOPPED")));
     ctd.ctr_ok(&["task", "rm", "ev1"]);
     ctd.ctr_ok(&["containers", "rm", "ev1"]);
     // 20 MB of memory, a 60 MB string: the kernel's OOM killer ends it.
@@ -402,16 +434,34 @@ fn berth_events_in_order_with_oom() {
         "-c",
         "x=$(head -c 60000000 /dev/zero | tr '\\0' a); echo ${#x}",
     ]);
-    assert_eq!(out.status.code(), Some(137), "{}", String::from_utf8_lossy(&out.stderr));
-    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        out.status.code(),
+        Some(137),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Events travel shim -> containerd -> ctr asynchronously: wait for the last.
+    wait_until(Duration::from_secs(10), || {
+        seen.lock()
+            .unwrap()
+            .lines()
+            .any(|l| l.contains("/tasks/delete") && l.contains("\"container_id\":\"oom1\""))
+    });
     let _ = events.kill();
-    let mut text = String::new();
-    events.stdout.take().unwrap().read_to_string(&mut text).unwrap();
     let _ = events.wait();
+    let _ = reader.join();
+    let text = seen.lock().unwrap().clone();
     let topics = |id: &str| -> Vec<String> {
         let mut seen: Vec<String> = Vec::new();
-        for line in text.lines().filter(|l| l.contains(&format!("\"container_id\":\"{id}\""))) {
-            let topic = line.split_whitespace().find(|w| w.starts_with("/tasks/")).unwrap_or("").to_string();
+        for line in text
+            .lines()
+            .filter(|l| l.contains(&format!("\"container_id\":\"{id}\"")))
+        {
+            let topic = line
+                .split_whitespace()
+                .find(|w| w.starts_with("/tasks/"))
+                .unwrap_or("")
+                .to_string();
             if seen.last() != Some(&topic) {
                 seen.push(topic);
             }
@@ -434,8 +484,19 @@ fn berth_events_in_order_with_oom() {
         "{text}"
     );
     let oom = topics("oom1");
-    assert_eq!(oom.first().map(String::as_str), Some("/tasks/create"), "{text}");
-    assert!(oom.contains(&"/tasks/oom".to_string()), "no OOM event: {text}");
-    assert_eq!(oom.last().map(String::as_str), Some("/tasks/delete"), "{text}");
+    assert_eq!(
+        oom.first().map(String::as_str),
+        Some("/tasks/create"),
+        "{text}"
+    );
+    assert!(
+        oom.contains(&"/tasks/oom".to_string()),
+        "no OOM event: {text}"
+    );
+    assert_eq!(
+        oom.last().map(String::as_str),
+        Some("/tasks/delete"),
+        "{text}"
+    );
     ctd.assert_no_leaks();
 }

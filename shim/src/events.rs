@@ -9,7 +9,7 @@ use containerd_shim_protos::events::task::{
 };
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp;
-use containerd_shim_protos::protobuf::{MessageField, MessageFull};
+use containerd_shim_protos::protobuf::{Message, MessageField};
 use containerd_shim_protos::shim::event::Envelope;
 use containerd_shim_protos::shim::events::ForwardRequest;
 use containerd_shim_protos::shim_async::EventsClient;
@@ -18,10 +18,38 @@ use containerd_shim_protos::ttrpc::context;
 use std::time::{Duration, SystemTime};
 use tokio::sync::mpsc;
 
+/// A message's proto name, which containerd's typeurl uses as its type URL.
+/// Spelled out instead of asked of protobuf's reflection, which would parse
+/// and keep the whole descriptor set in memory; a test checks each name.
+pub trait TypeUrl: Message {
+    const TYPE_URL: &'static str;
+}
+
+macro_rules! type_urls {
+    ($($ty:ty => $url:literal),* $(,)?) => {
+        $(impl TypeUrl for $ty { const TYPE_URL: &'static str = $url; })*
+    };
+}
+
+type_urls! {
+    TaskCreate => "containerd.events.TaskCreate",
+    TaskStart => "containerd.events.TaskStart",
+    TaskExecAdded => "containerd.events.TaskExecAdded",
+    TaskExecStarted => "containerd.events.TaskExecStarted",
+    TaskExit => "containerd.events.TaskExit",
+    TaskDelete => "containerd.events.TaskDelete",
+    TaskOOM => "containerd.events.TaskOOM",
+    TaskPaused => "containerd.events.TaskPaused",
+    TaskResumed => "containerd.events.TaskResumed",
+    containerd_shim_protos::cgroups::metrics::Metrics => "io.containerd.cgroups.v1.Metrics",
+    containerd_shim_protos::cgroups_v2::metrics::Metrics => "io.containerd.cgroups.v2.Metrics",
+    containerd_shim_protos::shim::oci::ProcessDetails => "containerd.runc.v1.ProcessDetails",
+}
+
 /// Pack a message as containerd's typeurl expects: the bare proto name.
-pub fn to_any<M: MessageFull>(msg: &M) -> Any {
+pub fn to_any<M: TypeUrl>(msg: &M) -> Any {
     Any {
-        type_url: M::descriptor().full_name().to_string(),
+        type_url: M::TYPE_URL.to_string(),
         value: msg.write_to_bytes().unwrap_or_default(),
         ..Default::default()
     }
@@ -39,7 +67,7 @@ pub fn timestamp(at: SystemTime) -> Timestamp {
 }
 
 /// Every event the shim sends, with its topic.
-pub trait TaskEvent: MessageFull {
+pub trait TaskEvent: TypeUrl {
     const TOPIC: &'static str;
 }
 
@@ -166,6 +194,26 @@ async fn forward_loop(address: Option<String>, mut rx: mpsc::UnboundedReceiver<I
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn assert_named<M: TypeUrl + containerd_shim_protos::protobuf::MessageFull>() {
+        assert_eq!(M::TYPE_URL, M::descriptor().full_name());
+    }
+
+    #[test]
+    fn type_urls_are_the_proto_names() {
+        assert_named::<TaskCreate>();
+        assert_named::<TaskStart>();
+        assert_named::<TaskExecAdded>();
+        assert_named::<TaskExecStarted>();
+        assert_named::<TaskExit>();
+        assert_named::<TaskDelete>();
+        assert_named::<TaskOOM>();
+        assert_named::<TaskPaused>();
+        assert_named::<TaskResumed>();
+        assert_named::<containerd_shim_protos::cgroups::metrics::Metrics>();
+        assert_named::<containerd_shim_protos::cgroups_v2::metrics::Metrics>();
+        assert_named::<containerd_shim_protos::shim::oci::ProcessDetails>();
+    }
 
     #[test]
     fn any_carries_the_bare_proto_name() {

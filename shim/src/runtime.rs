@@ -5,10 +5,11 @@
 
 use crate::error::{Error, Result};
 use crate::reaper::Reaper;
-use std::io::Read;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
+use tokio::io::AsyncReadExt;
 
 /// The stdio a runtime command passes on to the container process.
 pub struct ProcessStdio {
@@ -219,32 +220,15 @@ impl Runtime {
         let since = Instant::now();
         let mut child = cmd.spawn().map_err(|e| self.spawn_error(verb, e))?;
         let exit = self.reaper.subscribe(child.id() as i32, since);
-        let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
-        let read = |pipe: Option<std::process::ChildStdout>| {
-            tokio::task::spawn_blocking(move || {
-                let mut buf = Vec::new();
-                if let Some(mut pipe) = pipe {
-                    let _ = pipe.read_to_end(&mut buf);
-                }
-                buf
-            })
-        };
-        let out_task = read(stdout);
-        let err_task = tokio::task::spawn_blocking(move || {
-            let mut buf = Vec::new();
-            if let Some(mut pipe) = stderr {
-                let _ = pipe.read_to_end(&mut buf);
-            }
-            buf
-        });
+        let stdout = read_pipe(child.stdout.take().map(OwnedFd::from));
+        let stderr = read_pipe(child.stderr.take().map(OwnedFd::from));
+        let (stdout, stderr) = tokio::join!(stdout, stderr);
         let status = exit
             .await
             .map_err(|_| {
                 Error::internal(format!("{} {verb}: lost track of the process", self.binary))
             })?
             .status;
-        let stdout = out_task.await.unwrap_or_default();
-        let stderr = err_task.await.unwrap_or_default();
         if status == 0 {
             return Ok(stdout);
         }
@@ -261,6 +245,17 @@ impl Runtime {
     fn spawn_error(&self, verb: &str, err: std::io::Error) -> Error {
         Error::internal(format!("running {} {verb}: {err}", self.binary))
     }
+}
+
+/// Everything a child writes to one of its output pipes.
+async fn read_pipe(fd: Option<OwnedFd>) -> Vec<u8> {
+    let mut buf = Vec::new();
+    if let Some(mut pipe) =
+        fd.and_then(|fd| tokio::net::unix::pipe::Receiver::from_owned_fd(fd).ok())
+    {
+        let _ = pipe.read_to_end(&mut buf).await;
+    }
+    buf
 }
 
 fn file_len(path: &Path) -> u64 {
