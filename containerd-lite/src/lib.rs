@@ -7,5 +7,6 @@
 #![forbid(unsafe_code)]
 
 pub mod error;
+pub mod runtime;
 
 pub use error::{Error, ErrorKind, Result};

@@ -97,24 +97,23 @@ pub fn run(flags: &Flags) -> Result<()> {
     Ok(())
 }
 
-/// containerd may pass the runtime options on stdin (a protobuf
-/// `containerd.runc.v1.Options`); only `shim_cgroup` matters here.
+/// containerd passes the runtime options on stdin, as a marshalled `Any`
+/// (`containerd.runc.v1.Options`); only `shim_cgroup` matters here.
 fn read_start_options() -> crate::options::Options {
+    use containerd_shim_protos::protobuf::Message;
     use std::io::IsTerminal;
-    let mut data = Vec::new();
     if std::io::stdin().is_terminal() {
         return Default::default();
     }
+    let mut data = Vec::new();
     let _ = std::io::stdin().take(1 << 20).read_to_end(&mut data);
     if data.is_empty() {
         return Default::default();
     }
-    let any = containerd_shim_protos::protobuf::well_known_types::any::Any {
-        type_url: "containerd.runc.v1.Options".into(),
-        value: data,
-        ..Default::default()
-    };
-    crate::options::Options::from_any(Some(&any)).unwrap_or_default()
+    containerd_shim_protos::protobuf::well_known_types::any::Any::parse_from_bytes(&data)
+        .ok()
+        .and_then(|any| crate::options::Options::from_any(Some(&any)).ok())
+        .unwrap_or_default()
 }
 
 fn join_cgroup(path: &str, pid: u32) -> Result<()> {
