@@ -14,6 +14,7 @@ pub mod events;
 pub mod gc;
 pub mod grpc;
 pub mod metadata;
+pub mod runtime;
 pub mod snapshots;
 
 pub use error::{Error, ErrorKind, Result};

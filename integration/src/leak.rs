@@ -75,6 +75,24 @@ pub fn processes_of(id: &str, bundle: &str) -> Vec<(i32, String)> {
     out
 }
 
+/// pids of processes whose command line contains both `program` and `needle`.
+pub fn processes_with_cmdline(program: &str, needle: &str) -> Vec<i32> {
+    let me = std::process::id() as i32;
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    rd.flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()))
+        .filter(|pid| *pid != me)
+        .filter(|pid| {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+                .unwrap_or_default();
+            cmd.contains(program) && cmd.contains(needle)
+        })
+        .collect()
+}
+
 /// One pass of all checks for container `id` of `bundle` under runtime `rt`.
 pub fn leaks_once(rt: &Runtime, id: &str, bundle: &Path) -> Vec<String> {
     let b = bundle.to_string_lossy();

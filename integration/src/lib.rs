@@ -12,6 +12,7 @@
 pub mod bundle;
 pub mod caps;
 pub mod console;
+pub mod containerd;
 pub mod harness;
 pub mod leak;
 pub mod locate;

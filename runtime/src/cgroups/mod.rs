@@ -138,6 +138,49 @@ pub fn new_manager(cgroups_path: Option<&str>, id: &str) -> Result<Box<dyn Cgrou
     manager_for_layout(&layout, cgroups_path, id)
 }
 
+/// The cgroup that process `pid` is in, in every hierarchy of this host:
+/// what a supervisor (the shim) uses for stats and OOM events of a
+/// container whose runtime may not be berth. Fails if the process is gone
+/// or sits in a hierarchy's root cgroup.
+pub fn for_pid(pid: i32) -> Result<Box<dyn CgroupManager>> {
+    let read = |p: String| {
+        std::fs::read_to_string(&p).map_err(|os| Error::Read {
+            path: PathBuf::from(p),
+            field: "cgroup detection".into(),
+            os,
+        })
+    };
+    let mountinfo = read("/proc/self/mountinfo".into())?;
+    let proc_cgroup = read(format!("/proc/{pid}/cgroup"))?;
+    let layout = detect::detect(&mountinfo, &proc_cgroup, Path::new(CGROUP_ROOT))?;
+    manager_for_process_layout(&layout)
+}
+
+/// The manager for the cgroups a layout's `own` paths name (the process
+/// whose `/proc/PID/cgroup` was detected), as absolute paths.
+pub fn manager_for_process_layout(layout: &detect::Layout) -> Result<Box<dyn CgroupManager>> {
+    let absolute = |mount: &detect::Mount, own: Option<&str>| {
+        let own = own.map(|o| path::own_relative(mount, o)).unwrap_or("/");
+        path::resolve(mount, None, own)
+    };
+    match layout {
+        detect::Layout::V2 { mount, own } => {
+            Ok(Box::new(V2Manager::new(absolute(mount, own.as_deref())?)))
+        }
+        detect::Layout::V1 { mounts, own } => {
+            let mut paths = BTreeMap::new();
+            for (key, mount) in mounts {
+                // A hierarchy where the process sits at the root (say a
+                // hybrid host's controller-less cgroup2) has nothing of its own.
+                if let Some(Ok(dir)) = own.get(key).map(|o| absolute(mount, Some(o))) {
+                    paths.insert(key.clone(), dir);
+                }
+            }
+            Ok(Box::new(V1Manager::new(paths)))
+        }
+    }
+}
+
 /// Build a manager for an already detected layout (injectable for tests).
 pub fn manager_for_layout(
     layout: &detect::Layout,

@@ -47,7 +47,7 @@ pub(crate) fn requested<'a>(cgroups_path: Option<&'a str>, id: &'a str) -> Resul
 
 /// Our own cgroup within `mount`, as a path relative to the mountpoint:
 /// `own` (from /proc/self/cgroup) with the mount's root stripped.
-fn own_relative<'a>(mount: &Mount, own: &'a str) -> &'a str {
+pub(crate) fn own_relative<'a>(mount: &Mount, own: &'a str) -> &'a str {
     let root = mount.root.trim_end_matches('/');
     if root.is_empty() {
         return own;

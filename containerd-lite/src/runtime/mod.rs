@@ -1,0 +1,387 @@
+//! The runtime manager: one shim per task, as containerd's
+//! `io.containerd.runtime.v2.task` plugin does it.
+//!
+//! berthd keeps no process state of its own. Each task has a bundle
+//! directory `<state>/<namespace>/<id>` holding what the shim needs
+//! (config.json, rootfs/) and what berthd needs to find the shim again
+//! (`address`, `shim-binary-path`). On start, [`TaskManager::restore`]
+//! re-adopts every shim that still answers and cleans up after the ones that
+//! died meanwhile. Shims forward their events to the ttrpc endpoint served
+//! by [`forward`]; the death of a shim is noticed through a pidfd and turned
+//! into the exit (and cleanup) containerd would report.
+
+pub mod bundle;
+pub mod forward;
+pub mod shim;
+
+use crate::error::{Error, Result};
+use bundle::Bundle;
+use containerd_shim_protos::api;
+use containerd_shim_protos::events::task::TaskExit;
+use containerd_shim_protos::protobuf::well_known_types::any::Any;
+use containerd_shim_protos::protobuf::{Message, MessageField};
+use shim::{Shim, ShimBinaries};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+use tokio::sync::watch;
+
+/// An event from a shim (or made up for a dead one), in the wire form
+/// containerd uses.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskEvent {
+    pub namespace: String,
+    pub topic: String,
+    pub timestamp: SystemTime,
+    pub type_url: String,
+    pub value: Vec<u8>,
+}
+
+/// Where task events go (berthd's event exchange).
+pub trait EventSink: Send + Sync + 'static {
+    fn publish(&self, event: TaskEvent);
+}
+
+/// How the manager finds and starts shims.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Bundles live in `<state_dir>/<namespace>/<id>`.
+    pub state_dir: PathBuf,
+    /// berthd's gRPC socket (`-address` for shims).
+    pub grpc_address: PathBuf,
+    /// The ttrpc socket shims forward events to (`TTRPC_ADDRESS`).
+    pub ttrpc_address: PathBuf,
+    /// `-publish-binary` for shims.
+    pub publish_binary: PathBuf,
+    pub binaries: ShimBinaries,
+    pub debug: bool,
+}
+
+/// What `create` needs besides the spec.
+#[derive(Debug, Clone, Default)]
+pub struct CreateOptions {
+    pub runtime: String,
+    pub rootfs: Vec<api::Mount>,
+    pub stdin: String,
+    pub stdout: String,
+    pub stderr: String,
+    pub terminal: bool,
+    /// Runtime options (e.g. `containerd.runc.v1.Options`), passed on to
+    /// the shim at start and create.
+    pub options: Option<Any>,
+}
+
+/// The exit berthd reports for a task whose shim died.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShimGone {
+    pub exit_status: u32,
+    pub exited_at: SystemTime,
+}
+
+/// A task: its bundle and the shim serving it.
+pub struct Task {
+    pub namespace: String,
+    pub id: String,
+    pub runtime: String,
+    pub bundle: Bundle,
+    pub shim: Shim,
+    /// Set once the shim is gone (after cleanup).
+    gone: watch::Sender<Option<ShimGone>>,
+}
+
+impl std::fmt::Debug for Task {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Task")
+            .field("namespace", &self.namespace)
+            .field("id", &self.id)
+            .field("runtime", &self.runtime)
+            .field("bundle", &self.bundle.path())
+            .field("shim_pid", &self.shim.pid())
+            .finish()
+    }
+}
+
+impl Task {
+    /// The task API of the shim.
+    pub fn client(&self) -> &containerd_shim_protos::shim_async::TaskClient {
+        self.shim.client()
+    }
+
+    /// Resolves when the shim has died and been cleaned up.
+    pub async fn shim_gone(&self) -> ShimGone {
+        let mut rx = self.gone.subscribe();
+        loop {
+            if let Some(gone) = *rx.borrow_and_update() {
+                return gone;
+            }
+            if rx.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+}
+
+type Key = (String, String);
+
+pub struct TaskManager {
+    config: Config,
+    tasks: Mutex<HashMap<Key, Arc<Task>>>,
+    events: Arc<dyn EventSink>,
+}
+
+impl TaskManager {
+    pub fn new(config: Config, events: Arc<dyn EventSink>) -> Arc<TaskManager> {
+        Arc::new(TaskManager {
+            config,
+            tasks: Mutex::new(HashMap::new()),
+            events,
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Arc<Task>>> {
+        self.tasks.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn get(&self, namespace: &str, id: &str) -> Result<Arc<Task>> {
+        self.lock()
+            .get(&(namespace.to_string(), id.to_string()))
+            .cloned()
+            .ok_or_else(|| {
+                Error::not_found(format!("task {id} in namespace {namespace}: not found"))
+            })
+    }
+
+    pub fn list(&self, namespace: &str) -> Vec<Arc<Task>> {
+        let mut tasks: Vec<_> = self
+            .lock()
+            .values()
+            .filter(|t| t.namespace == namespace)
+            .cloned()
+            .collect();
+        tasks.sort_by(|a, b| a.id.cmp(&b.id));
+        tasks
+    }
+
+    /// Write the bundle, start the shim and create the task in it. On
+    /// failure the shim is stopped and the bundle removed.
+    pub async fn create(
+        self: &Arc<Self>,
+        namespace: &str,
+        id: &str,
+        spec: &[u8],
+        opts: CreateOptions,
+    ) -> Result<Arc<Task>> {
+        let key = (namespace.to_string(), id.to_string());
+        if self.lock().contains_key(&key) {
+            return Err(Error::already_exists(format!(
+                "task {id} in namespace {namespace}: already exists"
+            )));
+        }
+        let binary = self.config.binaries.resolve(&opts.runtime)?;
+        let bundle = Bundle::create(
+            &self.config.state_dir,
+            namespace,
+            id,
+            spec,
+            &binary,
+            &opts.runtime,
+        )?;
+        // `start` gets the options as a marshalled Any on stdin, as from containerd.
+        let options_bytes = opts
+            .options
+            .as_ref()
+            .and_then(|a| a.write_to_bytes().ok())
+            .unwrap_or_default();
+        let shim = match Shim::start(
+            &self.config,
+            &binary,
+            namespace,
+            id,
+            &bundle,
+            &options_bytes,
+        )
+        .await
+        {
+            Ok(shim) => shim,
+            Err(e) => {
+                let _ = shim::cleanup(&self.config, &binary, namespace, id, &bundle).await;
+                let _ = bundle.remove();
+                return Err(e);
+            }
+        };
+        let request = api::CreateTaskRequest {
+            id: id.to_string(),
+            bundle: bundle.path().to_string_lossy().into_owned(),
+            rootfs: opts.rootfs.clone(),
+            terminal: opts.terminal,
+            stdin: opts.stdin.clone(),
+            stdout: opts.stdout.clone(),
+            stderr: opts.stderr.clone(),
+            options: opts.options.clone().into(),
+            ..Default::default()
+        };
+        if let Err(e) = shim.client().create(shim::ctx(), &request).await {
+            let err = shim::status_error(e).context(format!("creating task {id}"));
+            shim.shutdown().await;
+            let _ = shim::cleanup(&self.config, &binary, namespace, id, &bundle).await;
+            let _ = bundle.remove();
+            return Err(err);
+        }
+        Ok(self.adopt(namespace, id, &opts.runtime, bundle, shim))
+    }
+
+    /// Track a task and watch its shim.
+    fn adopt(
+        self: &Arc<Self>,
+        namespace: &str,
+        id: &str,
+        runtime: &str,
+        bundle: Bundle,
+        shim: Shim,
+    ) -> Arc<Task> {
+        let task = Arc::new(Task {
+            namespace: namespace.to_string(),
+            id: id.to_string(),
+            runtime: runtime.to_string(),
+            bundle,
+            shim,
+            gone: watch::channel(None).0,
+        });
+        self.lock()
+            .insert((namespace.to_string(), id.to_string()), task.clone());
+        let manager = Arc::downgrade(self);
+        let watched = task.clone();
+        tokio::spawn(async move {
+            watched.shim.exited().await;
+            if let Some(manager) = manager.upgrade() {
+                manager.after_shim_death(&watched).await;
+            }
+        });
+        task
+    }
+
+    /// Delete the task in its shim, stop the shim, remove the bundle.
+    pub async fn delete(&self, namespace: &str, id: &str) -> Result<api::DeleteResponse> {
+        let task = self.get(namespace, id)?;
+        let response = task
+            .client()
+            .delete(
+                shim::ctx(),
+                &api::DeleteRequest {
+                    id: id.to_string(),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| shim::status_error(e).context(format!("deleting task {id}")))?;
+        self.lock().remove(&(namespace.to_string(), id.to_string()));
+        task.shim.shutdown().await;
+        task.bundle.remove()?;
+        Ok(response)
+    }
+
+    /// After a shim died on its own: clean up as `shim delete` does, report
+    /// the exit containerd would, drop the task.
+    async fn after_shim_death(&self, task: &Arc<Task>) {
+        let key = (task.namespace.clone(), task.id.clone());
+        let still_ours = self.lock().get(&key).is_some_and(|t| Arc::ptr_eq(t, task));
+        if !still_ours {
+            return; // deleted normally
+        }
+        tracing::warn!(namespace = %task.namespace, id = %task.id, "shim died; cleaning up");
+        let binary = task.bundle.shim_binary();
+        let response = shim::cleanup(
+            &self.config,
+            &binary,
+            &task.namespace,
+            &task.id,
+            &task.bundle,
+        )
+        .await;
+        let (exit_status, exited_at) = match &response {
+            Ok(r) => (
+                r.exit_status,
+                r.exited_at
+                    .as_ref()
+                    .map(shim::to_system_time)
+                    .unwrap_or_else(SystemTime::now),
+            ),
+            Err(_) => (128 + 9, SystemTime::now()),
+        };
+        self.lock().remove(&key);
+        let _ = task.bundle.remove();
+        self.publish(
+            &task.namespace,
+            "/tasks/exit",
+            "containerd.events.TaskExit",
+            TaskExit {
+                container_id: task.id.clone(),
+                id: task.id.clone(),
+                pid: task.shim.task_pid(),
+                exit_status,
+                exited_at: MessageField::some(shim::timestamp(exited_at)),
+                ..Default::default()
+            }
+            .write_to_bytes()
+            .unwrap_or_default(),
+        );
+        task.gone.send_replace(Some(ShimGone {
+            exit_status,
+            exited_at,
+        }));
+    }
+
+    fn publish(&self, namespace: &str, topic: &str, type_url: &str, value: Vec<u8>) {
+        self.events.publish(TaskEvent {
+            namespace: namespace.to_string(),
+            topic: topic.to_string(),
+            timestamp: SystemTime::now(),
+            type_url: type_url.to_string(),
+            value,
+        });
+    }
+
+    /// Re-adopt the shims of a previous berthd; clean up after dead ones.
+    /// Returns how many tasks were adopted and how many cleaned up.
+    pub async fn restore(self: &Arc<Self>) -> Result<(usize, usize)> {
+        let (mut adopted, mut cleaned) = (0, 0);
+        for bundle in Bundle::scan(&self.config.state_dir)? {
+            let (namespace, id) = (bundle.namespace().to_string(), bundle.id().to_string());
+            let binary = bundle.shim_binary();
+            match Shim::reconnect(&bundle).await {
+                Ok(shim) => {
+                    let runtime = bundle.runtime();
+                    self.adopt(&namespace, &id, &runtime, bundle, shim);
+                    adopted += 1;
+                }
+                Err(e) => {
+                    tracing::warn!(%namespace, %id, error = %e, "shim of a previous run is gone; cleaning up");
+                    let _ = shim::cleanup(&self.config, &binary, &namespace, &id, &bundle).await;
+                    let _ = bundle.remove();
+                    cleaned += 1;
+                }
+            }
+        }
+        Ok((adopted, cleaned))
+    }
+}
+
+/// The error kind a ttrpc status code stands for.
+pub fn kind_of(code: containerd_shim_protos::ttrpc::Code) -> crate::error::ErrorKind {
+    use crate::error::ErrorKind as K;
+    use containerd_shim_protos::ttrpc::Code as C;
+    match code {
+        C::NOT_FOUND => K::NotFound,
+        C::ALREADY_EXISTS => K::AlreadyExists,
+        C::INVALID_ARGUMENT => K::InvalidArgument,
+        C::FAILED_PRECONDITION => K::FailedPrecondition,
+        C::UNAVAILABLE => K::Unavailable,
+        C::UNIMPLEMENTED => K::Unimplemented,
+        _ => K::Internal,
+    }
+}
