@@ -22,7 +22,8 @@
 //! them through [`GcSnapshotter`], which each snapshotter implements.
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::mpsc::{self, SyncSender};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use redb::ReadableTable;
@@ -91,13 +92,18 @@ impl Collected {
 }
 
 /// Runs collections over the metadata, the blob store and the snapshotters.
+/// Configure it with the `with_*` methods, then clone it freely: clones
+/// share one lock (one collection at a time) and one background worker.
+#[derive(Clone)]
 pub struct Collector {
     db: Db,
     blobs: LocalStore,
     snapshotters: Vec<Arc<dyn GcSnapshotter>>,
     grace_period: Duration,
     /// One collection at a time.
-    running: Mutex<()>,
+    running: Arc<Mutex<()>>,
+    /// Wakes the background worker; set up by the first [`Self::schedule`].
+    trigger: Arc<OnceLock<SyncSender<()>>>,
 }
 
 impl std::fmt::Debug for Collector {
@@ -130,7 +136,8 @@ impl Collector {
             blobs,
             snapshotters: Vec::new(),
             grace_period: DEFAULT_GRACE_PERIOD,
-            running: Mutex::new(()),
+            running: Arc::default(),
+            trigger: Arc::default(),
         }
     }
 
@@ -146,7 +153,39 @@ impl Collector {
         self
     }
 
-    /// Runs one mark and sweep and reports what it removed.
+    /// Asks for a collection soon, on a background thread, and returns at
+    /// once: what a deletion calls. Requests made while one is pending are
+    /// served by that one. A failed collection is logged; the next request
+    /// tries again. The worker stops once every clone is dropped.
+    pub fn schedule(&self) {
+        let trigger = self.trigger.get_or_init(|| {
+            let (sender, requests) = mpsc::sync_channel::<()>(1);
+            // The worker's copy has a trigger of its own, so it does not
+            // keep the channel open.
+            let worker = Collector {
+                trigger: Arc::default(),
+                ..self.clone()
+            };
+            let spawned = std::thread::Builder::new()
+                .name("berthd-gc".into())
+                .spawn(move || {
+                    while requests.recv().is_ok() {
+                        if let Err(err) = worker.collect() {
+                            tracing::warn!(error = %err, "garbage collection failed");
+                        }
+                    }
+                });
+            if let Err(err) = spawned {
+                tracing::warn!(error = %err, "cannot start the garbage collector's thread");
+            }
+            sender
+        });
+        // Full means a collection is already pending; disconnected means
+        // the worker never started (logged above).
+        let _ = trigger.try_send(());
+    }
+
+    /// Runs one mark and sweep now and reports what it removed.
     pub fn collect(&self) -> Result<Collected> {
         let _running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
         let now = SystemTime::now();
