@@ -191,9 +191,11 @@ impl Collector {
         let now = SystemTime::now();
         let mut collected = Collected::default();
 
-        let (snapshots, marked_snapshots, marked_blobs, leased_ingests) = self.db.write(|txn| {
-            let namespaces = namespace_names(txn)?;
-            let snapshots = self.list_snapshots(&namespaces)?;
+        // Snapshots live in their snapshotters' stores, which may use the
+        // same database: read them before taking the write transaction.
+        let namespaces = self.db.read(namespace_names)?;
+        let snapshots = self.list_snapshots(&namespaces)?;
+        let (marked_snapshots, marked_blobs, leased_ingests) = self.db.write(|txn| {
             let records = content_records::all_in(txn)?;
             let mut graph = Graph::new(&records, &snapshots);
             let mut leased_ingests = HashSet::new();
@@ -259,7 +261,7 @@ impl Collector {
                     Node::Content(_, digest) => marked_blobs.insert(digest),
                 };
             }
-            Ok((snapshots, marked_snapshots, marked_blobs, leased_ingests))
+            Ok((marked_snapshots, marked_blobs, leased_ingests))
         })?;
 
         self.sweep_blobs(now, &marked_blobs, &mut collected)?;
@@ -413,7 +415,7 @@ impl Collector {
     }
 }
 
-fn namespace_names(txn: &redb::WriteTransaction) -> Result<Vec<String>> {
+fn namespace_names(txn: &redb::ReadTransaction) -> Result<Vec<String>> {
     let table = txn.open_table(namespaces::NAMESPACES)?;
     let mut names = Vec::new();
     for entry in table.iter()? {
