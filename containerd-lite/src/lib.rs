@@ -10,5 +10,6 @@ pub mod content;
 pub mod error;
 pub mod gc;
 pub mod metadata;
+pub mod registry;
 
 pub use error::{Error, ErrorKind, Result};
