@@ -71,3 +71,61 @@ pub(super) fn to_wire(descriptor: &Descriptor) -> OciDescriptor {
         ..OciDescriptor::default()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ErrorKind;
+
+    fn classify_json(value: serde_json::Value) -> Result<(Kind, String)> {
+        let bytes = serde_json::to_vec(&value).unwrap();
+        classify(&bytes, &Digest::sha256_of(&bytes))
+    }
+
+    #[test]
+    fn documents_are_told_apart_by_media_type_or_shape() {
+        let (kind, media) = classify_json(serde_json::json!({"mediaType": DOCKER_LIST})).unwrap();
+        assert!(matches!(kind, Kind::Index) && media == DOCKER_LIST);
+        let (kind, media) =
+            classify_json(serde_json::json!({"mediaType": DOCKER_MANIFEST})).unwrap();
+        assert!(matches!(kind, Kind::Manifest) && media == DOCKER_MANIFEST);
+        let (kind, media) = classify_json(serde_json::json!({"manifests": []})).unwrap();
+        assert!(matches!(kind, Kind::Index) && media == OCI_INDEX);
+        let (kind, media) = classify_json(serde_json::json!({"config": {}})).unwrap();
+        assert!(matches!(kind, Kind::Manifest) && media == OCI_MANIFEST);
+    }
+
+    #[test]
+    fn unknown_or_malformed_documents_are_refused() {
+        let unknown = classify_json(serde_json::json!({
+            "mediaType": "application/vnd.docker.distribution.manifest.v1+prettyjws"
+        }));
+        let err = unknown.map(|_| ()).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::InvalidArgument);
+        assert!(
+            err.message.contains("unsupported media type"),
+            "{}",
+            err.message
+        );
+        let shapeless = classify_json(serde_json::json!({"schemaVersion": 2}));
+        assert_eq!(
+            shapeless.map(|_| ()).unwrap_err().kind,
+            ErrorKind::InvalidArgument
+        );
+        let garbage = classify(b"{not json", &Digest::sha256_of(b"{not json"));
+        assert_eq!(
+            garbage.map(|_| ()).unwrap_err().kind,
+            ErrorKind::InvalidArgument
+        );
+    }
+
+    #[test]
+    fn descriptors_need_a_valid_digest_and_a_size() {
+        let digest = Digest::sha256_of(b"x").to_string();
+        assert_eq!(descriptor(OCI_MANIFEST, &digest, 1).unwrap().size, 1);
+        for (digest, size) in [("sha256:1234", 1), (digest.as_str(), -1), ("md5:00", 0)] {
+            let err = descriptor(OCI_MANIFEST, digest, size).unwrap_err();
+            assert_eq!(err.kind, ErrorKind::InvalidArgument, "{digest} {size}");
+        }
+    }
+}
