@@ -243,10 +243,20 @@ impl ContentStore {
             }
             Ok(())
         })?;
-        let inner = self.blobs.writer(WriterOptions {
+        let expected = options.expected.clone();
+        let opened = self.blobs.writer(WriterOptions {
             reference: backend_ref(namespace, &reference),
             ..options
-        })?;
+        });
+        let inner = match (opened, &expected) {
+            (Ok(inner), _) => inner,
+            // Committed by another writer since the check above: record it.
+            (Err(err), Some(expected)) if err.kind == ErrorKind::AlreadyExists => {
+                self.adopt_existing(namespace, lease, expected, 0)?;
+                return Err(err);
+            }
+            (Err(err), _) => return Err(err),
+        };
         Ok(NamespacedWriter {
             inner,
             db: self.db.clone(),

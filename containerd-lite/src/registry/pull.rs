@@ -24,6 +24,8 @@ use crate::{Error, ErrorKind, Result};
 
 /// How long a pull's lease protects its content if berthd dies mid-pull.
 const PULL_LEASE_TTL: Duration = Duration::from_secs(60 * 60);
+/// How long a pull waits for another pull that is fetching the same blob.
+const LOCKED_INGEST_WAIT: Duration = Duration::from_secs(300);
 /// Chunks in flight between a download and its ingest.
 const CHUNKS_IN_FLIGHT: usize = 16;
 
@@ -228,6 +230,36 @@ impl Pull<'_> {
             .await
     }
 
+    /// Opens the ingest `<kind>-<digest>` for a blob; `None` when the
+    /// blob is already here. While another pull holds the ingest, waits for
+    /// it (up to [`LOCKED_INGEST_WAIT`]): it is fetching the same blob.
+    async fn open_writer(&self, kind: &str, blob: &Descriptor) -> Result<Option<NamespacedWriter>> {
+        let options = WriterOptions {
+            reference: format!("{kind}-{}", blob.digest),
+            total: blob.size,
+            expected: Some(blob.digest.clone()),
+        };
+        let deadline = tokio::time::Instant::now() + LOCKED_INGEST_WAIT;
+        let mut pause = Duration::from_millis(20);
+        loop {
+            let content = self.registry.content.clone();
+            let (namespace, lease) = (self.namespace.clone(), self.lease.clone());
+            let options = options.clone();
+            match blocking(move || content.writer(&namespace, Some(&lease), options)).await {
+                Ok(writer) => return Ok(Some(writer)),
+                Err(err) if err.kind == ErrorKind::AlreadyExists => return Ok(None),
+                Err(err)
+                    if err.kind == ErrorKind::Unavailable
+                        && tokio::time::Instant::now() + pause < deadline =>
+                {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
+                Err(err) => return Err(err),
+            }
+        }
+    }
+
     /// Stores a document already in memory (a manifest or index) with
     /// `labels`, or sets those labels if the namespace has it already.
     async fn store_bytes(
@@ -237,32 +269,28 @@ impl Pull<'_> {
         bytes: Bytes,
         labels: Labels,
     ) -> Result<()> {
-        let content = self.registry.content.clone();
-        let (namespace, lease) = (self.namespace.clone(), self.lease.clone());
-        let options = WriterOptions {
-            reference: format!("{kind}-{}", descriptor.digest),
-            total: descriptor.size,
-            expected: Some(descriptor.digest.clone()),
-        };
         let digest = descriptor.digest.clone();
-        blocking(move || {
-            let written =
-                content
-                    .writer(&namespace, Some(&lease), options)
-                    .and_then(|mut writer| {
-                        writer.write_at(0, &bytes)?;
-                        writer.commit(bytes.len() as u64, Some(&digest), labels.clone())
-                    });
-            match written {
-                Ok(_) => Ok(()),
-                Err(err) if err.kind == ErrorKind::AlreadyExists => {
-                    let paths: Vec<String> = labels.keys().map(|k| format!("labels.{k}")).collect();
-                    content
-                        .update(&namespace, &digest, labels, &paths)
-                        .map(|_| ())
-                }
-                Err(err) => Err(err),
+        if let Some(mut writer) = self.open_writer(kind, descriptor).await? {
+            let (digest, labels) = (digest.clone(), labels.clone());
+            let committed = blocking(move || {
+                writer.write_at(0, &bytes)?;
+                writer.commit(bytes.len() as u64, Some(&digest), labels)
+            })
+            .await;
+            match committed {
+                Ok(_) => return Ok(()),
+                Err(err) if err.kind == ErrorKind::AlreadyExists => {}
+                Err(err) => return Err(err),
             }
+        }
+        // The namespace has it already: it must carry this pull's labels.
+        let content = self.registry.content.clone();
+        let namespace = self.namespace.clone();
+        let paths: Vec<String> = labels.keys().map(|k| format!("labels.{k}")).collect();
+        blocking(move || {
+            content
+                .update(&namespace, &digest, labels, &paths)
+                .map(|_| ())
         })
         .await
     }
@@ -271,18 +299,8 @@ impl Pull<'_> {
     /// namespace) has already is not fetched. Any error aborts the ingest.
     async fn fetch_blob(&self, kind: &str, blob: &Descriptor) -> Result<()> {
         let reference = format!("{kind}-{}", blob.digest);
-        let content = self.registry.content.clone();
-        let (namespace, lease) = (self.namespace.clone(), self.lease.clone());
-        let options = WriterOptions {
-            reference: reference.clone(),
-            total: blob.size,
-            expected: Some(blob.digest.clone()),
-        };
-        let opened = blocking(move || content.writer(&namespace, Some(&lease), options)).await;
-        let writer = match opened {
-            Ok(writer) => writer,
-            Err(err) if err.kind == ErrorKind::AlreadyExists => return Ok(()),
-            Err(err) => return Err(err),
+        let Some(writer) = self.open_writer(kind, blob).await? else {
+            return Ok(());
         };
         let fetched = self.download(writer, blob).await;
         if fetched.is_err() {

@@ -407,6 +407,37 @@ async fn pulls_by_tag_and_digest_into_verified_labelled_content() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn concurrent_pulls_of_one_image_share_the_downloads() {
+    if !tools_present() {
+        return;
+    }
+    let registry = Registry::start(&[]);
+    let busybox = image("amd64", vec![layer("twice"), note_layer("twice")]);
+    let blobs: Vec<&Blob> = busybox.layers.iter().chain([&busybox.config]).collect();
+    let dir = layout(&busybox.manifest, &blobs);
+    let tagged = registry.reference("shared/busybox:latest");
+    skopeo_push(dir.path(), &tagged, false, None);
+
+    let stores = Stores::new();
+    let client = stores.client(&[&registry.address]);
+    let options = PullOptions::default();
+    let (first, second, other) = tokio::join!(
+        client.pull("default", &tagged, &options),
+        client.pull("default", &tagged, &options),
+        client.pull("other", &tagged, &options),
+    );
+    for pulled in [first, second, other] {
+        assert_eq!(pulled.unwrap().target.digest, busybox.manifest.digest());
+    }
+    for namespace in ["default", "other"] {
+        assert_eq!(
+            stores.blob_bytes(namespace, &busybox.layers[0].digest()),
+            busybox.layers[0].bytes
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn an_index_resolves_to_the_wanted_platform_only() {
     if !tools_present() {
         return;
