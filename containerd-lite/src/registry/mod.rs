@@ -35,6 +35,7 @@ use oci_client::secrets::RegistryAuth;
 
 pub use platform::Platform;
 
+use crate::content::Digest;
 use crate::metadata::{ContentStore, ImageStore, LeaseManager};
 use crate::Error;
 
@@ -100,6 +101,51 @@ pub struct PullOptions {
     pub platform: Platform,
     /// How many blobs download at once.
     pub max_concurrent_downloads: usize,
+    /// Told how each config and layer download advances.
+    pub progress: Option<ProgressSink>,
+}
+
+/// Where one blob of a pull stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProgressState {
+    /// Already in the content store: nothing to fetch.
+    Exists,
+    /// Bytes arriving; `offset` of `total` are stored.
+    Downloading,
+    /// Verified and committed.
+    Done,
+}
+
+/// A progress report for one blob, for progress bars.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Progress {
+    /// `config` or `layer`.
+    pub kind: String,
+    pub digest: Digest,
+    pub offset: u64,
+    pub total: u64,
+    pub state: ProgressState,
+}
+
+/// Receives [`Progress`] reports; called from the pull's tasks, so it
+/// should be quick (update a bar, send on a channel).
+#[derive(Clone)]
+pub struct ProgressSink(std::sync::Arc<dyn Fn(&Progress) + Send + Sync>);
+
+impl ProgressSink {
+    pub fn new(report: impl Fn(&Progress) + Send + Sync + 'static) -> Self {
+        ProgressSink(std::sync::Arc::new(report))
+    }
+
+    fn report(&self, progress: &Progress) {
+        (self.0)(progress)
+    }
+}
+
+impl std::fmt::Debug for ProgressSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ProgressSink")
+    }
 }
 
 impl Default for PullOptions {
@@ -108,6 +154,7 @@ impl Default for PullOptions {
             credentials: Credentials::Anonymous,
             platform: Platform::host(),
             max_concurrent_downloads: 4,
+            progress: None,
         }
     }
 }

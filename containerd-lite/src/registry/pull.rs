@@ -14,8 +14,8 @@ use time::format_description::well_known::Rfc3339;
 
 use super::manifest::{classify, descriptor, parse, to_wire, Kind};
 use super::{
-    blocking, parse_reference, registry_error, PullOptions, RegistryClient, MANIFEST_MEDIA_TYPES,
-    MAX_MANIFEST_SIZE,
+    blocking, parse_reference, registry_error, Progress, ProgressState, PullOptions,
+    RegistryClient, MANIFEST_MEDIA_TYPES, MAX_MANIFEST_SIZE,
 };
 use crate::content::{Descriptor, Digest, WriterOptions};
 use crate::metadata::leases::EXPIRE_LABEL;
@@ -300,9 +300,10 @@ impl Pull<'_> {
     async fn fetch_blob(&self, kind: &str, blob: &Descriptor) -> Result<()> {
         let reference = format!("{kind}-{}", blob.digest);
         let Some(writer) = self.open_writer(kind, blob).await? else {
+            self.report(kind, blob, blob.size, ProgressState::Exists);
             return Ok(());
         };
-        let fetched = self.download(writer, blob).await;
+        let fetched = self.download(kind, writer, blob).await;
         if fetched.is_err() {
             let (content, namespace) = (self.registry.content.clone(), self.namespace.clone());
             let aborted = blocking(move || content.abort(&namespace, &reference)).await;
@@ -317,7 +318,12 @@ impl Pull<'_> {
 
     /// Streams the blob into `writer`, resuming at its offset when the
     /// registry honours a range, and commits it (size and digest checked).
-    async fn download(&self, writer: NamespacedWriter, blob: &Descriptor) -> Result<()> {
+    async fn download(
+        &self,
+        kind: &str,
+        writer: NamespacedWriter,
+        blob: &Descriptor,
+    ) -> Result<()> {
         let resume_at = writer.offset();
         let wire = to_wire(blob);
         let client = &self.registry.client;
@@ -371,6 +377,7 @@ impl Pull<'_> {
                 if sender.send(chunk).await.is_err() {
                     break; // the sink failed: its error is the one to report
                 }
+                self.report(kind, blob, received, ProgressState::Downloading);
             }
             Ok(())
         }
@@ -384,9 +391,23 @@ impl Pull<'_> {
         let (size, digest) = (blob.size, blob.digest.clone());
         let committed = blocking(move || writer.commit(size, Some(&digest), Labels::new())).await;
         match committed {
-            Ok(_) => Ok(()),
-            Err(err) if err.kind == ErrorKind::AlreadyExists => Ok(()),
-            Err(err) => Err(err),
+            Ok(_) => {}
+            Err(err) if err.kind == ErrorKind::AlreadyExists => {}
+            Err(err) => return Err(err),
+        }
+        self.report(kind, blob, blob.size, ProgressState::Done);
+        Ok(())
+    }
+
+    fn report(&self, kind: &str, blob: &Descriptor, offset: u64, state: ProgressState) {
+        if let Some(sink) = &self.options.progress {
+            sink.report(&Progress {
+                kind: kind.to_owned(),
+                digest: blob.digest.clone(),
+                offset,
+                total: blob.size,
+                state,
+            });
         }
     }
 

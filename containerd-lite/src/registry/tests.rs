@@ -345,11 +345,31 @@ async fn pulls_by_tag_and_digest_into_verified_labelled_content() {
 
     let stores = Stores::new();
     let client = stores.client(&[&registry.address]);
-    let pulled = client
-        .pull("default", &tagged, &PullOptions::default())
-        .await
-        .unwrap();
+    let reports = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Progress>::new()));
+    let sink = std::sync::Arc::clone(&reports);
+    let options = PullOptions {
+        progress: Some(ProgressSink::new(move |p| {
+            sink.lock().unwrap().push(p.clone())
+        })),
+        ..PullOptions::default()
+    };
+    let pulled = client.pull("default", &tagged, &options).await.unwrap();
     assert_eq!(pulled.name, tagged);
+    let finished = |state: ProgressState| -> Vec<Digest> {
+        let mut digests: Vec<Digest> = reports
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|p| p.state == state && p.offset == p.total)
+            .map(|p| p.digest.clone())
+            .collect();
+        digests.sort();
+        digests
+    };
+    let mut expected: Vec<Digest> = busybox.layers.iter().map(Blob::digest).collect();
+    expected.push(busybox.config.digest());
+    expected.sort();
+    assert_eq!(finished(ProgressState::Done), expected);
     assert_eq!(pulled.target.digest, manifest);
     assert_eq!(pulled.target.media_type, OCI_MANIFEST);
     assert_eq!(
@@ -385,10 +405,14 @@ async fn pulls_by_tag_and_digest_into_verified_labelled_content() {
     );
 
     let by_digest = format!("{}/test/busybox@{manifest}", registry.address);
-    let pulled = client
-        .pull("other", &by_digest, &PullOptions::default())
-        .await
-        .unwrap();
+    reports.lock().unwrap().clear();
+    let pulled = client.pull("other", &by_digest, &options).await.unwrap();
+    assert_eq!(
+        finished(ProgressState::Exists),
+        expected,
+        "nothing fetched twice"
+    );
+    assert!(finished(ProgressState::Done).is_empty());
     assert_eq!(
         (pulled.name.as_str(), &pulled.target.digest),
         (by_digest.as_str(), &manifest)
