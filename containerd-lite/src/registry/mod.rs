@@ -257,3 +257,5 @@ async fn blocking<T: Send + 'static>(
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod token_server;

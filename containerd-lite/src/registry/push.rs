@@ -38,10 +38,14 @@ impl RegistryClient {
     ) -> Result<Digest> {
         let destination = parse_reference(destination)?;
         let auth = options.credentials.to_auth();
-        self.client
-            .auth(&destination, &auth, RegistryOperation::Push)
-            .await
-            .map_err(|err| registry_error(format!("push {destination}: auth"), err))?;
+        // Pushing asks the registry what it has (a pull-scoped request)
+        // before it uploads: both need a token.
+        for operation in [RegistryOperation::Pull, RegistryOperation::Push] {
+            self.client
+                .auth(&destination, &auth, operation)
+                .await
+                .map_err(|err| registry_error(format!("push {destination}: auth"), err))?;
+        }
         let push = Push {
             registry: self,
             namespace: namespace.to_owned(),

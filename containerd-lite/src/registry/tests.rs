@@ -48,17 +48,7 @@ impl Registry {
     /// Starts a registry; with `users`, it demands HTTP basic auth.
     fn start(users: &[(&str, &str)]) -> Registry {
         let dir = tempfile::tempdir().unwrap();
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let address = format!("127.0.0.1:{port}");
-        let mut config = format!(
-            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\n\
-             storage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {address}\n",
-            dir.path().join("data").display()
-        );
+        let mut auth = String::new();
         if !users.is_empty() {
             let htpasswd: String = users
                 .iter()
@@ -66,11 +56,27 @@ impl Registry {
                 .collect();
             let path = dir.path().join("htpasswd");
             fs::write(&path, htpasswd).unwrap();
-            config += &format!(
+            auth = format!(
                 "auth:\n  htpasswd:\n    realm: berth-test\n    path: {}\n",
                 path.display()
             );
         }
+        Registry::start_with(dir, &auth)
+    }
+
+    /// Starts a registry in `dir` with `extra` lines of configuration.
+    fn start_with(dir: tempfile::TempDir, extra: &str) -> Registry {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let address = format!("127.0.0.1:{port}");
+        let config = format!(
+            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\n\
+             storage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {address}\n{extra}",
+            dir.path().join("data").display()
+        );
         let config_path = dir.path().join("config.yml");
         fs::write(&config_path, config).unwrap();
         let child = Command::new(REGISTRY)
@@ -726,6 +732,53 @@ async fn basic_auth_is_required_and_used() {
     let pulled = client.pull("default", &tagged, &options).await.unwrap();
     assert_eq!(pulled.target.digest, busybox.manifest.digest());
     assert!(!format!("{:?}", options.credentials).contains("s3cret"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bearer_tokens_are_fetched_with_the_credentials() {
+    if !tools_present() {
+        return;
+    }
+    if !Path::new("/usr/bin/openssl").exists() {
+        eprintln!("skipped: needs /usr/bin/openssl to sign tokens");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = super::token_server::TokenServer::start(dir.path(), "bob", "hunter2");
+    let registry = Registry::start_with(dir, &super::token_server::registry_auth_config(&tokens));
+    let busybox = image("amd64", vec![note_layer("bearer")]);
+    let blobs: Vec<&Blob> = busybox.layers.iter().chain([&busybox.config]).collect();
+    let layout_dir = layout(&busybox.manifest, &blobs);
+    let tagged = registry.reference("tokened/busybox:latest");
+    skopeo_push(layout_dir.path(), &tagged, false, Some("bob:hunter2"));
+
+    let stores = Stores::new();
+    let client = stores.client(&[&registry.address]);
+    let err = client
+        .pull("default", &tagged, &PullOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::FailedPrecondition, "{}", err.message);
+
+    let options = PullOptions {
+        credentials: Credentials::Basic {
+            username: "bob".into(),
+            password: "hunter2".into(),
+        },
+        ..PullOptions::default()
+    };
+    let pulled = client.pull("default", &tagged, &options).await.unwrap();
+    assert_eq!(pulled.target.digest, busybox.manifest.digest());
+    let push = PushOptions {
+        credentials: options.credentials.clone(),
+    };
+    let destination = registry.reference("tokened/copy:v1");
+    client
+        .push("default", &tagged, &destination, &push)
+        .await
+        .unwrap();
+    let again = client.pull("again", &destination, &options).await.unwrap();
+    assert_eq!(again.target.digest, busybox.manifest.digest());
 }
 
 #[tokio::test(flavor = "multi_thread")]
