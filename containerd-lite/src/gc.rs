@@ -196,7 +196,7 @@ impl Collector {
         let namespaces = self.db.read(namespace_names)?;
         let snapshots = self.list_snapshots(&namespaces)?;
         let (marked_snapshots, marked_blobs, leased_ingests) = self.db.write(|txn| {
-            let records = content_records::all_in(txn)?;
+            let records = content_records::all_in(&txn.open_table(content_records::CONTENT)?)?;
             let mut graph = Graph::new(&records, &snapshots);
             let mut leased_ingests = HashSet::new();
 
@@ -296,11 +296,13 @@ impl Collector {
         marked: &HashSet<Digest>,
         collected: &mut Collected,
     ) -> Result<()> {
-        let recorded: HashSet<Digest> = self.db.write(|txn| {
-            Ok(content_records::all_in(txn)?
-                .into_iter()
-                .map(|(_, info)| info.digest)
-                .collect())
+        let recorded: HashSet<Digest> = self.db.read(|txn| {
+            Ok(
+                content_records::all_in(&txn.open_table(content_records::CONTENT)?)?
+                    .into_iter()
+                    .map(|(_, info)| info.digest)
+                    .collect(),
+            )
         })?;
         let released: HashSet<&Digest> = collected.content.iter().map(|(_, d)| d).collect();
         let mut doomed = Vec::new();

@@ -66,9 +66,11 @@ pub(super) fn namespace_has_content(txn: &WriteTransaction, namespace: &str) -> 
     super::namespace_has_records(txn, CONTENT, namespace)
 }
 
-/// Every content record of every namespace, for the collector.
-pub(crate) fn all_in(txn: &WriteTransaction) -> Result<Vec<(String, Info)>> {
-    let table = txn.open_table(CONTENT)?;
+/// Every content record of every namespace in `table` (the collector
+/// reads it in its own transaction).
+pub(crate) fn all_in(
+    table: &impl ReadableTable<(&'static str, &'static str), &'static [u8]>,
+) -> Result<Vec<(String, Info)>> {
     let mut all = Vec::new();
     for entry in table.iter()? {
         let (key, bytes) = entry?;
