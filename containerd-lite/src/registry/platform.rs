@@ -67,12 +67,17 @@ impl Platform {
         }
     }
 
-    /// The entry of `manifests` to pull for this platform: the first that
-    /// matches. `NotFound` (listing what the index offers) when none does.
-    pub fn select<'a>(&self, manifests: &'a [ImageIndexEntry]) -> Result<&'a ImageIndexEntry> {
+    /// The entry of `manifests` to pull for this platform, with its
+    /// position: the first that matches. `NotFound` (listing what the
+    /// index offers) when none does.
+    pub fn select<'a>(
+        &self,
+        manifests: &'a [ImageIndexEntry],
+    ) -> Result<(usize, &'a ImageIndexEntry)> {
         manifests
             .iter()
-            .find(|entry| self.matches(entry))
+            .enumerate()
+            .find(|(_, entry)| self.matches(entry))
             .ok_or_else(|| {
                 let offered: Vec<String> = manifests
                     .iter()
@@ -146,11 +151,11 @@ mod tests {
             Platform::parse(platform)
                 .unwrap()
                 .select(&index)
-                .map(|e| e.digest.clone())
+                .map(|(position, e)| (position, e.digest.clone()))
         };
-        assert_eq!(pick("linux/amd64").unwrap(), "c");
-        assert_eq!(pick("linux/arm64").unwrap(), "b");
-        assert_eq!(pick("linux/arm/v7").unwrap(), "a");
+        assert_eq!(pick("linux/amd64").unwrap(), (2, "c".to_owned()));
+        assert_eq!(pick("linux/arm64").unwrap(), (1, "b".to_owned()));
+        assert_eq!(pick("linux/arm/v7").unwrap(), (0, "a".to_owned()));
         let err = pick("linux/s390x").unwrap_err();
         assert_eq!(err.kind, ErrorKind::NotFound);
         assert!(err.message.contains("linux/arm64/v8"), "{}", err.message);

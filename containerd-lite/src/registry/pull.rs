@@ -125,12 +125,7 @@ impl Pull<'_> {
             Kind::Manifest => self.store_manifest(&target, bytes).await?,
             Kind::Index => {
                 let index: OciImageIndex = parse(&bytes, &root)?;
-                let entry = self.options.platform.select(&index.manifests)?;
-                let position = index
-                    .manifests
-                    .iter()
-                    .position(|e| std::ptr::eq(e, entry))
-                    .unwrap_or_default();
+                let (position, entry) = self.options.platform.select(&index.manifests)?;
                 let child = descriptor(&entry.media_type, &entry.digest, entry.size)?;
                 let by_digest = self.reference.clone_with_digest(child.digest.to_string());
                 let (child_bytes, _) = self
