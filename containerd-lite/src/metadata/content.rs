@@ -109,6 +109,7 @@ pub struct ContentStore {
 }
 
 impl ContentStore {
+    /// The store over `db`'s records and the shared `blobs`.
     pub fn new(db: Db, blobs: LocalStore) -> Self {
         ContentStore { db, blobs }
     }

@@ -224,6 +224,7 @@ pub struct LeaseManager {
 }
 
 impl LeaseManager {
+    /// The manager over `db`.
     pub fn new(db: Db) -> Self {
         LeaseManager { db }
     }

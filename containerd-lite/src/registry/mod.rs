@@ -133,6 +133,7 @@ pub struct Progress {
 pub struct ProgressSink(std::sync::Arc<dyn Fn(&Progress) + Send + Sync>);
 
 impl ProgressSink {
+    /// A sink calling `report` for every progress report.
     pub fn new(report: impl Fn(&Progress) + Send + Sync + 'static) -> Self {
         ProgressSink(std::sync::Arc::new(report))
     }
