@@ -24,7 +24,10 @@ pub struct LocalStore {
 }
 
 impl LocalStore {
-    /// Opens the store at `root`, creating `blobs/sha256` and `ingest`.
+    /// Opens the store at `root`, creating `blobs/sha256` and `ingest`,
+    /// and clears crash debris from `ingest/`. Open a root once per process
+    /// and share clones: the ref locks live in the value, and the clean-up
+    /// assumes no writer is at work yet.
     pub fn open(root: impl Into<PathBuf>) -> Result<LocalStore> {
         let root = root.into();
         for dir in [root.join("blobs").join("sha256"), root.join("ingest")] {
