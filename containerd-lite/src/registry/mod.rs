@@ -35,7 +35,7 @@ use oci_client::secrets::RegistryAuth;
 
 pub use platform::Platform;
 
-use crate::content::Digest;
+use crate::content::{Descriptor, Digest};
 use crate::metadata::{ContentStore, ImageStore, LeaseManager};
 use crate::Error;
 
@@ -103,6 +103,46 @@ pub struct PullOptions {
     pub max_concurrent_downloads: usize,
     /// Told how each config and layer download advances.
     pub progress: Option<ProgressSink>,
+    /// Told as each layer lands in the content store, so that layers can
+    /// be unpacked while others still download.
+    pub on_layer: Option<LayerSink>,
+}
+
+/// A layer of the manifest being pulled, now readable in the namespace
+/// (and held by the pull's lease until the image record holds it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerReady {
+    /// The platform manifest the layer belongs to.
+    pub manifest: Digest,
+    /// That manifest's config (it may still be downloading).
+    pub config: Descriptor,
+    /// The layer's place in the manifest, from 0 (the base).
+    pub position: usize,
+    /// How many layers the manifest has.
+    pub count: usize,
+    pub layer: Descriptor,
+}
+
+/// Receives [`LayerReady`] notices, in completion order (not layer order);
+/// called from the pull's tasks, so it should only hand the work on.
+#[derive(Clone)]
+pub struct LayerSink(std::sync::Arc<dyn Fn(&LayerReady) + Send + Sync>);
+
+impl LayerSink {
+    /// A sink calling `ready` for every layer that lands.
+    pub fn new(ready: impl Fn(&LayerReady) + Send + Sync + 'static) -> Self {
+        LayerSink(std::sync::Arc::new(ready))
+    }
+
+    fn ready(&self, layer: &LayerReady) {
+        (self.0)(layer)
+    }
+}
+
+impl std::fmt::Debug for LayerSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LayerSink")
+    }
 }
 
 /// Where one blob of a pull stands.
@@ -156,6 +196,7 @@ impl Default for PullOptions {
             platform: Platform::host(),
             max_concurrent_downloads: 4,
             progress: None,
+            on_layer: None,
         }
     }
 }

@@ -14,7 +14,7 @@ use time::format_description::well_known::Rfc3339;
 
 use super::manifest::{classify, descriptor, parse, to_wire, Kind};
 use super::{
-    blocking, parse_reference, registry_error, Progress, ProgressState, PullOptions,
+    blocking, parse_reference, registry_error, LayerReady, Progress, ProgressState, PullOptions,
     RegistryClient, MANIFEST_MEDIA_TYPES, MAX_MANIFEST_SIZE,
 };
 use crate::content::{Descriptor, Digest, WriterOptions};
@@ -214,9 +214,25 @@ impl Pull<'_> {
             );
         }
 
-        let downloads = std::iter::once(("config", &config))
-            .chain(layers.iter().map(|layer| ("layer", layer)))
-            .map(|(kind, blob)| self.fetch_blob(kind, blob));
+        let config_download = async { self.fetch_blob("config", &config).await };
+        let layer_downloads = layers.iter().enumerate().map(|(position, layer)| {
+            let ready = LayerReady {
+                manifest: manifest_descriptor.digest.clone(),
+                config: config.clone(),
+                position,
+                count: layers.len(),
+                layer: layer.clone(),
+            };
+            async move {
+                self.fetch_blob("layer", layer).await?;
+                if let Some(sink) = &self.options.on_layer {
+                    sink.ready(&ready);
+                }
+                Ok(())
+            }
+        });
+        let downloads = std::iter::once(futures::future::Either::Left(config_download))
+            .chain(layer_downloads.map(futures::future::Either::Right));
         futures::stream::iter(downloads)
             .buffer_unordered(self.options.max_concurrent_downloads.max(1))
             .try_collect::<Vec<()>>()

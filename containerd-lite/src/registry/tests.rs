@@ -353,13 +353,26 @@ async fn pulls_by_tag_and_digest_into_verified_labelled_content() {
     let client = stores.client(&[&registry.address]);
     let reports = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Progress>::new()));
     let sink = std::sync::Arc::clone(&reports);
+    let landed = std::sync::Arc::new(std::sync::Mutex::new(Vec::<LayerReady>::new()));
+    let layer_sink = std::sync::Arc::clone(&landed);
     let options = PullOptions {
         progress: Some(ProgressSink::new(move |p| {
             sink.lock().unwrap().push(p.clone())
         })),
+        on_layer: Some(LayerSink::new(move |l| {
+            layer_sink.lock().unwrap().push(l.clone())
+        })),
         ..PullOptions::default()
     };
     let pulled = client.pull("default", &tagged, &options).await.unwrap();
+    let mut landed = landed.lock().unwrap().clone();
+    landed.sort_by_key(|l| l.position);
+    assert_eq!(landed.len(), busybox.layers.len());
+    for (ready, layer) in landed.iter().zip(&busybox.layers) {
+        assert_eq!((ready.count, &ready.manifest), (2, &pulled.target.digest));
+        assert_eq!(ready.layer.digest, layer.digest());
+        assert_eq!(ready.config.digest, busybox.config.digest());
+    }
     assert_eq!(pulled.name, tagged);
     let finished = |state: ProgressState| -> Vec<Digest> {
         let mut digests: Vec<Digest> = reports
