@@ -14,6 +14,8 @@ pub mod events;
 pub mod gc;
 pub mod grpc;
 pub mod metadata;
+pub mod registry;
 pub mod snapshots;
+
 
 pub use error::{Error, ErrorKind, Result};
