@@ -17,5 +17,4 @@ pub mod metadata;
 pub mod registry;
 pub mod snapshots;
 
-
 pub use error::{Error, ErrorKind, Result};
