@@ -425,6 +425,13 @@ impl Snapshotter {
     }
 }
 
+/// Whether namespace `ns` still has snapshots (of any snapshotter sharing
+/// the database), read in the caller's write transaction: the check the
+/// metadata store runs before deleting a namespace.
+pub fn namespace_in_use(txn: &redb::WriteTransaction, ns: &str) -> Result<bool> {
+    store::namespace_has_snapshots(txn, ns)
+}
+
 /// fsyncs a directory, so a rename or creation in it is durable.
 fn sync_dir(dir: &Path) -> Result<()> {
     fs::File::open(dir)

@@ -371,3 +371,17 @@ impl Store {
         Ok(ids)
     }
 }
+
+/// Whether `ns` has any snapshot, read inside the caller's write
+/// transaction (for the namespace deletion check of the metadata store).
+pub(super) fn namespace_has_snapshots(txn: &redb::WriteTransaction, ns: &str) -> Result<bool> {
+    let records = txn.open_table(RECORDS).map_err(db_error)?;
+    let first = records.range((ns, "")..).map_err(db_error)?.next();
+    match first {
+        None => Ok(false),
+        Some(item) => {
+            let (k, _) = item.map_err(db_error)?;
+            Ok(k.value().0 == ns)
+        }
+    }
+}

@@ -220,6 +220,13 @@ fn contract_namespaces_are_separate(make: Make) {
     assert_eq!(s.stat("one", "k").unwrap_err().kind, ErrorKind::NotFound);
     assert!(s.stat("two", "k").is_ok());
     assert!(s.walk::<&str>("three", &[]).unwrap().is_empty());
+    let in_use = |ns: &str| {
+        let txn = f.db.begin_write().unwrap();
+        let used = namespace_in_use(&txn, ns).unwrap();
+        txn.abort().unwrap();
+        used
+    };
+    assert!(!in_use("one") && in_use("two") && !in_use("three") && !in_use("tw"));
     // A parent in another namespace does not exist here.
     layer(s, "base", None, &[]);
     let err = s
