@@ -9,5 +9,6 @@
 pub mod diff;
 pub mod error;
 pub mod snapshots;
+pub mod unpack;
 
 pub use error::{Error, ErrorKind, Result};

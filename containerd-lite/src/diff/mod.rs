@@ -24,7 +24,7 @@ pub mod stream;
 mod tests;
 
 use std::io::{Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::error::{Context, Error, Result};
 use crate::snapshots::{Mount, TempMount};
@@ -143,11 +143,39 @@ pub fn apply(
         Target::Dir(dir) => (dir.clone(), WhiteoutStyle::Delete),
         Target::Mounted(mounted) => (mounted.path().to_path_buf(), WhiteoutStyle::Delete),
     };
+    let applied = apply_into(&root, whiteouts, layer, compression, options)?;
+    if let Target::Mounted(mounted) = target {
+        mounted.release()?;
+    }
+    Ok(applied)
+}
 
+/// Applies a layer into `upper`, an overlay upper dir whose lower layers
+/// are not known yet (a snapshot from
+/// [`Snapshotter::prepare_detached`](crate::snapshots::Snapshotter::prepare_detached)):
+/// whiteouts become overlay whiteouts. Same guarantees as [`apply`].
+pub fn apply_to_overlay_upper(
+    upper: &Path,
+    layer: impl Read,
+    media_type: &str,
+    options: &ApplyOptions,
+) -> Result<AppliedLayer> {
+    let compression = Compression::from_media_type(media_type)?;
+    let whiteouts = WhiteoutStyle::Overlay { lowers: Vec::new() };
+    apply_into(upper, whiteouts, layer, compression, options)
+}
+
+fn apply_into(
+    root: &Path,
+    whiteouts: WhiteoutStyle,
+    layer: impl Read,
+    compression: Compression,
+    options: &ApplyOptions,
+) -> Result<AppliedLayer> {
     let mut stream = DigestReader::new(compression.decompress(layer)?, options.max_bytes);
     let extracted = {
         let mut archive = tar::Archive::new(&mut stream);
-        Extractor::new(&root, whiteouts, options)
+        Extractor::new(root, whiteouts, options)
             .and_then(|mut extractor| extractor.extract(&mut archive))
     };
     let drained = extracted.and_then(|()| {
@@ -163,9 +191,6 @@ pub fn apply(
             )));
         }
         return Err(err);
-    }
-    if let Target::Mounted(mounted) = target {
-        mounted.release()?;
     }
     let (diff_id, size) = stream.finish();
     Ok(AppliedLayer { diff_id, size })

@@ -363,7 +363,66 @@ impl Snapshotter {
         let usage = self.backend.usage(&dir)?;
         // What was written must be on disk before anyone builds on it.
         sync_tree(&dir)?;
-        self.store.commit(ns, key, name, labels, usage)?;
+        self.store.commit(ns, key, name, None, labels, usage)?;
+        Ok(())
+    }
+
+    /// Whether this snapshotter can rebase: see [`Snapshotter::prepare_detached`].
+    pub fn can_rebase(&self) -> bool {
+        self.backend.can_rebase()
+    }
+
+    /// Creates an active snapshot `key` with no parent, to be filled as an
+    /// overlay upper dir (whiteouts as overlay whiteouts) and committed
+    /// onto a parent that may not exist yet with
+    /// [`Snapshotter::commit_onto`]. Returns the directory to fill. This is
+    /// how independent layers are applied in parallel; only snapshotters
+    /// that [can rebase](Snapshotter::can_rebase) offer it (others:
+    /// Unimplemented).
+    pub fn prepare_detached(
+        &self,
+        ns: &str,
+        key: &str,
+        labels: BTreeMap<String, String>,
+    ) -> Result<PathBuf> {
+        if !self.can_rebase() {
+            return Err(Error::unimplemented(format!(
+                "snapshotter {}: cannot rebase snapshots",
+                self.name()
+            )));
+        }
+        self.create(ns, key, None, labels, Kind::Active)?;
+        let record = self.store.get(ns, key)?;
+        Ok(self.backend.upper_dir(&self.id_dir(record.id)))
+    }
+
+    /// Commits the detached snapshot `key` as `name` on top of the
+    /// committed `parent` (or of nothing).
+    pub fn commit_onto(
+        &self,
+        ns: &str,
+        name: &str,
+        key: &str,
+        parent: Option<&str>,
+        labels: BTreeMap<String, String>,
+    ) -> Result<()> {
+        if !self.can_rebase() {
+            return Err(Error::unimplemented(format!(
+                "snapshotter {}: cannot rebase snapshots",
+                self.name()
+            )));
+        }
+        let record = self.store.get(ns, key)?;
+        if record.kind != Kind::Active {
+            return Err(Error::precondition(format!(
+                "snapshot {key} in namespace {ns}: is {}, only active snapshots can be committed",
+                record.kind
+            )));
+        }
+        let dir = self.id_dir(record.id);
+        let usage = self.backend.usage(&dir)?;
+        sync_tree(&dir)?;
+        self.store.commit(ns, key, name, parent, labels, usage)?;
         Ok(())
     }
 

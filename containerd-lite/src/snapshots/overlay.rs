@@ -66,4 +66,8 @@ impl Backend for Overlay {
     fn usage(&self, dir: &Path) -> Result<Usage> {
         disk_usage(&fs_dir(dir))
     }
+
+    fn can_rebase(&self) -> bool {
+        true
+    }
 }

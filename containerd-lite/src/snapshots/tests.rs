@@ -383,6 +383,48 @@ contract_suite!(overlayfs, Snapshotter::overlayfs);
 contract_suite!(native, Snapshotter::native);
 
 #[test]
+fn overlay_rebases_detached_snapshots_native_cannot() {
+    let f = fixture(Snapshotter::overlayfs);
+    let s = &f.snapshotter;
+    layer(s, "base", None, &[("a", "1")]);
+    let upper = s.prepare_detached(NS, "top-work", no_labels()).unwrap();
+    fs::write(upper.join("b"), "2").unwrap();
+    s.prepare(NS, "busy", Some("base"), no_labels()).unwrap();
+    let err = s
+        .commit_onto(NS, "top", "top-work", Some("busy"), no_labels())
+        .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::InvalidArgument, "{err}");
+    let err = s
+        .commit_onto(NS, "top", "busy", Some("base"), no_labels())
+        .unwrap_err();
+    assert_eq!(
+        err.kind,
+        ErrorKind::FailedPrecondition,
+        "a snapshot with a parent is not rebased"
+    );
+    s.commit_onto(NS, "top", "top-work", Some("base"), no_labels())
+        .unwrap();
+    assert_eq!(s.stat(NS, "top").unwrap().parent.as_deref(), Some("base"));
+    assert_eq!(
+        s.remove(NS, "base").unwrap_err().kind,
+        ErrorKind::FailedPrecondition
+    );
+    let view = s.view(NS, "v", Some("top"), no_labels()).unwrap();
+    with_mounted(&view, |root| {
+        assert_eq!(fs::read_to_string(root.join("a")).unwrap(), "1");
+        assert_eq!(fs::read_to_string(root.join("b")).unwrap(), "2");
+    });
+
+    let native = fixture(Snapshotter::native);
+    assert!(!native.snapshotter.can_rebase());
+    let err = native
+        .snapshotter
+        .prepare_detached(NS, "k", no_labels())
+        .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Unimplemented);
+}
+
+#[test]
 fn overlay_mounts_stack_lower_dirs_newest_first() {
     let f = fixture(Snapshotter::overlayfs);
     let s = &f.snapshotter;
