@@ -163,6 +163,11 @@ impl<'a> Extractor<'a> {
         if let Some(whiteout) = name.as_bytes().strip_prefix(WHITEOUT_PREFIX.as_bytes()) {
             return self.whiteout(parent, OsStr::from_bytes(whiteout), entry.header());
         }
+        if kind.is_character_special() && is_overlay_whiteout(entry.header())? {
+            // A whiteout in overlay form inside the tar: as `.wh.<name>`.
+            let dir = self.open_dir(parent, true)?;
+            return self.hide(&dir, name, entry.header());
+        }
         let attributes = attributes(entry)?;
         let dir = self.open_dir(parent, true)?;
         let existing = match rustix::fs::statat(&dir, leaf(name), AtFlags::SYMLINK_NOFOLLOW) {
@@ -435,35 +440,35 @@ impl<'a> Extractor<'a> {
             // Other `.wh..wh.` names are aufs bookkeeping, meaningless here.
             return Ok(());
         }
+        self.hide(&dir, name, header)
+    }
+
+    /// Removes `name` from `dir` as the whiteout style says: deleted, or
+    /// replaced by an overlay whiteout.
+    fn hide(&mut self, dir: &OwnedFd, name: &OsStr, header: &tar::Header) -> Result<()> {
         // `.wh..` or `.wh...` would name the directory itself or its parent.
         if name.is_empty() || name == "." || name == ".." {
             return Err(Error::invalid("whiteout without a valid name"));
         }
         match &self.whiteouts {
-            WhiteoutStyle::Delete => match remove_at(&dir, name) {
+            WhiteoutStyle::Delete => match remove_at(dir, name) {
                 Err(err) if err.kind == crate::ErrorKind::NotFound => Ok(()),
                 other => other,
             },
             WhiteoutStyle::Overlay { .. } => {
-                match remove_at(&dir, name) {
+                match remove_at(dir, name) {
                     Err(err) if err.kind != crate::ErrorKind::NotFound => return Err(err),
                     _ => {}
                 }
                 // An overlay whiteout: a 0/0 character device.
-                rustix::fs::mknodat(
-                    &dir,
-                    leaf(name),
-                    FileType::CharacterDevice,
-                    Mode::empty(),
-                    0,
-                )
-                .map_err(errno)
-                .context("create overlay whiteout")?;
+                rustix::fs::mknodat(dir, leaf(name), FileType::CharacterDevice, Mode::empty(), 0)
+                    .map_err(errno)
+                    .context("create overlay whiteout")?;
                 let uid = header.uid().map_err(tar_error)?;
                 let gid = header.gid().map_err(tar_error)?;
                 let (uid, gid) = (id32(uid)?, id32(gid)?);
                 rustix::fs::chownat(
-                    &dir,
+                    dir,
                     leaf(name),
                     Some(Uid::from_raw(uid)),
                     Some(Gid::from_raw(gid)),
@@ -533,6 +538,13 @@ impl<'a> Extractor<'a> {
         }
         Ok(())
     }
+}
+
+/// Whether a character device entry is 0/0: overlayfs's whiteout.
+fn is_overlay_whiteout(header: &tar::Header) -> Result<bool> {
+    let major = header.device_major().map_err(tar_error)?;
+    let minor = header.device_minor().map_err(tar_error)?;
+    Ok(major == Some(0) && minor == Some(0))
 }
 
 fn tar_error(err: io::Error) -> Error {

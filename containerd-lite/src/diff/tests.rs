@@ -422,6 +422,18 @@ fn attack_whiteouts_cannot_delete_outside_or_the_root() {
 }
 
 #[test]
+fn overlay_form_whiteouts_in_a_tar_are_whiteouts_not_devices() {
+    let s = scratch();
+    s.apply(&base_layer()).unwrap();
+    let layer = Layer::new()
+        .raw("etc/a", EntryType::Char, None, b"", 0)
+        .bytes();
+    s.apply(&layer).unwrap();
+    assert!(!s.root.join("etc/a").exists());
+    assert!(s.root.join("etc/b").exists());
+}
+
+#[test]
 fn device_nodes_are_refused_unless_permitted() {
     let layer = Layer::new()
         .raw("dev/evil", EntryType::Block, None, b"", 0o600)
@@ -431,9 +443,24 @@ fn device_nodes_are_refused_unless_permitted() {
     assert_eq!(err.kind, ErrorKind::InvalidArgument, "{err}");
     assert!(!s.root.join("dev/evil").exists());
 
-    let char_layer = Layer::new()
-        .raw("dev/null", EntryType::Char, None, b"", 0o666)
-        .bytes();
+    let mut char_layer = Layer::new();
+    {
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(EntryType::Char);
+        header.set_mode(0o666);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(0);
+        header.set_size(0);
+        header.set_device_major(1).unwrap();
+        header.set_device_minor(3).unwrap();
+        header.set_cksum();
+        char_layer
+            .0
+            .append_data(&mut header, "dev/null", std::io::empty())
+            .unwrap();
+    }
+    let char_layer = char_layer.bytes();
     assert!(scratch().apply(&char_layer).is_err());
     let s = scratch();
     let options = ApplyOptions {
@@ -441,10 +468,9 @@ fn device_nodes_are_refused_unless_permitted() {
         ..ApplyOptions::default()
     };
     apply(&s.mounts(), char_layer.as_slice(), MEDIA_TYPE_TAR, &options).unwrap();
-    assert!(fs::symlink_metadata(s.root.join("dev/null"))
-        .unwrap()
-        .file_type()
-        .is_char_device());
+    let null = fs::symlink_metadata(s.root.join("dev/null")).unwrap();
+    assert!(null.file_type().is_char_device());
+    assert_eq!(null.rdev(), rustix::fs::makedev(1, 3));
 }
 
 #[test]

@@ -178,7 +178,7 @@ impl Snapshotter {
 
     /// The `overlayfs` snapshotter rooted at `root`.
     pub fn overlayfs(db: Arc<redb::Database>, root: &Path) -> Result<Self> {
-        Self::new(db, root, Box::new(Overlay))
+        Self::new(db, root, Box::new(Overlay::new()))
     }
 
     /// The `native` (copying) snapshotter rooted at `root`.

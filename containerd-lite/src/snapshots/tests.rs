@@ -450,7 +450,8 @@ fn overlay_mounts_stack_lower_dirs_newest_first() {
     );
 
     let view = s.view(NS, "v", Some("l3"), no_labels()).unwrap();
-    assert_eq!(view[0].options, [format!("lowerdir={lower}")]);
+    assert_eq!(view[0].option("lowerdir"), Some(lower.as_str()));
+    assert!(view[0].option("upperdir").is_none() && view[0].option("workdir").is_none());
     let first = s.prepare(NS, "first", None, no_labels()).unwrap();
     assert!(first[0].is_bind() && !first[0].is_readonly());
 }
