@@ -23,6 +23,7 @@ use rustix::io::Errno;
 
 use crate::error::{Context, Error, Result};
 
+use super::sparse::SparseFile;
 use super::ApplyOptions;
 use super::{OPAQUE_WHITEOUT, OVERLAY_OPAQUE_XATTR, WHITEOUT_PREFIX};
 
@@ -42,7 +43,7 @@ struct Attributes {
     gid: Gid,
     mode: Mode,
     mtime: Timespec,
-    xattrs: Vec<(OsString, Vec<u8>)>,
+    xattrs: Xattrs,
 }
 
 impl Attributes {
@@ -151,7 +152,11 @@ impl<'a> Extractor<'a> {
     }
 
     fn entry<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<()> {
-        let path = components(&entry.path_bytes())?;
+        let (xattrs, sparse) = pax_records(entry)?;
+        let path = match sparse.as_ref().and_then(|s| s.name.as_deref()) {
+            Some(name) => components(name)?,
+            None => components(&entry.path_bytes())?,
+        };
         let kind = entry.header().entry_type();
         if kind == tar::EntryType::XGlobalHeader {
             return Ok(());
@@ -168,7 +173,7 @@ impl<'a> Extractor<'a> {
             let dir = self.open_dir(parent, true)?;
             return self.hide(&dir, name, entry.header());
         }
-        let attributes = attributes(entry)?;
+        let attributes = attributes(entry.header(), xattrs)?;
         let dir = self.open_dir(parent, true)?;
         let existing = match rustix::fs::statat(&dir, leaf(name), AtFlags::SYMLINK_NOFOLLOW) {
             Ok(stat) => Some(FileType::from_raw_mode(stat.st_mode)),
@@ -196,7 +201,7 @@ impl<'a> Extractor<'a> {
                 self.dir_times.push((path.clone(), attributes.times()));
             }
             k if k.is_file() || k == tar::EntryType::Continuous || k.is_gnu_sparse() => {
-                self.write_file(&dir, name, entry, &attributes)?;
+                self.write_file(&dir, name, entry, sparse.as_ref(), &attributes)?;
             }
             k if k.is_symlink() => {
                 let target = entry
@@ -267,6 +272,7 @@ impl<'a> Extractor<'a> {
         dir: &OwnedFd,
         name: &OsStr,
         content: &mut tar::Entry<'_, R>,
+        sparse: Option<&SparseFile>,
         attributes: &Attributes,
     ) -> Result<()> {
         let fd = rustix::fs::openat(
@@ -278,8 +284,22 @@ impl<'a> Extractor<'a> {
         .map_err(errno)?;
         let mut file = File::from(fd);
         let budget = self.options.max_bytes.saturating_sub(self.written);
-        let copied = io::copy(&mut content.take(budget.saturating_add(1)), &mut file)
-            .map_err(|e| Error::invalid(format!("read content: {e}")))?;
+        let copied = match sparse {
+            Some(sparse) => {
+                // Holes cost nothing here, but count: a copy of the file
+                // (native snapshots) may fill them.
+                if sparse.real_size > budget {
+                    return Err(Error::invalid(format!(
+                        "layer expands past the limit of {} bytes",
+                        self.options.max_bytes
+                    )));
+                }
+                sparse.write(content, &file)?;
+                sparse.real_size
+            }
+            None => io::copy(&mut content.take(budget.saturating_add(1)), &mut file)
+                .map_err(|e| Error::invalid(format!("read content: {e}")))?,
+        };
         self.written += copied;
         if self.written > self.options.max_bytes {
             return Err(Error::invalid(format!(
@@ -555,25 +575,34 @@ fn id32(id: u64) -> Result<u32> {
     u32::try_from(id).map_err(|_| Error::invalid(format!("owner id {id} out of range")))
 }
 
-/// Reads the attributes of an entry from its header and PAX records.
-fn attributes<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Attributes> {
+/// Extended attributes as a layer carries them: name and value.
+type Xattrs = Vec<(OsString, Vec<u8>)>;
+
+/// The xattrs (`SCHILY.xattr.*`) and sparse layout (`GNU.sparse.*`) an
+/// entry's PAX records give.
+fn pax_records<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<(Xattrs, Option<SparseFile>)> {
+    let Some(pax) = entry.pax_extensions().map_err(tar_error)? else {
+        return Ok((Vec::new(), None));
+    };
+    let records = pax
+        .map(|r| r.map(|r| (r.key_bytes(), r.value_bytes())))
+        .collect::<io::Result<Vec<_>>>()
+        .map_err(tar_error)?;
     let mut xattrs = Vec::new();
-    if let Some(pax) = entry.pax_extensions().map_err(tar_error)? {
-        for record in pax {
-            let record = record.map_err(tar_error)?;
-            if let Some(name) = record.key_bytes().strip_prefix(b"SCHILY.xattr.") {
-                // A layer may not speak for the overlay filesystem.
-                if name.starts_with(b"trusted.overlay.") {
-                    continue;
-                }
-                xattrs.push((
-                    OsString::from_vec(name.to_vec()),
-                    record.value_bytes().to_vec(),
-                ));
+    for (key, value) in &records {
+        if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {
+            // A layer may not speak for the overlay filesystem.
+            if !name.starts_with(b"trusted.overlay.") {
+                xattrs.push((OsString::from_vec(name.to_vec()), value.to_vec()));
             }
         }
     }
-    let header = entry.header();
+    let sparse = SparseFile::from_pax(records.iter().copied())?;
+    Ok((xattrs, sparse))
+}
+
+/// The attributes of an entry: its header, and the xattrs of its PAX records.
+fn attributes(header: &tar::Header, xattrs: Xattrs) -> Result<Attributes> {
     let mtime = header.mtime().map_err(tar_error)?;
     Ok(Attributes {
         uid: Uid::from_raw(id32(header.uid().map_err(tar_error)?)?),

@@ -18,6 +18,7 @@
 
 mod apply;
 mod compute;
+mod sparse;
 pub mod stream;
 
 #[cfg(test)]
