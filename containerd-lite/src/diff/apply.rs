@@ -64,7 +64,8 @@ pub(super) struct Extractor<'a> {
     /// expand to, not what the stream carried).
     written: u64,
     entries: u64,
-    /// Paths this layer created: an opaque directory keeps these.
+    /// Paths this layer created, on a plain tree: an opaque directory
+    /// keeps these.
     created: HashSet<PathBuf>,
     /// Directory times, set once nothing more is written into them.
     dir_times: Vec<(Vec<OsString>, Timestamps)>,
@@ -78,9 +79,19 @@ fn join(components: &[OsString]) -> PathBuf {
     components.iter().collect()
 }
 
+/// The longest entry name taken (the kernel's PATH_MAX); it also bounds
+/// the memory kept per entry.
+const MAX_NAME: usize = 4096;
+
 /// Splits an entry name into its components: `.` and empty parts dropped,
 /// a leading `/` ignored, `..` refused.
 fn components(name: &[u8]) -> Result<Vec<OsString>> {
+    if name.len() > MAX_NAME {
+        return Err(Error::invalid(format!(
+            "layer entry name of {} bytes: longer than {MAX_NAME}",
+            name.len()
+        )));
+    }
     let mut out = Vec::new();
     for part in name.split(|b| *b == b'/') {
         match part {
@@ -173,6 +184,7 @@ impl<'a> Extractor<'a> {
             let dir = self.open_dir(parent, true)?;
             return self.hide(&dir, name, entry.header());
         }
+        self.check_creatable(kind)?;
         let attributes = attributes(entry.header(), xattrs)?;
         let dir = self.open_dir(parent, true)?;
         let existing = match rustix::fs::statat(&dir, leaf(name), AtFlags::SYMLINK_NOFOLLOW) {
@@ -233,11 +245,6 @@ impl<'a> Extractor<'a> {
                 .with_context(|| format!("hard link to {}", join(&target).display()))?;
             }
             k if k.is_character_special() || k.is_block_special() => {
-                if !self.options.allow_devices {
-                    return Err(Error::invalid(
-                        "device node refused (layers may not create block or character devices)",
-                    ));
-                }
                 let header = entry.header();
                 let major = header.device_major().map_err(tar_error)?.unwrap_or(0);
                 let minor = header.device_minor().map_err(tar_error)?.unwrap_or(0);
@@ -262,8 +269,37 @@ impl<'a> Extractor<'a> {
                 )));
             }
         }
-        self.created.insert(join(&path));
+        if matches!(self.whiteouts, WhiteoutStyle::Delete) {
+            self.created.insert(join(&path));
+        }
         Ok(())
+    }
+
+    /// Refuses, before anything is touched, entries this layer may not
+    /// create: device nodes (unless permitted) and unknown types.
+    fn check_creatable(&self, kind: tar::EntryType) -> Result<()> {
+        if kind.is_character_special() || kind.is_block_special() {
+            if self.options.allow_devices {
+                return Ok(());
+            }
+            return Err(Error::invalid(
+                "device node refused (layers may not create block or character devices)",
+            ));
+        }
+        let known = kind.is_dir()
+            || kind.is_file()
+            || kind == tar::EntryType::Continuous
+            || kind.is_gnu_sparse()
+            || kind.is_symlink()
+            || kind.is_hard_link()
+            || kind.is_fifo();
+        if known {
+            Ok(())
+        } else {
+            Err(Error::invalid(format!(
+                "unsupported tar entry type {kind:?}"
+            )))
+        }
     }
 
     /// Creates the regular file `name` in `dir` with the entry's content.

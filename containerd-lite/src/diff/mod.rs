@@ -52,7 +52,8 @@ pub struct ApplyOptions {
     /// Most bytes the uncompressed stream, and separately the files it
     /// writes, may reach: a decompression bomb stops here.
     pub max_bytes: u64,
-    /// Most entries a layer may have.
+    /// Most entries a layer may have (this also bounds the memory an
+    /// extraction keeps: a few bytes and the name per entry).
     pub max_entries: u64,
 }
 
@@ -61,7 +62,7 @@ impl Default for ApplyOptions {
         ApplyOptions {
             allow_devices: false,
             max_bytes: 64 << 30,
-            max_entries: 4_000_000,
+            max_entries: 2_000_000,
         }
     }
 }

@@ -442,6 +442,14 @@ fn device_nodes_are_refused_unless_permitted() {
     let err = s.apply(&layer).unwrap_err();
     assert_eq!(err.kind, ErrorKind::InvalidArgument, "{err}");
     assert!(!s.root.join("dev/evil").exists());
+    // Refused before anything is touched: what was there stays.
+    s.apply(&Layer::new().file("dev/evil", "plain").bytes())
+        .unwrap();
+    assert!(s.apply(&layer).is_err());
+    assert_eq!(
+        fs::read_to_string(s.root.join("dev/evil")).unwrap(),
+        "plain"
+    );
 
     let mut char_layer = Layer::new();
     {
