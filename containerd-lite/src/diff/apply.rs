@@ -181,7 +181,9 @@ impl<'a> Extractor<'a> {
         }
         if kind.is_character_special() && is_overlay_whiteout(entry.header())? {
             // A whiteout in overlay form inside the tar: as `.wh.<name>`.
-            let dir = self.open_dir(parent, true)?;
+            let Some(dir) = self.whiteout_dir(parent)? else {
+                return Ok(());
+            };
             return self.hide(&dir, name, entry.header());
         }
         self.check_creatable(kind)?;
@@ -488,7 +490,9 @@ impl<'a> Extractor<'a> {
     /// Handles `.wh.<name>` (remove `name`) and `.wh..wh..opq` (hide what
     /// lower layers have in the directory).
     fn whiteout(&mut self, parent: &[OsString], name: &OsStr, header: &tar::Header) -> Result<()> {
-        let dir = self.open_dir(parent, true)?;
+        let Some(dir) = self.whiteout_dir(parent)? else {
+            return Ok(());
+        };
         if name.as_bytes() == &OPAQUE_WHITEOUT.as_bytes()[WHITEOUT_PREFIX.len()..] {
             return self.opaque(parent, &dir);
         }
@@ -497,6 +501,22 @@ impl<'a> Extractor<'a> {
             return Ok(());
         }
         self.hide(&dir, name, header)
+    }
+
+    /// The directory a whiteout applies in. An overlay whiteout needs it
+    /// in the upper dir, so it is made; on a plain tree a missing
+    /// directory has nothing to delete (`None`), and none is made.
+    fn whiteout_dir(&self, parent: &[OsString]) -> Result<Option<OwnedFd>> {
+        match self.whiteouts {
+            WhiteoutStyle::Overlay { .. } => self.open_dir(parent, true).map(Some),
+            WhiteoutStyle::Delete => match self.resolve(parent) {
+                Ok(dir) => Ok(Some(dir)),
+                Err(Errno::NOENT | Errno::NOTDIR) => Ok(None),
+                Err(err) => {
+                    Err(errno(err)).with_context(|| format!("directory {}", join(parent).display()))
+                }
+            },
+        }
     }
 
     /// Removes `name` from `dir` as the whiteout style says: deleted, or

@@ -566,6 +566,14 @@ fn whiteouts_delete_on_a_plain_tree() {
     s.apply(&base_layer()).unwrap();
     s.apply(&whiteout_layer()).unwrap();
     assert_eq!(listing(&s.root), ["etc", "etc/b", "var", "var/new"]);
+    // Whiteouts in directories that do not exist change nothing.
+    let layer = Layer::new()
+        .file("nowhere/.wh.x", "")
+        .file("nowhere/else/.wh..wh..opq", "")
+        .file("etc/b/.wh.x", "")
+        .bytes();
+    s.apply(&layer).unwrap();
+    assert_eq!(listing(&s.root), ["etc", "etc/b", "var", "var/new"]);
 }
 
 fn db_in(dir: &Path) -> Arc<redb::Database> {
