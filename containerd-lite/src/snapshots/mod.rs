@@ -246,9 +246,15 @@ impl Snapshotter {
         }
     }
 
-    /// The mounts presenting the tree of an active snapshot or view.
+    /// The mounts presenting the tree of an active snapshot or view (a
+    /// committed snapshot has none: view it).
     pub fn mounts(&self, ns: &str, key: &str) -> Result<Vec<Mount>> {
         let (record, ancestors) = self.store.get_with_ancestors(ns, key)?;
+        if record.kind == Kind::Committed {
+            return Err(Error::precondition(format!(
+                "snapshot {key} in namespace {ns}: is committed, only active snapshots and views have mounts"
+            )));
+        }
         let parents: Vec<PathBuf> = ancestors.iter().map(|id| self.id_dir(*id)).collect();
         Ok(self
             .backend

@@ -165,6 +165,14 @@ fn contract_refusals(make: Make) {
     assert_eq!(commit("c", "base"), ErrorKind::FailedPrecondition);
     assert_eq!(commit("base", "a"), ErrorKind::AlreadyExists);
     assert_eq!(commit("c", "missing"), ErrorKind::NotFound);
+    assert_eq!(
+        s.mounts(NS, "base").unwrap_err().kind,
+        ErrorKind::FailedPrecondition
+    );
+    assert_eq!(
+        s.mounts(NS, "missing").unwrap_err().kind,
+        ErrorKind::NotFound
+    );
     assert!(
         s.stat(NS, "a").is_ok(),
         "a refused commit leaves the snapshot"
@@ -333,6 +341,12 @@ fn contract_cleanup_and_reopen(make: Make) {
         assert_eq!(fs::read_to_string(root.join("a")).unwrap(), "1")
     });
     assert!(snapshots.join("2").exists());
+}
+
+#[test]
+fn snapshotters_are_shared_across_threads() {
+    fn shared<T: Send + Sync>() {}
+    shared::<Snapshotter>();
 }
 
 macro_rules! contract_suite {
