@@ -15,6 +15,7 @@ use std::io::{self, Read};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use rustix::fs::{
     AtFlags, Dir, FileType, Gid, Mode, OFlags, ResolveFlags, Timespec, Timestamps, Uid, XattrFlags,
@@ -69,6 +70,10 @@ pub(super) struct Extractor<'a> {
     created: HashSet<PathBuf>,
     /// Directory times, set once nothing more is written into them.
     dir_times: Vec<(Vec<OsString>, Timestamps)>,
+    /// The last parent directory opened: entries come grouped by
+    /// directory. Forgotten whenever anything is removed, the only way the
+    /// path could come to resolve elsewhere.
+    parent_cache: Option<(Vec<OsString>, Rc<OwnedFd>)>,
 }
 
 fn errno(err: Errno) -> Error {
@@ -130,6 +135,7 @@ impl<'a> Extractor<'a> {
             entries: 0,
             created: HashSet::new(),
             dir_times: Vec::new(),
+            parent_cache: None,
         })
     }
 
@@ -149,17 +155,9 @@ impl<'a> Extractor<'a> {
             self.entry(&mut entry)
                 .with_context(|| format!("layer entry {:?}", String::from_utf8_lossy(&name)))?;
         }
-        self.set_dir_times()?;
-        let readable = rustix::fs::openat(
-            &self.root,
-            ".",
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(errno)?;
-        rustix::fs::syncfs(&readable)
-            .map_err(errno)
-            .context("sync the layer's filesystem")
+        // Not synced here: committing the snapshot syncs its filesystem
+        // once, however many layers or changes went into it.
+        self.set_dir_times()
     }
 
     fn entry<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<()> {
@@ -188,22 +186,10 @@ impl<'a> Extractor<'a> {
         }
         self.check_creatable(kind)?;
         let attributes = attributes(entry.header(), xattrs)?;
-        let dir = self.open_dir(parent, true)?;
-        let existing = match rustix::fs::statat(&dir, leaf(name), AtFlags::SYMLINK_NOFOLLOW) {
-            Ok(stat) => Some(FileType::from_raw_mode(stat.st_mode)),
-            Err(Errno::NOENT) => None,
-            Err(err) => return Err(errno(err)),
-        };
-        let keep_dir = kind.is_dir() && existing == Some(FileType::Directory);
-        if existing.is_some() && !keep_dir {
-            remove_at(&dir, name)?;
-        }
+        let dir = self.parent(parent)?;
         match kind {
             k if k.is_dir() => {
-                if !keep_dir {
-                    rustix::fs::mkdirat(&dir, leaf(name), Mode::from_raw_mode(0o700))
-                        .map_err(errno)?;
-                }
+                self.make_dir(&dir, name)?;
                 let fd = rustix::fs::openat(
                     &dir,
                     leaf(name),
@@ -221,8 +207,10 @@ impl<'a> Extractor<'a> {
                 let target = entry
                     .link_name_bytes()
                     .ok_or_else(|| Error::invalid("symlink without a target"))?;
-                rustix::fs::symlinkat(OsStr::from_bytes(&target), &dir, leaf(name))
-                    .map_err(errno)?;
+                let target = OsStr::from_bytes(&target);
+                self.create_at(&dir, name, || {
+                    rustix::fs::symlinkat(target, &dir, leaf(name))
+                })?;
                 self.set_at_attributes(&dir, name, &attributes, false)?;
             }
             k if k.is_hard_link() => {
@@ -236,14 +224,15 @@ impl<'a> Extractor<'a> {
                 let target_dir = self
                     .open_dir(target_parent, false)
                     .with_context(|| format!("hard link target {}", join(&target).display()))?;
-                rustix::fs::linkat(
-                    &target_dir,
-                    leaf(target_name),
-                    &dir,
-                    leaf(name),
-                    AtFlags::empty(),
-                )
-                .map_err(errno)
+                self.create_at(&dir, name, || {
+                    rustix::fs::linkat(
+                        &target_dir,
+                        leaf(target_name),
+                        &dir,
+                        leaf(name),
+                        AtFlags::empty(),
+                    )
+                })
                 .with_context(|| format!("hard link to {}", join(&target).display()))?;
             }
             k if k.is_character_special() || k.is_block_special() => {
@@ -256,13 +245,15 @@ impl<'a> Extractor<'a> {
                     FileType::CharacterDevice
                 };
                 let dev = rustix::fs::makedev(major, minor);
-                rustix::fs::mknodat(&dir, leaf(name), file_type, attributes.mode, dev)
-                    .map_err(errno)?;
+                self.create_at(&dir, name, || {
+                    rustix::fs::mknodat(&dir, leaf(name), file_type, attributes.mode, dev)
+                })?;
                 self.set_at_attributes(&dir, name, &attributes, true)?;
             }
             k if k.is_fifo() => {
-                rustix::fs::mknodat(&dir, leaf(name), FileType::Fifo, attributes.mode, 0)
-                    .map_err(errno)?;
+                self.create_at(&dir, name, || {
+                    rustix::fs::mknodat(&dir, leaf(name), FileType::Fifo, attributes.mode, 0)
+                })?;
                 self.set_at_attributes(&dir, name, &attributes, true)?;
             }
             other => {
@@ -275,6 +266,61 @@ impl<'a> Extractor<'a> {
             self.created.insert(join(&path));
         }
         Ok(())
+    }
+
+    /// The directory at `components`, made if missing; see `open_dir`.
+    fn parent(&mut self, components: &[OsString]) -> Result<Rc<OwnedFd>> {
+        if let Some((cached, dir)) = &self.parent_cache {
+            if cached.as_slice() == components {
+                return Ok(Rc::clone(dir));
+            }
+        }
+        let dir = Rc::new(self.open_dir(components, true)?);
+        self.parent_cache = Some((components.to_vec(), Rc::clone(&dir)));
+        Ok(dir)
+    }
+
+    /// Removes `name` from `dir` (recursively, never following symlinks).
+    fn remove(&mut self, dir: &OwnedFd, name: &OsStr) -> Result<()> {
+        self.parent_cache = None;
+        remove_at(dir, name)
+    }
+
+    /// Creates `name` in `dir` with `make`; if something is already there,
+    /// it is removed first (a layer entry replaces what lower layers had,
+    /// and an existing symlink is never written through).
+    fn create_at<T>(
+        &mut self,
+        dir: &OwnedFd,
+        name: &OsStr,
+        make: impl Fn() -> rustix::io::Result<T>,
+    ) -> Result<T> {
+        match make() {
+            Err(Errno::EXIST) => {
+                self.remove(dir, name)?;
+                make().map_err(errno)
+            }
+            other => other.map_err(errno),
+        }
+    }
+
+    /// Makes the directory `name` in `dir`, keeping one that is there and
+    /// replacing anything else.
+    fn make_dir(&mut self, dir: &OwnedFd, name: &OsStr) -> Result<()> {
+        let mkdir = || rustix::fs::mkdirat(dir, leaf(name), Mode::from_raw_mode(0o700));
+        match mkdir() {
+            Ok(()) => Ok(()),
+            Err(Errno::EXIST) => {
+                let stat = rustix::fs::statat(dir, leaf(name), AtFlags::SYMLINK_NOFOLLOW)
+                    .map_err(errno)?;
+                if FileType::from_raw_mode(stat.st_mode) == FileType::Directory {
+                    return Ok(());
+                }
+                self.remove(dir, name)?;
+                mkdir().map_err(errno)
+            }
+            Err(err) => Err(errno(err)),
+        }
     }
 
     /// Refuses, before anything is touched, entries this layer may not
@@ -313,13 +359,14 @@ impl<'a> Extractor<'a> {
         sparse: Option<&SparseFile>,
         attributes: &Attributes,
     ) -> Result<()> {
-        let fd = rustix::fs::openat(
-            dir,
-            leaf(name),
-            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o600),
-        )
-        .map_err(errno)?;
+        let fd = self.create_at(dir, name, || {
+            rustix::fs::openat(
+                dir,
+                leaf(name),
+                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::from_raw_mode(0o600),
+            )
+        })?;
         let mut file = File::from(fd);
         let budget = self.options.max_bytes.saturating_sub(self.written);
         let copied = match sparse {
@@ -527,12 +574,12 @@ impl<'a> Extractor<'a> {
             return Err(Error::invalid("whiteout without a valid name"));
         }
         match &self.whiteouts {
-            WhiteoutStyle::Delete => match remove_at(dir, name) {
+            WhiteoutStyle::Delete => match self.remove(dir, name) {
                 Err(err) if err.kind == crate::ErrorKind::NotFound => Ok(()),
                 other => other,
             },
             WhiteoutStyle::Overlay { .. } => {
-                match remove_at(dir, name) {
+                match self.remove(dir, name) {
                     Err(err) if err.kind != crate::ErrorKind::NotFound => return Err(err),
                     _ => {}
                 }
@@ -584,7 +631,7 @@ impl<'a> Extractor<'a> {
                     }
                 }
                 for name in doomed {
-                    remove_at(dir, &name)?;
+                    self.remove(dir, &name)?;
                 }
                 Ok(())
             }

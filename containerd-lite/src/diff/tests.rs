@@ -944,3 +944,46 @@ fn layers_made_by_gnu_tar_extract_faithfully() {
         }
     }
 }
+
+/// Timing against GNU tar: `cargo test -p berthd --release apply_speed -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn apply_speed_against_gnu_tar() {
+    let source = scratch();
+    for d in 0..500 {
+        let dir = source.root.join(format!("d{d}"));
+        fs::create_dir(&dir).unwrap();
+        for f in 0..100 {
+            fs::write(dir.join(format!("f{f}")), format!("{d}/{f}")).unwrap();
+        }
+    }
+    let (layer, _) = layer_of(&[], &source.mounts(), Compression::None);
+    use nix::sys::resource::{getrusage, UsageWho};
+    let cpu = |who| {
+        let usage = getrusage(who).unwrap();
+        let (user, system) = (usage.user_time(), usage.system_time());
+        std::time::Duration::from_micros(
+            (user.tv_sec() * 1_000_000 + user.tv_usec() + system.tv_sec() * 1_000_000 + system.tv_usec()) as u64,
+        )
+    };
+    for _ in 0..3 {
+        let ours = scratch();
+        let (start, cpu_start) = (std::time::Instant::now(), cpu(UsageWho::RUSAGE_SELF));
+        ours.apply(&layer).unwrap();
+        let (ours_took, ours_cpu) = (start.elapsed(), cpu(UsageWho::RUSAGE_SELF) - cpu_start);
+        let theirs = scratch();
+        let (start, cpu_start) = (std::time::Instant::now(), cpu(UsageWho::RUSAGE_CHILDREN));
+        let mut tar = std::process::Command::new("tar")
+            .args(["--same-owner", "-xpf", "-", "-C"])
+            .arg(&theirs.root)
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        tar.stdin.take().unwrap().write_all(&layer).unwrap();
+        assert!(tar.wait().unwrap().success());
+        let (tar_took, tar_cpu) = (start.elapsed(), cpu(UsageWho::RUSAGE_CHILDREN) - cpu_start);
+        println!(
+            "50 000 files: berthd apply {ours_took:?} (cpu {ours_cpu:?}), GNU tar {tar_took:?} (cpu {tar_cpu:?})"
+        );
+    }
+}
