@@ -963,7 +963,10 @@ fn apply_speed_against_gnu_tar() {
         let usage = getrusage(who).unwrap();
         let (user, system) = (usage.user_time(), usage.system_time());
         std::time::Duration::from_micros(
-            (user.tv_sec() * 1_000_000 + user.tv_usec() + system.tv_sec() * 1_000_000 + system.tv_usec()) as u64,
+            (user.tv_sec() * 1_000_000
+                + user.tv_usec()
+                + system.tv_sec() * 1_000_000
+                + system.tv_usec()) as u64,
         )
     };
     for _ in 0..3 {

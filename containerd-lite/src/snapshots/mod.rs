@@ -39,8 +39,9 @@
 //! remove(ns, "inspect"); remove(ns, "ctr-1"); remove(ns, "sha256:c2") // fine
 //! ```
 //!
-//! Metadata lives in berthd's redb database (see [`store`](self) tables
-//! `snapshots.v1.*`); the trees live in `<root>/snapshots/<id>`, numbered by
+//! Metadata lives in berthd's redb database (tables `snapshots.v1.*`,
+//! drawn in `store.rs` and docs/berthd.md); the trees live in
+//! `<root>/snapshots/<id>`, numbered by
 //! a backend id that never repeats. A snapshot directory is built under a
 //! temporary name and renamed into place before its record is stored, and
 //! removed after its record is gone, so a crash leaves at worst a directory
@@ -231,7 +232,7 @@ impl Snapshotter {
                     )));
                 }
             }
-            Ok(())
+            validate_labels(&record.labels)
         })?;
         Ok(record.info(key))
     }
@@ -296,6 +297,7 @@ impl Snapshotter {
         if key.is_empty() {
             return Err(Error::invalid("snapshot key: must not be empty"));
         }
+        validate_labels(&labels)?;
         let parent = parent.filter(|p| !p.is_empty());
         let ancestors = self.store.check_new(ns, key, parent)?;
         let parents: Vec<PathBuf> = ancestors.iter().map(|id| self.id_dir(*id)).collect();
@@ -358,6 +360,7 @@ impl Snapshotter {
         if name.is_empty() {
             return Err(Error::invalid("committed snapshot name: must not be empty"));
         }
+        validate_labels(&labels)?;
         let record = self.store.get(ns, key)?;
         if record.kind != Kind::Active {
             return Err(Error::precondition(format!(
@@ -418,6 +421,7 @@ impl Snapshotter {
                 self.name()
             )));
         }
+        validate_labels(&labels)?;
         let record = self.store.get(ns, key)?;
         if record.kind != Kind::Active {
             return Err(Error::precondition(format!(
@@ -495,6 +499,25 @@ impl Snapshotter {
 /// metadata store runs before deleting a namespace.
 pub fn namespace_in_use(txn: &redb::WriteTransaction, ns: &str) -> Result<bool> {
     store::namespace_has_snapshots(txn, ns)
+}
+
+/// Most bytes a label's key and value may take together, as containerd.
+const MAX_LABEL: usize = 4096;
+
+/// Checks labels as containerd does: non-empty keys, key and value at most
+/// 4096 bytes together.
+fn validate_labels(labels: &BTreeMap<String, String>) -> Result<()> {
+    for (key, value) in labels {
+        if key.is_empty() {
+            return Err(Error::invalid("label key: must not be empty"));
+        }
+        if key.len() + value.len() > MAX_LABEL {
+            return Err(Error::invalid(format!(
+                "label {key:?}: key and value longer than {MAX_LABEL} bytes"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// fsyncs a directory, so a rename or creation in it is durable.

@@ -261,6 +261,20 @@ fn contract_update_labels(make: Make) {
     assert_eq!(all.labels, info.labels);
     let err = s.update(NS, &info, &["kind"]).unwrap_err();
     assert_eq!(err.kind, ErrorKind::InvalidArgument);
+    let mut huge = info.clone();
+    huge.labels.insert("big".into(), "x".repeat(5000));
+    assert_eq!(
+        s.update(NS, &huge, &["labels.big"]).unwrap_err().kind,
+        ErrorKind::InvalidArgument
+    );
+    assert_eq!(
+        s.stat(NS, "k").unwrap().labels,
+        info.labels,
+        "a refused update changes nothing"
+    );
+    let empty_key = BTreeMap::from([(String::new(), "v".to_string())]);
+    let err = s.prepare(NS, "k2", None, empty_key).unwrap_err();
+    assert_eq!(err.kind, ErrorKind::InvalidArgument);
     info.name = "missing".into();
     assert_eq!(
         s.update(NS, &info, &["labels"]).unwrap_err().kind,
