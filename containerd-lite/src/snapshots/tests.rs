@@ -358,6 +358,29 @@ fn contract_cleanup_and_reopen(make: Make) {
 }
 
 #[test]
+fn racing_prepares_of_one_key_make_one_snapshot() {
+    let f = fixture(Snapshotter::overlayfs);
+    let s = &f.snapshotter;
+    layer(s, "base", None, &[]);
+    let outcomes: Vec<Result<Vec<Mount>>> = std::thread::scope(|scope| {
+        let racers: Vec<_> = (0..8)
+            .map(|_| scope.spawn(|| s.prepare(NS, "contested", Some("base"), no_labels())))
+            .collect();
+        racers.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    assert_eq!(outcomes.iter().filter(|r| r.is_ok()).count(), 1);
+    for err in outcomes.iter().filter_map(|r| r.as_ref().err()) {
+        assert_eq!(err.kind, ErrorKind::AlreadyExists, "{err}");
+    }
+    // Losers take their directories with them: the winner's and the
+    // base's remain, with nothing for cleanup to find.
+    let dirs = || fs::read_dir(f.root.join("snapshots")).unwrap().count();
+    assert_eq!(dirs(), 2);
+    s.cleanup().unwrap();
+    assert_eq!(dirs(), 2);
+}
+
+#[test]
 fn snapshotters_are_shared_across_threads() {
     fn shared<T: Send + Sync>() {}
     shared::<Snapshotter>();
