@@ -808,15 +808,24 @@ mod containerd_compat {
     }
 
     /// Every file's type, mode, owner, mtime, content digest, link target
-    /// and xattrs, and which paths share an inode.
+    /// and xattrs, and which paths of the tree share an inode (link counts
+    /// themselves are not compared: through overlayfs a file keeps the
+    /// count it has in its lower layer).
     fn describe(root: &Path) -> BTreeMap<String, String> {
-        let mut first_of_inode: BTreeMap<(u64, u64), String> = BTreeMap::new();
         let mut entries: Vec<PathBuf> = walkdir::WalkDir::new(root)
             .min_depth(1)
             .into_iter()
             .map(|e| e.unwrap().path().to_path_buf())
             .collect();
         entries.sort();
+        let mut by_inode: BTreeMap<(u64, u64), Vec<String>> = BTreeMap::new();
+        for path in &entries {
+            let m = fs::symlink_metadata(path).unwrap();
+            if !m.is_dir() {
+                let rel = path.strip_prefix(root).unwrap().display().to_string();
+                by_inode.entry((m.dev(), m.ino())).or_default().push(rel);
+            }
+        }
         entries
             .into_iter()
             .map(|path| {
@@ -830,13 +839,9 @@ mod containerd_compat {
                 } else {
                     format!("type {:o} rdev {}", m.mode() & 0o170000, m.rdev())
                 };
-                let link = if !kind.is_dir() && m.nlink() > 1 {
-                    let first = first_of_inode
-                        .entry((m.dev(), m.ino()))
-                        .or_insert(rel.clone());
-                    format!(" =link {first}")
-                } else {
-                    String::new()
+                let link = match by_inode.get(&(m.dev(), m.ino())) {
+                    Some(group) if group.len() > 1 => format!(" =link {}", group[0]),
+                    _ => String::new(),
                 };
                 let xattrs: Vec<_> = read_xattrs(&path)
                     .unwrap()
@@ -1027,6 +1032,10 @@ mod containerd_compat {
         }
 
         fn ctr(&self, args: &[&str]) -> String {
+            String::from_utf8_lossy(&self.ctr_bytes(args)).into_owned()
+        }
+
+        fn ctr_bytes(&self, args: &[&str]) -> Vec<u8> {
             let output = Command::new("ctr")
                 .arg("--address")
                 .arg(&self.socket)
@@ -1038,7 +1047,15 @@ mod containerd_compat {
                 "ctr {args:?}: {}",
                 String::from_utf8_lossy(&output.stderr)
             );
-            String::from_utf8_lossy(&output.stdout).into_owned()
+            output.stdout
+        }
+
+        /// Mounts containerd's snapshot `key` on `target` with the mount
+        /// command `ctr snapshots mounts` prints.
+        fn mount_snapshot(&self, key: &str, target: &Path) {
+            let command = self.ctr(&["snapshots", "mounts", target.to_str().unwrap(), key]);
+            let status = Command::new("sh").arg("-c").arg(&command).status().unwrap();
+            assert!(status.success(), "{command}");
         }
     }
 
@@ -1049,6 +1066,108 @@ mod containerd_compat {
                 nix::sys::signal::Signal::SIGTERM,
             );
             let _ = self.child.wait();
+        }
+    }
+
+    /// Layers containerd computes (Go's tar writer, its whiteouts) apply
+    /// with berthd to the tree containerd has.
+    #[test]
+    fn applies_layers_containerd_computes() {
+        let work = tempfile::tempdir().unwrap();
+        let containerd_dir = tempfile::tempdir_in(work.path()).unwrap();
+        let containerd = Containerd::start(containerd_dir.path());
+        let target = work.path().join("mnt");
+        fs::create_dir(&target).unwrap();
+        let change = |key: &str, parent: &str, edit: &dyn Fn(&Path)| {
+            containerd.ctr(&["snapshots", "prepare", key, parent]);
+            containerd.mount_snapshot(key, &target);
+            edit(&target);
+            crate::snapshots::unmount_all(&target).unwrap();
+        };
+        change("base-work", "", &|root| {
+            fs::create_dir_all(root.join("usr/bin")).unwrap();
+            fs::create_dir_all(root.join("etc/skel")).unwrap();
+            fs::create_dir(root.join("d")).unwrap();
+            fs::write(root.join("etc/f"), "hi").unwrap();
+            fs::write(root.join("etc/skel/.profile"), "p").unwrap();
+            fs::write(root.join("usr/bin/t"), "x").unwrap();
+            fs::hard_link(root.join("usr/bin/t"), root.join("usr/bin/t2")).unwrap();
+            fs::set_permissions(root.join("usr/bin/t"), fs::Permissions::from_mode(0o4755))
+                .unwrap();
+            std::os::unix::fs::symlink("../etc/f", root.join("usr/link")).unwrap();
+            std::os::unix::fs::chown(root.join("etc/f"), Some(33), Some(33)).unwrap();
+            nix::unistd::mkfifo(
+                &root.join("d/p"),
+                nix::sys::stat::Mode::from_bits_truncate(0o644),
+            )
+            .unwrap();
+            fs::write(root.join("d/gone"), "g").unwrap();
+        });
+        containerd.ctr(&["snapshots", "commit", "base", "base-work"]);
+        change("top", "base", &|root| {
+            fs::remove_file(root.join("etc/f")).unwrap();
+            fs::remove_dir_all(root.join("etc/skel")).unwrap();
+            fs::remove_dir_all(root.join("d")).unwrap();
+            fs::create_dir(root.join("d")).unwrap();
+            fs::write(root.join("d/n"), "new").unwrap();
+            fs::write(root.join("usr/bin/t"), "xy").unwrap();
+        });
+        let media_type = crate::diff::stream::MEDIA_TYPE_TAR;
+        let diff = |key: &str| {
+            containerd.ctr_bytes(&["snapshots", "diff", "--media-type", media_type, key])
+        };
+        let (base_layer, top_layer) = (diff("base"), diff("top"));
+        containerd.mount_snapshot("top", &target);
+        let theirs = describe(&target);
+        crate::snapshots::unmount_all(&target).unwrap();
+        drop(containerd);
+        assert!(
+            theirs.contains_key("d/n") && !theirs.contains_key("d/gone"),
+            "{theirs:?}"
+        );
+        assert!(
+            !theirs.contains_key("etc/skel") && !theirs.contains_key("etc/f"),
+            "{theirs:?}"
+        );
+
+        let layers = [&base_layer, &top_layer];
+        let blobs: BTreeMap<String, Vec<u8>> =
+            layers.iter().map(|b| (sha256(b), b.to_vec())).collect();
+        let descriptors: Vec<LayerDescriptor> = layers
+            .iter()
+            .map(|b| LayerDescriptor {
+                media_type: media_type.into(),
+                digest: sha256(b),
+                size: b.len() as u64,
+            })
+            .collect();
+        let diff_ids: Vec<String> = descriptors.iter().map(|d| d.digest.clone()).collect();
+        for make in [
+            Snapshotter::overlayfs as fn(_, &Path) -> _,
+            Snapshotter::native,
+        ] {
+            let root = tempfile::tempdir_in(work.path()).unwrap();
+            let db = Arc::new(redb::Database::create(root.path().join("meta.redb")).unwrap());
+            let s = make(db, &root.path().join("root")).unwrap();
+            let open = |l: &LayerDescriptor| -> Result<std::io::Cursor<Vec<u8>>> {
+                Ok(std::io::Cursor::new(blobs[&l.digest].clone()))
+            };
+            let done = unpack(
+                &s,
+                "default",
+                &descriptors,
+                &diff_ids,
+                &open,
+                &UnpackOptions::default(),
+            )
+            .unwrap();
+            let view = s
+                .view("default", "look", Some(&done.chain_id), BTreeMap::new())
+                .unwrap();
+            let mounted = TempMount::new(&view).unwrap();
+            let ours = describe(mounted.path());
+            mounted.release().unwrap();
+            assert_eq!(ours, theirs, "{} differs from containerd", s.name());
         }
     }
 
