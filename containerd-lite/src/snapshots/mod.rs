@@ -487,7 +487,11 @@ impl Snapshotter {
             };
             if orphan {
                 let path = entry.path();
-                fs::remove_dir_all(&path).with_context(|| format!("remove {}", path.display()))?;
+                match fs::remove_dir_all(&path) {
+                    // A removal running alongside got there first.
+                    Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                    other => other.with_context(|| format!("remove {}", path.display()))?,
+                }
             }
         }
         Ok(())
