@@ -46,8 +46,8 @@ pub const OVERLAY_OPAQUE_XATTR: &str = "trusted.overlay.opaque";
 #[derive(Debug, Clone)]
 pub struct ApplyOptions {
     /// Whether the layer may create block and character devices. Off by
-    /// default: image layers have no business making device nodes (overlay
-    /// whiteouts are made by berthd, not taken from the layer).
+    /// default: image layers have no business making device nodes. (A 0/0
+    /// character device is overlayfs's whiteout and is read as one.)
     pub allow_devices: bool,
     /// Most bytes the uncompressed stream, and separately the files it
     /// writes, may reach: a decompression bomb stops here.
