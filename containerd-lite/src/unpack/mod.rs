@@ -34,6 +34,16 @@ mod tests;
 /// The label containerd puts on unpacked snapshots: their chain ID.
 pub const SNAPSHOT_REF_LABEL: &str = "containerd.io/snapshot.ref";
 
+/// The label containerd puts on a layer blob once unpacked: its diffID.
+pub const UNCOMPRESSED_LABEL: &str = "containerd.io/uncompressed";
+
+/// The label key, on an image's config blob, whose value (the top chain
+/// ID) keeps the image's snapshots of `snapshotter` from the garbage
+/// collector: `containerd.io/gc.ref.snapshot.<snapshotter>`.
+pub fn gc_snapshot_label(snapshotter: &str) -> String {
+    format!("containerd.io/gc.ref.snapshot.{snapshotter}")
+}
+
 /// A layer as the image manifest lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LayerDescriptor {

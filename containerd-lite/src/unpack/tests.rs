@@ -345,3 +345,12 @@ fn overlayfs_reports_a_blob_that_cannot_be_opened() {
 fn native_reports_a_blob_that_cannot_be_opened() {
     reports_a_blob_that_cannot_be_opened(Snapshotter::native)
 }
+
+#[test]
+fn gc_labels_are_containerds() {
+    assert_eq!(
+        gc_snapshot_label("overlayfs"),
+        "containerd.io/gc.ref.snapshot.overlayfs"
+    );
+    assert_eq!(UNCOMPRESSED_LABEL, "containerd.io/uncompressed");
+}
