@@ -16,5 +16,6 @@ pub mod grpc;
 pub mod metadata;
 pub mod registry;
 pub mod snapshots;
+pub mod unpack;
 
 pub use error::{Error, ErrorKind, Result};
