@@ -145,7 +145,7 @@ pub fn validate_topic(topic: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use berth_proto::containerd::events::ImageCreate;
+    use berth_proto::containerd::services::images::v1::ImageCreate;
 
     fn create(name: &str) -> ImageCreate {
         ImageCreate {
@@ -171,7 +171,10 @@ mod tests {
             };
             assert_eq!(envelope.topic, "/images/create");
             assert_eq!(envelope.namespace, "default");
-            assert_eq!(envelope.event.type_url, "containerd.events.ImageCreate");
+            assert_eq!(
+                envelope.event.type_url,
+                "containerd.services.images.v1.ImageCreate"
+            );
             let payload: ImageCreate =
                 prost::Message::decode(envelope.event.value.as_slice()).unwrap();
             assert_eq!(payload.name, "after");

@@ -22,7 +22,8 @@
 //! them through [`GcSnapshotter`], which each snapshotter implements.
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::mpsc::{self, SyncSender};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use redb::ReadableTable;
@@ -91,13 +92,18 @@ impl Collected {
 }
 
 /// Runs collections over the metadata, the blob store and the snapshotters.
+/// Configure it with the `with_*` methods, then clone it freely: clones
+/// share one lock (one collection at a time) and one background worker.
+#[derive(Clone)]
 pub struct Collector {
     db: Db,
     blobs: LocalStore,
     snapshotters: Vec<Arc<dyn GcSnapshotter>>,
     grace_period: Duration,
     /// One collection at a time.
-    running: Mutex<()>,
+    running: Arc<Mutex<()>>,
+    /// Wakes the background worker; set up by the first [`Self::schedule`].
+    trigger: Arc<OnceLock<SyncSender<()>>>,
 }
 
 impl std::fmt::Debug for Collector {
@@ -130,7 +136,8 @@ impl Collector {
             blobs,
             snapshotters: Vec::new(),
             grace_period: DEFAULT_GRACE_PERIOD,
-            running: Mutex::new(()),
+            running: Arc::default(),
+            trigger: Arc::default(),
         }
     }
 
@@ -146,16 +153,50 @@ impl Collector {
         self
     }
 
-    /// Runs one mark and sweep and reports what it removed.
+    /// Asks for a collection soon, on a background thread, and returns at
+    /// once: what a deletion calls. Requests made while one is pending are
+    /// served by that one. A failed collection is logged; the next request
+    /// tries again. The worker stops once every clone is dropped.
+    pub fn schedule(&self) {
+        let trigger = self.trigger.get_or_init(|| {
+            let (sender, requests) = mpsc::sync_channel::<()>(1);
+            // The worker's copy has a trigger of its own, so it does not
+            // keep the channel open.
+            let worker = Collector {
+                trigger: Arc::default(),
+                ..self.clone()
+            };
+            let spawned = std::thread::Builder::new()
+                .name("berthd-gc".into())
+                .spawn(move || {
+                    while requests.recv().is_ok() {
+                        if let Err(err) = worker.collect() {
+                            tracing::warn!(error = %err, "garbage collection failed");
+                        }
+                    }
+                });
+            if let Err(err) = spawned {
+                tracing::warn!(error = %err, "cannot start the garbage collector's thread");
+            }
+            sender
+        });
+        // Full means a collection is already pending; disconnected means
+        // the worker never started (logged above).
+        let _ = trigger.try_send(());
+    }
+
+    /// Runs one mark and sweep now and reports what it removed.
     pub fn collect(&self) -> Result<Collected> {
         let _running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
         let now = SystemTime::now();
         let mut collected = Collected::default();
 
-        let (snapshots, marked_snapshots, marked_blobs, leased_ingests) = self.db.write(|txn| {
-            let namespaces = namespace_names(txn)?;
-            let snapshots = self.list_snapshots(&namespaces)?;
-            let records = content_records::all_in(txn)?;
+        // Snapshots live in their snapshotters' stores, which may use the
+        // same database: read them before taking the write transaction.
+        let namespaces = self.db.read(namespace_names)?;
+        let snapshots = self.list_snapshots(&namespaces)?;
+        let (marked_snapshots, marked_blobs, leased_ingests) = self.db.write(|txn| {
+            let records = content_records::all_in(&txn.open_table(content_records::CONTENT)?)?;
             let mut graph = Graph::new(&records, &snapshots);
             let mut leased_ingests = HashSet::new();
 
@@ -220,7 +261,7 @@ impl Collector {
                     Node::Content(_, digest) => marked_blobs.insert(digest),
                 };
             }
-            Ok((snapshots, marked_snapshots, marked_blobs, leased_ingests))
+            Ok((marked_snapshots, marked_blobs, leased_ingests))
         })?;
 
         self.sweep_blobs(now, &marked_blobs, &mut collected)?;
@@ -255,11 +296,13 @@ impl Collector {
         marked: &HashSet<Digest>,
         collected: &mut Collected,
     ) -> Result<()> {
-        let recorded: HashSet<Digest> = self.db.write(|txn| {
-            Ok(content_records::all_in(txn)?
-                .into_iter()
-                .map(|(_, info)| info.digest)
-                .collect())
+        let recorded: HashSet<Digest> = self.db.read(|txn| {
+            Ok(
+                content_records::all_in(&txn.open_table(content_records::CONTENT)?)?
+                    .into_iter()
+                    .map(|(_, info)| info.digest)
+                    .collect(),
+            )
         })?;
         let released: HashSet<&Digest> = collected.content.iter().map(|(_, d)| d).collect();
         let mut doomed = Vec::new();
@@ -374,7 +417,7 @@ impl Collector {
     }
 }
 
-fn namespace_names(txn: &redb::WriteTransaction) -> Result<Vec<String>> {
+fn namespace_names(txn: &redb::ReadTransaction) -> Result<Vec<String>> {
     let table = txn.open_table(namespaces::NAMESPACES)?;
     let mut names = Vec::new();
     for entry in table.iter()? {

@@ -14,7 +14,9 @@ pub mod events;
 pub mod gc;
 pub mod grpc;
 pub mod metadata;
+pub mod registry;
 pub mod runtime;
 pub mod snapshots;
+pub mod unpack;
 
 pub use error::{Error, ErrorKind, Result};

@@ -339,7 +339,17 @@ fn ctr_manages_images_content_snapshots_and_namespaces_on_berthd() {
         .ctr_ok(&["namespaces", "ls", "-q"])
         .contains("scratch"));
 
-    // Import, unpacked onto overlayfs.
+    // Import, unpacked onto overlayfs, watched by `ctr events`.
+    let events_log = daemon.dir.path().join("events.log");
+    let mut events = Command::new(CTR)
+        .arg("--address")
+        .arg(&daemon.socket)
+        .arg("events")
+        .stdout(fs::File::create(&events_log).unwrap())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
     daemon.import(&archive);
     let images = daemon.ctr_ok(&["images", "ls"]);
     assert!(images.contains(IMAGE), "{images}");
@@ -347,6 +357,18 @@ fn ctr_manages_images_content_snapshots_and_namespaces_on_berthd() {
     let check = daemon.ctr_ok(&["images", "check"]);
     assert!(check.contains("complete"), "{check}");
     assert!(check.trim_end().ends_with("true"), "unpacked: {check}");
+
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = events.kill();
+    let _ = events.wait();
+    let seen = fs::read_to_string(&events_log).unwrap();
+    for topic in ["/images/create", "/snapshot/prepare", "/snapshot/commit"] {
+        assert!(
+            seen.contains(&format!("default {topic} {{")),
+            "{topic} decoded: {seen}"
+        );
+    }
+    assert!(seen.contains(&format!(r#""name":"{IMAGE}""#)), "{seen}");
 
     // Content: listed, read back, labelled.
     let content = daemon.ctr_ok(&["content", "ls"]);

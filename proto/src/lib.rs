@@ -78,12 +78,18 @@ mod tests {
 
     #[test]
     fn events_are_packed_under_their_bare_proto_name() {
-        let any = to_any(&containerd::events::ImageDelete {
+        let any = to_any(&containerd::events::SnapshotRemove {
+            key: "k".into(),
+            snapshotter: "overlayfs".into(),
+        });
+        assert_eq!(any.type_url, "containerd.events.SnapshotRemove");
+        let back = containerd::events::SnapshotRemove::decode(any.value.as_slice()).unwrap();
+        assert_eq!(back.key, "k");
+        // Image events are declared in the images service's package.
+        let any = to_any(&containerd::services::images::v1::ImageDelete {
             name: "busybox:latest".into(),
         });
-        assert_eq!(any.type_url, "containerd.events.ImageDelete");
-        let back = containerd::events::ImageDelete::decode(any.value.as_slice()).unwrap();
-        assert_eq!(back.name, "busybox:latest");
+        assert_eq!(any.type_url, "containerd.services.images.v1.ImageDelete");
     }
 
     /// Every gRPC method path served, from the compiled descriptor set.

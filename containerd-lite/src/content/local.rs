@@ -24,16 +24,35 @@ pub struct LocalStore {
 }
 
 impl LocalStore {
-    /// Opens the store at `root`, creating `blobs/sha256` and `ingest`.
+    /// Opens the store at `root`, creating `blobs/sha256` and `ingest`,
+    /// and clears crash debris from `ingest/`. Open a root once per process
+    /// and share clones: the ref locks live in the value, and the clean-up
+    /// assumes no writer is at work yet.
     pub fn open(root: impl Into<PathBuf>) -> Result<LocalStore> {
         let root = root.into();
         for dir in [root.join("blobs").join("sha256"), root.join("ingest")] {
             fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
         }
-        Ok(LocalStore {
+        let store = LocalStore {
             root,
             active_refs: Arc::default(),
-        })
+        };
+        store.recover()?;
+        Ok(store)
+    }
+
+    /// Clears what a crash can leave in `ingest/`: a directory still being
+    /// set up, or one whose data was already renamed into `blobs/`. Runs
+    /// when the store is opened, before any writer exists.
+    fn recover(&self) -> Result<()> {
+        let root = self.ingest_root();
+        for entry in fs::read_dir(&root).with_context(|| root.display())? {
+            let path = entry.with_context(|| root.display())?.path();
+            if IngestDir::is_leftover(&path) {
+                fs::remove_dir_all(&path).with_context(|| format!("remove {}", path.display()))?;
+            }
+        }
+        Ok(())
     }
 
     /// The directory the store lives in.
@@ -51,8 +70,8 @@ impl LocalStore {
         self.blob_path(digest).is_file()
     }
 
-    pub(super) fn blobs_dir(&self) -> PathBuf {
-        self.root.join("blobs").join(digest_algorithm_dir())
+    fn blobs_dir(&self) -> PathBuf {
+        self.root.join("blobs").join("sha256")
     }
 
     fn ingest_root(&self) -> PathBuf {
@@ -70,10 +89,6 @@ impl LocalStore {
     fn lock_ref(&self, reference: &str) -> Result<RefLock> {
         RefLock::acquire(&self.active_refs, reference)
     }
-}
-
-fn digest_algorithm_dir() -> &'static str {
-    "sha256"
 }
 
 impl Provider for LocalStore {

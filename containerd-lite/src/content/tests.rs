@@ -252,3 +252,96 @@ fn walk_lists_blobs_only_and_delete_removes_them() {
     assert_eq!(store.delete(&a).unwrap_err().kind, ErrorKind::NotFound);
     assert!(store.contains(&b));
 }
+
+#[test]
+fn reopening_clears_what_a_crash_left_in_ingest() {
+    let (_dir, store) = store();
+    let mut writer = store.writer(WriterOptions::new("committed")).unwrap();
+    writer.write(b"data").unwrap();
+    drop(writer);
+    let ingest_root = store.root().join("ingest");
+    // A crash after the data was renamed into blobs/, before the directory went.
+    let dir = fs::read_dir(&ingest_root)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    fs::remove_file(dir.join("data")).unwrap();
+    // A crash while an ingest was being set up.
+    fs::create_dir(ingest_root.join("abcd.new")).unwrap();
+
+    // A writer for the broken ref starts afresh even before recovery.
+    let mut writer = store.writer(WriterOptions::new("committed")).unwrap();
+    assert_eq!(writer.offset(), 0);
+    writer.write(b"again").unwrap();
+    drop(writer);
+    fs::remove_file(dir.join("data")).unwrap();
+
+    let store = LocalStore::open(store.root()).unwrap();
+    assert_eq!(fs::read_dir(&ingest_root).unwrap().count(), 0);
+    assert!(store.list_statuses("").unwrap().is_empty());
+}
+
+/// A tmpfs of a few pages, unmounted (and its mount point removed) on drop.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    /// `None` when this process may not mount (not root): the test is then
+    /// meaningless, and says so.
+    fn mount(bytes: usize) -> Option<SmallDisk> {
+        let dir = tempfile::tempdir().unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "berth-test"])
+            .arg(dir.path())
+            .status()
+            .ok()?;
+        status.success().then_some(SmallDisk { dir })
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+#[test]
+fn a_full_disk_fails_the_write_and_discards_the_ingest() {
+    let Some(disk) = SmallDisk::mount(256 * 1024) else {
+        eprintln!("skipped: cannot mount a tmpfs (needs root)");
+        return;
+    };
+    let store = LocalStore::open(disk.dir.path().join("content")).unwrap();
+    let mut writer = store.writer(WriterOptions::new("huge")).unwrap();
+    let chunk = vec![7u8; 64 * 1024];
+    let err = (0..16)
+        .map(|_| writer.write(&chunk))
+        .find_map(Result::err)
+        .expect("a 1 MiB ingest cannot fit in 256 KiB");
+    assert_eq!(err.kind, ErrorKind::Internal);
+    assert!(err.message.contains("ingest huge"), "{}", err.message);
+    assert_eq!(
+        writer.write(b"more").unwrap_err().kind,
+        ErrorKind::FailedPrecondition
+    );
+    assert_eq!(
+        writer.commit(0, None).unwrap_err().kind,
+        ErrorKind::FailedPrecondition
+    );
+    assert!(store.list_statuses("").unwrap().is_empty());
+    let mut blobs = 0;
+    store
+        .walk(&mut |_| {
+            blobs += 1;
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(blobs, 0);
+    // The space is back: a small blob fits again.
+    ingest(&store, "small", b"fits").unwrap();
+}

@@ -60,6 +60,15 @@ impl IngestDir {
         })
     }
 
+    /// Whether `path` is debris of a crash: a staging directory, or an
+    /// ingest missing its data or its metadata.
+    pub(super) fn is_leftover(path: &Path) -> bool {
+        path.is_dir()
+            && (path.extension().is_some()
+                || !path.join(DATA).is_file()
+                || !path.join(META).is_file())
+    }
+
     pub(super) fn status(&self) -> Result<Status> {
         let meta = read_meta(&self.path).with_context(|| format!("ingest {}", self.reference))?;
         if meta.reference != self.reference {
@@ -150,6 +159,8 @@ pub struct Writer {
     hasher: Sha256,
     offset: u64,
     blobs_dir: PathBuf,
+    /// Set once a full disk made the writer drop its ingest.
+    discarded: bool,
     _lock: RefLock,
 }
 
@@ -163,6 +174,10 @@ impl Writer {
     ) -> Result<Writer> {
         let reference = options.reference.clone();
         let context = || format!("ingest {reference}");
+        if IngestDir::is_leftover(&dir.path) {
+            // Debris of a crash (see `LocalStore::recover`): start afresh.
+            fs::remove_dir_all(&dir.path).with_context(context)?;
+        }
         let meta = if dir.path.join(META).is_file() {
             let mut meta = read_meta(&dir.path).with_context(context)?;
             if meta.reference != options.reference {
@@ -209,6 +224,7 @@ impl Writer {
             hasher,
             offset,
             blobs_dir,
+            discarded: false,
             _lock: lock,
         })
     }
@@ -255,11 +271,27 @@ impl Writer {
             .with_context(|| format!("ingest {}", self.reference()))
     }
 
-    /// Appends `bytes` at the current offset.
+    /// Appends `bytes` at the current offset. On failure the ingest keeps
+    /// only what was written before; when the disk is full the ingest is
+    /// discarded to give the space back, and this writer is spent.
     pub fn write(&mut self, bytes: &[u8]) -> Result<()> {
-        self.data
-            .write_all_at(bytes, self.offset)
-            .with_context(|| format!("ingest {}: write at {}", self.meta.reference, self.offset))?;
+        if self.discarded {
+            return Err(Error::precondition(format!(
+                "ingest {}: discarded after a failed write",
+                self.meta.reference
+            )));
+        }
+        if let Err(err) = self.data.write_all_at(bytes, self.offset) {
+            let context = format!("ingest {}: write at {}", self.meta.reference, self.offset);
+            if err.kind() == io::ErrorKind::StorageFull {
+                self.discarded = true;
+                self.dir.remove()?;
+            } else {
+                // A partial write must not leave bytes past the offset.
+                let _ = self.data.set_len(self.offset);
+            }
+            return Err(Error::from(err).context(context));
+        }
         self.hasher.update(bytes);
         self.offset += bytes.len() as u64;
         Ok(())
@@ -305,6 +337,11 @@ impl Writer {
     /// the same digest gives `AlreadyExists` (the ingest is dropped).
     pub fn commit(mut self, size: u64, expected: Option<&Digest>) -> Result<Digest> {
         let reference = self.meta.reference.clone();
+        if self.discarded {
+            return Err(Error::precondition(format!(
+                "ingest {reference}: discarded after a failed write"
+            )));
+        }
         let want_size = if size != 0 { size } else { self.meta.total };
         if want_size != 0 && want_size != self.offset {
             return Err(Error::precondition(format!(
@@ -331,6 +368,8 @@ impl Writer {
                 "content {actual}: already exists"
             )));
         }
+        // The file holds exactly the hashed bytes, whatever a failed write left.
+        self.data.set_len(self.offset).with_context(context)?;
         self.data.sync_all().with_context(context)?;
         self.data
             .set_permissions(fs::Permissions::from_mode(0o444))

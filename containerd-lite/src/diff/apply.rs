@@ -15,6 +15,7 @@ use std::io::{self, Read};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use rustix::fs::{
     AtFlags, Dir, FileType, Gid, Mode, OFlags, ResolveFlags, Timespec, Timestamps, Uid, XattrFlags,
@@ -23,6 +24,7 @@ use rustix::io::Errno;
 
 use crate::error::{Context, Error, Result};
 
+use super::sparse::SparseFile;
 use super::ApplyOptions;
 use super::{OPAQUE_WHITEOUT, OVERLAY_OPAQUE_XATTR, WHITEOUT_PREFIX};
 
@@ -42,7 +44,7 @@ struct Attributes {
     gid: Gid,
     mode: Mode,
     mtime: Timespec,
-    xattrs: Vec<(OsString, Vec<u8>)>,
+    xattrs: Xattrs,
 }
 
 impl Attributes {
@@ -63,10 +65,15 @@ pub(super) struct Extractor<'a> {
     /// expand to, not what the stream carried).
     written: u64,
     entries: u64,
-    /// Paths this layer created: an opaque directory keeps these.
+    /// Paths this layer created, on a plain tree: an opaque directory
+    /// keeps these.
     created: HashSet<PathBuf>,
     /// Directory times, set once nothing more is written into them.
     dir_times: Vec<(Vec<OsString>, Timestamps)>,
+    /// The last parent directory opened: entries come grouped by
+    /// directory. Forgotten whenever anything is removed, the only way the
+    /// path could come to resolve elsewhere.
+    parent_cache: Option<(Vec<OsString>, Rc<OwnedFd>)>,
 }
 
 fn errno(err: Errno) -> Error {
@@ -77,9 +84,19 @@ fn join(components: &[OsString]) -> PathBuf {
     components.iter().collect()
 }
 
+/// The longest entry name taken (the kernel's PATH_MAX); it also bounds
+/// the memory kept per entry.
+const MAX_NAME: usize = 4096;
+
 /// Splits an entry name into its components: `.` and empty parts dropped,
 /// a leading `/` ignored, `..` refused.
 fn components(name: &[u8]) -> Result<Vec<OsString>> {
+    if name.len() > MAX_NAME {
+        return Err(Error::invalid(format!(
+            "layer entry name of {} bytes: longer than {MAX_NAME}",
+            name.len()
+        )));
+    }
     let mut out = Vec::new();
     for part in name.split(|b| *b == b'/') {
         match part {
@@ -118,6 +135,7 @@ impl<'a> Extractor<'a> {
             entries: 0,
             created: HashSet::new(),
             dir_times: Vec::new(),
+            parent_cache: None,
         })
     }
 
@@ -137,21 +155,17 @@ impl<'a> Extractor<'a> {
             self.entry(&mut entry)
                 .with_context(|| format!("layer entry {:?}", String::from_utf8_lossy(&name)))?;
         }
-        self.set_dir_times()?;
-        let readable = rustix::fs::openat(
-            &self.root,
-            ".",
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(errno)?;
-        rustix::fs::syncfs(&readable)
-            .map_err(errno)
-            .context("sync the layer's filesystem")
+        // Not synced here: committing the snapshot syncs its filesystem
+        // once, however many layers or changes went into it.
+        self.set_dir_times()
     }
 
     fn entry<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<()> {
-        let path = components(&entry.path_bytes())?;
+        let (xattrs, sparse) = pax_records(entry)?;
+        let path = match sparse.as_ref().and_then(|s| s.name.as_deref()) {
+            Some(name) => components(name)?,
+            None => components(&entry.path_bytes())?,
+        };
         let kind = entry.header().entry_type();
         if kind == tar::EntryType::XGlobalHeader {
             return Ok(());
@@ -163,23 +177,19 @@ impl<'a> Extractor<'a> {
         if let Some(whiteout) = name.as_bytes().strip_prefix(WHITEOUT_PREFIX.as_bytes()) {
             return self.whiteout(parent, OsStr::from_bytes(whiteout), entry.header());
         }
-        let attributes = attributes(entry)?;
-        let dir = self.open_dir(parent, true)?;
-        let existing = match rustix::fs::statat(&dir, leaf(name), AtFlags::SYMLINK_NOFOLLOW) {
-            Ok(stat) => Some(FileType::from_raw_mode(stat.st_mode)),
-            Err(Errno::NOENT) => None,
-            Err(err) => return Err(errno(err)),
-        };
-        let keep_dir = kind.is_dir() && existing == Some(FileType::Directory);
-        if existing.is_some() && !keep_dir {
-            remove_at(&dir, name)?;
+        if kind.is_character_special() && is_overlay_whiteout(entry.header())? {
+            // A whiteout in overlay form inside the tar: as `.wh.<name>`.
+            let Some(dir) = self.whiteout_dir(parent)? else {
+                return Ok(());
+            };
+            return self.hide(&dir, name, entry.header());
         }
+        self.check_creatable(kind)?;
+        let attributes = attributes(entry.header(), xattrs)?;
+        let dir = self.parent(parent)?;
         match kind {
             k if k.is_dir() => {
-                if !keep_dir {
-                    rustix::fs::mkdirat(&dir, leaf(name), Mode::from_raw_mode(0o700))
-                        .map_err(errno)?;
-                }
+                self.make_dir(&dir, name)?;
                 let fd = rustix::fs::openat(
                     &dir,
                     leaf(name),
@@ -191,14 +201,16 @@ impl<'a> Extractor<'a> {
                 self.dir_times.push((path.clone(), attributes.times()));
             }
             k if k.is_file() || k == tar::EntryType::Continuous || k.is_gnu_sparse() => {
-                self.write_file(&dir, name, entry, &attributes)?;
+                self.write_file(&dir, name, entry, sparse.as_ref(), &attributes)?;
             }
             k if k.is_symlink() => {
                 let target = entry
                     .link_name_bytes()
                     .ok_or_else(|| Error::invalid("symlink without a target"))?;
-                rustix::fs::symlinkat(OsStr::from_bytes(&target), &dir, leaf(name))
-                    .map_err(errno)?;
+                let target = OsStr::from_bytes(&target);
+                self.create_at(&dir, name, || {
+                    rustix::fs::symlinkat(target, &dir, leaf(name))
+                })?;
                 self.set_at_attributes(&dir, name, &attributes, false)?;
             }
             k if k.is_hard_link() => {
@@ -212,22 +224,18 @@ impl<'a> Extractor<'a> {
                 let target_dir = self
                     .open_dir(target_parent, false)
                     .with_context(|| format!("hard link target {}", join(&target).display()))?;
-                rustix::fs::linkat(
-                    &target_dir,
-                    leaf(target_name),
-                    &dir,
-                    leaf(name),
-                    AtFlags::empty(),
-                )
-                .map_err(errno)
+                self.create_at(&dir, name, || {
+                    rustix::fs::linkat(
+                        &target_dir,
+                        leaf(target_name),
+                        &dir,
+                        leaf(name),
+                        AtFlags::empty(),
+                    )
+                })
                 .with_context(|| format!("hard link to {}", join(&target).display()))?;
             }
             k if k.is_character_special() || k.is_block_special() => {
-                if !self.options.allow_devices {
-                    return Err(Error::invalid(
-                        "device node refused (layers may not create block or character devices)",
-                    ));
-                }
                 let header = entry.header();
                 let major = header.device_major().map_err(tar_error)?.unwrap_or(0);
                 let minor = header.device_minor().map_err(tar_error)?.unwrap_or(0);
@@ -237,13 +245,15 @@ impl<'a> Extractor<'a> {
                     FileType::CharacterDevice
                 };
                 let dev = rustix::fs::makedev(major, minor);
-                rustix::fs::mknodat(&dir, leaf(name), file_type, attributes.mode, dev)
-                    .map_err(errno)?;
+                self.create_at(&dir, name, || {
+                    rustix::fs::mknodat(&dir, leaf(name), file_type, attributes.mode, dev)
+                })?;
                 self.set_at_attributes(&dir, name, &attributes, true)?;
             }
             k if k.is_fifo() => {
-                rustix::fs::mknodat(&dir, leaf(name), FileType::Fifo, attributes.mode, 0)
-                    .map_err(errno)?;
+                self.create_at(&dir, name, || {
+                    rustix::fs::mknodat(&dir, leaf(name), FileType::Fifo, attributes.mode, 0)
+                })?;
                 self.set_at_attributes(&dir, name, &attributes, true)?;
             }
             other => {
@@ -252,8 +262,92 @@ impl<'a> Extractor<'a> {
                 )));
             }
         }
-        self.created.insert(join(&path));
+        if matches!(self.whiteouts, WhiteoutStyle::Delete) {
+            self.created.insert(join(&path));
+        }
         Ok(())
+    }
+
+    /// The directory at `components`, made if missing; see `open_dir`.
+    fn parent(&mut self, components: &[OsString]) -> Result<Rc<OwnedFd>> {
+        if let Some((cached, dir)) = &self.parent_cache {
+            if cached.as_slice() == components {
+                return Ok(Rc::clone(dir));
+            }
+        }
+        let dir = Rc::new(self.open_dir(components, true)?);
+        self.parent_cache = Some((components.to_vec(), Rc::clone(&dir)));
+        Ok(dir)
+    }
+
+    /// Removes `name` from `dir` (recursively, never following symlinks).
+    fn remove(&mut self, dir: &OwnedFd, name: &OsStr) -> Result<()> {
+        self.parent_cache = None;
+        remove_at(dir, name)
+    }
+
+    /// Creates `name` in `dir` with `make`; if something is already there,
+    /// it is removed first (a layer entry replaces what lower layers had,
+    /// and an existing symlink is never written through).
+    fn create_at<T>(
+        &mut self,
+        dir: &OwnedFd,
+        name: &OsStr,
+        make: impl Fn() -> rustix::io::Result<T>,
+    ) -> Result<T> {
+        match make() {
+            Err(Errno::EXIST) => {
+                self.remove(dir, name)?;
+                make().map_err(errno)
+            }
+            other => other.map_err(errno),
+        }
+    }
+
+    /// Makes the directory `name` in `dir`, keeping one that is there and
+    /// replacing anything else.
+    fn make_dir(&mut self, dir: &OwnedFd, name: &OsStr) -> Result<()> {
+        let mkdir = || rustix::fs::mkdirat(dir, leaf(name), Mode::from_raw_mode(0o700));
+        match mkdir() {
+            Ok(()) => Ok(()),
+            Err(Errno::EXIST) => {
+                let stat = rustix::fs::statat(dir, leaf(name), AtFlags::SYMLINK_NOFOLLOW)
+                    .map_err(errno)?;
+                if FileType::from_raw_mode(stat.st_mode) == FileType::Directory {
+                    return Ok(());
+                }
+                self.remove(dir, name)?;
+                mkdir().map_err(errno)
+            }
+            Err(err) => Err(errno(err)),
+        }
+    }
+
+    /// Refuses, before anything is touched, entries this layer may not
+    /// create: device nodes (unless permitted) and unknown types.
+    fn check_creatable(&self, kind: tar::EntryType) -> Result<()> {
+        if kind.is_character_special() || kind.is_block_special() {
+            if self.options.allow_devices {
+                return Ok(());
+            }
+            return Err(Error::invalid(
+                "device node refused (layers may not create block or character devices)",
+            ));
+        }
+        let known = kind.is_dir()
+            || kind.is_file()
+            || kind == tar::EntryType::Continuous
+            || kind.is_gnu_sparse()
+            || kind.is_symlink()
+            || kind.is_hard_link()
+            || kind.is_fifo();
+        if known {
+            Ok(())
+        } else {
+            Err(Error::invalid(format!(
+                "unsupported tar entry type {kind:?}"
+            )))
+        }
     }
 
     /// Creates the regular file `name` in `dir` with the entry's content.
@@ -262,19 +356,35 @@ impl<'a> Extractor<'a> {
         dir: &OwnedFd,
         name: &OsStr,
         content: &mut tar::Entry<'_, R>,
+        sparse: Option<&SparseFile>,
         attributes: &Attributes,
     ) -> Result<()> {
-        let fd = rustix::fs::openat(
-            dir,
-            leaf(name),
-            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o600),
-        )
-        .map_err(errno)?;
+        let fd = self.create_at(dir, name, || {
+            rustix::fs::openat(
+                dir,
+                leaf(name),
+                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::from_raw_mode(0o600),
+            )
+        })?;
         let mut file = File::from(fd);
         let budget = self.options.max_bytes.saturating_sub(self.written);
-        let copied = io::copy(&mut content.take(budget.saturating_add(1)), &mut file)
-            .map_err(|e| Error::invalid(format!("read content: {e}")))?;
+        let copied = match sparse {
+            Some(sparse) => {
+                // Holes cost nothing here, but count: a copy of the file
+                // (native snapshots) may fill them.
+                if sparse.real_size > budget {
+                    return Err(Error::invalid(format!(
+                        "layer expands past the limit of {} bytes",
+                        self.options.max_bytes
+                    )));
+                }
+                sparse.write(content, &file)?;
+                sparse.real_size
+            }
+            None => io::copy(&mut content.take(budget.saturating_add(1)), &mut file)
+                .map_err(|e| Error::invalid(format!("read content: {e}")))?,
+        };
         self.written += copied;
         if self.written > self.options.max_bytes {
             return Err(Error::invalid(format!(
@@ -427,7 +537,9 @@ impl<'a> Extractor<'a> {
     /// Handles `.wh.<name>` (remove `name`) and `.wh..wh..opq` (hide what
     /// lower layers have in the directory).
     fn whiteout(&mut self, parent: &[OsString], name: &OsStr, header: &tar::Header) -> Result<()> {
-        let dir = self.open_dir(parent, true)?;
+        let Some(dir) = self.whiteout_dir(parent)? else {
+            return Ok(());
+        };
         if name.as_bytes() == &OPAQUE_WHITEOUT.as_bytes()[WHITEOUT_PREFIX.len()..] {
             return self.opaque(parent, &dir);
         }
@@ -435,35 +547,51 @@ impl<'a> Extractor<'a> {
             // Other `.wh..wh.` names are aufs bookkeeping, meaningless here.
             return Ok(());
         }
+        self.hide(&dir, name, header)
+    }
+
+    /// The directory a whiteout applies in. An overlay whiteout needs it
+    /// in the upper dir, so it is made; on a plain tree a missing
+    /// directory has nothing to delete (`None`), and none is made.
+    fn whiteout_dir(&self, parent: &[OsString]) -> Result<Option<OwnedFd>> {
+        match self.whiteouts {
+            WhiteoutStyle::Overlay { .. } => self.open_dir(parent, true).map(Some),
+            WhiteoutStyle::Delete => match self.resolve(parent) {
+                Ok(dir) => Ok(Some(dir)),
+                Err(Errno::NOENT | Errno::NOTDIR) => Ok(None),
+                Err(err) => {
+                    Err(errno(err)).with_context(|| format!("directory {}", join(parent).display()))
+                }
+            },
+        }
+    }
+
+    /// Removes `name` from `dir` as the whiteout style says: deleted, or
+    /// replaced by an overlay whiteout.
+    fn hide(&mut self, dir: &OwnedFd, name: &OsStr, header: &tar::Header) -> Result<()> {
         // `.wh..` or `.wh...` would name the directory itself or its parent.
         if name.is_empty() || name == "." || name == ".." {
             return Err(Error::invalid("whiteout without a valid name"));
         }
         match &self.whiteouts {
-            WhiteoutStyle::Delete => match remove_at(&dir, name) {
+            WhiteoutStyle::Delete => match self.remove(dir, name) {
                 Err(err) if err.kind == crate::ErrorKind::NotFound => Ok(()),
                 other => other,
             },
             WhiteoutStyle::Overlay { .. } => {
-                match remove_at(&dir, name) {
+                match self.remove(dir, name) {
                     Err(err) if err.kind != crate::ErrorKind::NotFound => return Err(err),
                     _ => {}
                 }
                 // An overlay whiteout: a 0/0 character device.
-                rustix::fs::mknodat(
-                    &dir,
-                    leaf(name),
-                    FileType::CharacterDevice,
-                    Mode::empty(),
-                    0,
-                )
-                .map_err(errno)
-                .context("create overlay whiteout")?;
+                rustix::fs::mknodat(dir, leaf(name), FileType::CharacterDevice, Mode::empty(), 0)
+                    .map_err(errno)
+                    .context("create overlay whiteout")?;
                 let uid = header.uid().map_err(tar_error)?;
                 let gid = header.gid().map_err(tar_error)?;
                 let (uid, gid) = (id32(uid)?, id32(gid)?);
                 rustix::fs::chownat(
-                    &dir,
+                    dir,
                     leaf(name),
                     Some(Uid::from_raw(uid)),
                     Some(Gid::from_raw(gid)),
@@ -503,7 +631,7 @@ impl<'a> Extractor<'a> {
                     }
                 }
                 for name in doomed {
-                    remove_at(dir, &name)?;
+                    self.remove(dir, &name)?;
                 }
                 Ok(())
             }
@@ -535,6 +663,13 @@ impl<'a> Extractor<'a> {
     }
 }
 
+/// Whether a character device entry is 0/0: overlayfs's whiteout.
+fn is_overlay_whiteout(header: &tar::Header) -> Result<bool> {
+    let major = header.device_major().map_err(tar_error)?;
+    let minor = header.device_minor().map_err(tar_error)?;
+    Ok(major == Some(0) && minor == Some(0))
+}
+
 fn tar_error(err: io::Error) -> Error {
     Error::invalid(format!("malformed tar: {err}"))
 }
@@ -543,25 +678,34 @@ fn id32(id: u64) -> Result<u32> {
     u32::try_from(id).map_err(|_| Error::invalid(format!("owner id {id} out of range")))
 }
 
-/// Reads the attributes of an entry from its header and PAX records.
-fn attributes<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Attributes> {
+/// Extended attributes as a layer carries them: name and value.
+type Xattrs = Vec<(OsString, Vec<u8>)>;
+
+/// The xattrs (`SCHILY.xattr.*`) and sparse layout (`GNU.sparse.*`) an
+/// entry's PAX records give.
+fn pax_records<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<(Xattrs, Option<SparseFile>)> {
+    let Some(pax) = entry.pax_extensions().map_err(tar_error)? else {
+        return Ok((Vec::new(), None));
+    };
+    let records = pax
+        .map(|r| r.map(|r| (r.key_bytes(), r.value_bytes())))
+        .collect::<io::Result<Vec<_>>>()
+        .map_err(tar_error)?;
     let mut xattrs = Vec::new();
-    if let Some(pax) = entry.pax_extensions().map_err(tar_error)? {
-        for record in pax {
-            let record = record.map_err(tar_error)?;
-            if let Some(name) = record.key_bytes().strip_prefix(b"SCHILY.xattr.") {
-                // A layer may not speak for the overlay filesystem.
-                if name.starts_with(b"trusted.overlay.") {
-                    continue;
-                }
-                xattrs.push((
-                    OsString::from_vec(name.to_vec()),
-                    record.value_bytes().to_vec(),
-                ));
+    for (key, value) in &records {
+        if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {
+            // A layer may not speak for the overlay filesystem.
+            if !name.starts_with(b"trusted.overlay.") {
+                xattrs.push((OsString::from_vec(name.to_vec()), value.to_vec()));
             }
         }
     }
-    let header = entry.header();
+    let sparse = SparseFile::from_pax(records.iter().copied())?;
+    Ok((xattrs, sparse))
+}
+
+/// The attributes of an entry: its header, and the xattrs of its PAX records.
+fn attributes(header: &tar::Header, xattrs: Xattrs) -> Result<Attributes> {
     let mtime = header.mtime().map_err(tar_error)?;
     Ok(Attributes {
         uid: Uid::from_raw(id32(header.uid().map_err(tar_error)?)?),

@@ -18,13 +18,14 @@
 
 mod apply;
 mod compute;
+mod sparse;
 pub mod stream;
 
 #[cfg(test)]
 mod tests;
 
 use std::io::{Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::error::{Context, Error, Result};
 use crate::snapshots::{Mount, TempMount};
@@ -45,13 +46,14 @@ pub const OVERLAY_OPAQUE_XATTR: &str = "trusted.overlay.opaque";
 #[derive(Debug, Clone)]
 pub struct ApplyOptions {
     /// Whether the layer may create block and character devices. Off by
-    /// default: image layers have no business making device nodes (overlay
-    /// whiteouts are made by berthd, not taken from the layer).
+    /// default: image layers have no business making device nodes. (A 0/0
+    /// character device is overlayfs's whiteout and is read as one.)
     pub allow_devices: bool,
     /// Most bytes the uncompressed stream, and separately the files it
     /// writes, may reach: a decompression bomb stops here.
     pub max_bytes: u64,
-    /// Most entries a layer may have.
+    /// Most entries a layer may have (this also bounds the memory an
+    /// extraction keeps: a few bytes and the name per entry).
     pub max_entries: u64,
 }
 
@@ -60,7 +62,7 @@ impl Default for ApplyOptions {
         ApplyOptions {
             allow_devices: false,
             max_bytes: 64 << 30,
-            max_entries: 4_000_000,
+            max_entries: 2_000_000,
         }
     }
 }
@@ -143,11 +145,39 @@ pub fn apply(
         Target::Dir(dir) => (dir.clone(), WhiteoutStyle::Delete),
         Target::Mounted(mounted) => (mounted.path().to_path_buf(), WhiteoutStyle::Delete),
     };
+    let applied = apply_into(&root, whiteouts, layer, compression, options)?;
+    if let Target::Mounted(mounted) = target {
+        mounted.release()?;
+    }
+    Ok(applied)
+}
 
+/// Applies a layer into `upper`, an overlay upper dir whose lower layers
+/// are not known yet (a snapshot from
+/// [`Snapshotter::prepare_detached`](crate::snapshots::Snapshotter::prepare_detached)):
+/// whiteouts become overlay whiteouts. Same guarantees as [`apply`].
+pub fn apply_to_overlay_upper(
+    upper: &Path,
+    layer: impl Read,
+    media_type: &str,
+    options: &ApplyOptions,
+) -> Result<AppliedLayer> {
+    let compression = Compression::from_media_type(media_type)?;
+    let whiteouts = WhiteoutStyle::Overlay { lowers: Vec::new() };
+    apply_into(upper, whiteouts, layer, compression, options)
+}
+
+fn apply_into(
+    root: &Path,
+    whiteouts: WhiteoutStyle,
+    layer: impl Read,
+    compression: Compression,
+    options: &ApplyOptions,
+) -> Result<AppliedLayer> {
     let mut stream = DigestReader::new(compression.decompress(layer)?, options.max_bytes);
     let extracted = {
         let mut archive = tar::Archive::new(&mut stream);
-        Extractor::new(&root, whiteouts, options)
+        Extractor::new(root, whiteouts, options)
             .and_then(|mut extractor| extractor.extract(&mut archive))
     };
     let drained = extracted.and_then(|()| {
@@ -163,9 +193,6 @@ pub fn apply(
             )));
         }
         return Err(err);
-    }
-    if let Target::Mounted(mounted) = target {
-        mounted.release()?;
     }
     let (diff_id, size) = stream.finish();
     Ok(AppliedLayer { diff_id, size })

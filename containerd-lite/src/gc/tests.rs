@@ -338,3 +338,19 @@ fn blobs_nobody_recorded_go_after_the_grace_period() {
     assert_eq!(collected.blobs, std::slice::from_ref(&stray));
     assert!(!f.on_disk(&stray));
 }
+
+#[test]
+fn scheduled_collections_run_in_the_background() {
+    let f = Fixture::new();
+    let orphan = f.blob("default", b"orphan", &[]);
+    let collector = f.collector();
+    let clone = collector.clone();
+    clone.schedule();
+    clone.schedule();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while f.on_disk(&orphan) {
+        assert!(std::time::Instant::now() < deadline, "no collection ran");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(!f.visible("default", &orphan));
+}

@@ -104,8 +104,8 @@ impl events_server::Events for EventsService {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use berth_proto::containerd::events::ImageDelete;
     use berth_proto::containerd::services::events::v1::events_server::Events;
+    use berth_proto::containerd::services::images::v1::ImageDelete;
 
     fn namespaced<T>(message: T, namespace: &str) -> Request<T> {
         let mut request = Request::new(message);

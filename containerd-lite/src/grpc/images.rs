@@ -1,10 +1,9 @@
 //! `containerd.services.images.v1.Images` over [`ImageStore`].
 
-use berth_proto::containerd::events::{ImageCreate, ImageDelete, ImageUpdate};
 use berth_proto::containerd::services::images::v1::{
     images_server, CreateImageRequest, CreateImageResponse, DeleteImageRequest, GetImageRequest,
-    GetImageResponse, Image as WireImage, ListImagesRequest, ListImagesResponse,
-    UpdateImageRequest, UpdateImageResponse,
+    GetImageResponse, Image as WireImage, ImageCreate, ImageDelete, ImageUpdate, ListImagesRequest,
+    ListImagesResponse, UpdateImageRequest, UpdateImageResponse,
 };
 use berth_proto::containerd::types::Descriptor as WireDescriptor;
 use tonic::{Request, Response, Status};

@@ -66,9 +66,11 @@ pub(super) fn namespace_has_content(txn: &WriteTransaction, namespace: &str) -> 
     super::namespace_has_records(txn, CONTENT, namespace)
 }
 
-/// Every content record of every namespace, for the collector.
-pub(crate) fn all_in(txn: &WriteTransaction) -> Result<Vec<(String, Info)>> {
-    let table = txn.open_table(CONTENT)?;
+/// Every content record of every namespace in `table` (the collector
+/// reads it in its own transaction).
+pub(crate) fn all_in(
+    table: &impl ReadableTable<(&'static str, &'static str), &'static [u8]>,
+) -> Result<Vec<(String, Info)>> {
     let mut all = Vec::new();
     for entry in table.iter()? {
         let (key, bytes) = entry?;
@@ -107,6 +109,7 @@ pub struct ContentStore {
 }
 
 impl ContentStore {
+    /// The store over `db`'s records and the shared `blobs`.
     pub fn new(db: Db, blobs: LocalStore) -> Self {
         ContentStore { db, blobs }
     }
@@ -243,10 +246,20 @@ impl ContentStore {
             }
             Ok(())
         })?;
-        let inner = self.blobs.writer(WriterOptions {
+        let expected = options.expected.clone();
+        let opened = self.blobs.writer(WriterOptions {
             reference: backend_ref(namespace, &reference),
             ..options
-        })?;
+        });
+        let inner = match (opened, &expected) {
+            (Ok(inner), _) => inner,
+            // Committed by another writer since the check above: record it.
+            (Err(err), Some(expected)) if err.kind == ErrorKind::AlreadyExists => {
+                self.adopt_existing(namespace, lease, expected, 0)?;
+                return Err(err);
+            }
+            (Err(err), _) => return Err(err),
+        };
         Ok(NamespacedWriter {
             inner,
             db: self.db.clone(),

@@ -30,6 +30,7 @@ pub struct Image {
 
 impl Image {
     /// A new image record; the times are set when it is stored.
+    /// The store over `db`.
     pub fn new(name: impl Into<String>, target: Descriptor) -> Image {
         Image {
             name: name.into(),

@@ -1,6 +1,7 @@
 //! Leases: named holds that keep content, snapshots and ingests from the
 //! garbage collector while a client works (a pull, an unpack, a build).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
@@ -10,7 +11,7 @@ use time::OffsetDateTime;
 
 use super::codec::{decode, encode};
 use super::filter::{Fields, Filter};
-use super::labels::{self, validate_identifier, Labels};
+use super::labels::{self, Labels};
 use super::{namespaces, Db};
 use crate::content::Digest;
 use crate::{Error, Result};
@@ -223,14 +224,22 @@ pub struct LeaseManager {
 }
 
 impl LeaseManager {
+    /// The manager over `db`.
     pub fn new(db: Db) -> Self {
         LeaseManager { db }
     }
 
-    /// Creates lease `id`; `AlreadyExists` if taken, `InvalidArgument` for a
-    /// malformed id, labels or expiry.
+    /// Creates lease `id`, or one with a generated id when `id` is empty
+    /// (as containerd's Create does). `AlreadyExists` if taken;
+    /// `InvalidArgument` for a malformed id, labels or expiry.
     pub fn create(&self, namespace: &str, id: &str, labels: Labels) -> Result<Lease> {
-        validate_identifier("lease id", id)?;
+        let id = if id.is_empty() {
+            generated_id()
+        } else {
+            validate_id(id)?;
+            id.to_owned()
+        };
+        let id = id.as_str();
         labels::validate(&labels)?;
         let lease = Lease {
             id: id.to_owned(),
@@ -319,6 +328,39 @@ impl LeaseManager {
             resources_of(&txn.open_table(LEASE_RESOURCES)?, namespace, id)
         })
     }
+}
+
+/// The longest lease id accepted.
+pub const MAX_LEASE_ID_LEN: usize = 256;
+
+/// Lease ids are the client's: ctr's random ones (`<nanos>-<base64url>`)
+/// do not follow the identifier rule, so any printable id is accepted.
+fn validate_id(id: &str) -> Result<()> {
+    if id.len() > MAX_LEASE_ID_LEN {
+        return Err(Error::invalid(format!(
+            "lease id {id:?}: longer than {MAX_LEASE_ID_LEN} bytes"
+        )));
+    }
+    if id.chars().any(char::is_control) {
+        return Err(Error::invalid(format!(
+            "lease id {id:?}: control characters"
+        )));
+    }
+    Ok(())
+}
+
+/// A fresh lease id: the time in nanoseconds and a per-process counter.
+fn generated_id() -> String {
+    static SEQUENCE: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    format!(
+        "{nanos}-{}-{}",
+        std::process::id(),
+        SEQUENCE.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 fn decode_lease(id: &str, bytes: &[u8]) -> Result<Lease> {

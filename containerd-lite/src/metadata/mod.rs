@@ -10,7 +10,7 @@
 //! lets fields be added without a migration. The schema, as tables:
 //!
 //! ```text
-//! berthd.redb
+//! metadata.redb
 //! ├── schema            "version" -> u64           (SCHEMA_VERSION)
 //! ├── namespaces        <ns> -> { labels, created_at, updated_at }
 //! ├── images            (<ns>, <name>) -> { target: { media_type, digest,

@@ -63,6 +63,7 @@ pub struct NamespaceStore {
 }
 
 impl NamespaceStore {
+    /// The store over `db`.
     pub fn new(db: Db) -> Self {
         NamespaceStore { db }
     }

@@ -559,6 +559,28 @@ fn lease_resources_are_added_listed_and_removed() {
 }
 
 #[test]
+fn lease_ids_are_the_clients_or_generated() {
+    let f = fixture();
+    let leases = LeaseManager::new(f.db.clone());
+    // ctr's random ids are `<nanos>-<base64url of 3 bytes>`.
+    for id in ["123456789-a-_B", "987-AB_-", "x"] {
+        assert_eq!(leases.create("ns", id, Labels::new()).unwrap().id, id);
+    }
+    let generated = leases.create("ns", "", Labels::new()).unwrap();
+    assert!(!generated.id.is_empty());
+    assert_ne!(
+        leases.create("ns", "", Labels::new()).unwrap().id,
+        generated.id
+    );
+    for bad in ["tab\there", &"x".repeat(300)] {
+        assert_eq!(
+            leases.create("ns", bad, Labels::new()).unwrap_err().kind,
+            ErrorKind::InvalidArgument
+        );
+    }
+}
+
+#[test]
 fn lease_resources_and_expiry_are_validated() {
     for (kind, id) in [
         ("content", "sha256:short"),

@@ -24,6 +24,19 @@ pub trait Backend: Send + Sync + fmt::Debug {
 
     /// Space and inodes the snapshot itself uses (not its parents).
     fn usage(&self, dir: &Path) -> Result<Usage>;
+
+    /// Whether a snapshot holds only its own changes, independent of its
+    /// parents, so one made without a parent can be committed onto one
+    /// (layers can then be applied in parallel). `upper_dir` is then where
+    /// those changes live.
+    fn can_rebase(&self) -> bool {
+        false
+    }
+
+    /// Where a rebasable snapshot's own changes live.
+    fn upper_dir(&self, dir: &Path) -> PathBuf {
+        fs_dir(dir)
+    }
 }
 
 /// The directory holding a snapshot's tree (or its upper layer).

@@ -39,8 +39,9 @@
 //! remove(ns, "inspect"); remove(ns, "ctr-1"); remove(ns, "sha256:c2") // fine
 //! ```
 //!
-//! Metadata lives in berthd's redb database (see [`store`](self) tables
-//! `snapshots.v1.*`); the trees live in `<root>/snapshots/<id>`, numbered by
+//! Metadata lives in berthd's redb database (tables `snapshots.v1.*`,
+//! drawn in `store.rs` and docs/berthd.md); the trees live in
+//! `<root>/snapshots/<id>`, numbered by
 //! a backend id that never repeats. A snapshot directory is built under a
 //! temporary name and renamed into place before its record is stored, and
 //! removed after its record is gone, so a crash leaves at worst a directory
@@ -178,7 +179,7 @@ impl Snapshotter {
 
     /// The `overlayfs` snapshotter rooted at `root`.
     pub fn overlayfs(db: Arc<redb::Database>, root: &Path) -> Result<Self> {
-        Self::new(db, root, Box::new(Overlay))
+        Self::new(db, root, Box::new(Overlay::new()))
     }
 
     /// The `native` (copying) snapshotter rooted at `root`.
@@ -231,7 +232,7 @@ impl Snapshotter {
                     )));
                 }
             }
-            Ok(())
+            validate_labels(&record.labels)
         })?;
         Ok(record.info(key))
     }
@@ -246,9 +247,15 @@ impl Snapshotter {
         }
     }
 
-    /// The mounts presenting the tree of an active snapshot or view.
+    /// The mounts presenting the tree of an active snapshot or view (a
+    /// committed snapshot has none: view it).
     pub fn mounts(&self, ns: &str, key: &str) -> Result<Vec<Mount>> {
         let (record, ancestors) = self.store.get_with_ancestors(ns, key)?;
+        if record.kind == Kind::Committed {
+            return Err(Error::precondition(format!(
+                "snapshot {key} in namespace {ns}: is committed, only active snapshots and views have mounts"
+            )));
+        }
         let parents: Vec<PathBuf> = ancestors.iter().map(|id| self.id_dir(*id)).collect();
         Ok(self
             .backend
@@ -290,6 +297,7 @@ impl Snapshotter {
         if key.is_empty() {
             return Err(Error::invalid("snapshot key: must not be empty"));
         }
+        validate_labels(&labels)?;
         let parent = parent.filter(|p| !p.is_empty());
         let ancestors = self.store.check_new(ns, key, parent)?;
         let parents: Vec<PathBuf> = ancestors.iter().map(|id| self.id_dir(*id)).collect();
@@ -352,6 +360,7 @@ impl Snapshotter {
         if name.is_empty() {
             return Err(Error::invalid("committed snapshot name: must not be empty"));
         }
+        validate_labels(&labels)?;
         let record = self.store.get(ns, key)?;
         if record.kind != Kind::Active {
             return Err(Error::precondition(format!(
@@ -363,7 +372,67 @@ impl Snapshotter {
         let usage = self.backend.usage(&dir)?;
         // What was written must be on disk before anyone builds on it.
         sync_tree(&dir)?;
-        self.store.commit(ns, key, name, labels, usage)?;
+        self.store.commit(ns, key, name, None, labels, usage)?;
+        Ok(())
+    }
+
+    /// Whether this snapshotter can rebase: see [`Snapshotter::prepare_detached`].
+    pub fn can_rebase(&self) -> bool {
+        self.backend.can_rebase()
+    }
+
+    /// Creates an active snapshot `key` with no parent, to be filled as an
+    /// overlay upper dir (whiteouts as overlay whiteouts) and committed
+    /// onto a parent that may not exist yet with
+    /// [`Snapshotter::commit_onto`]. Returns the directory to fill. This is
+    /// how independent layers are applied in parallel; only snapshotters
+    /// that [can rebase](Snapshotter::can_rebase) offer it (others:
+    /// Unimplemented).
+    pub fn prepare_detached(
+        &self,
+        ns: &str,
+        key: &str,
+        labels: BTreeMap<String, String>,
+    ) -> Result<PathBuf> {
+        if !self.can_rebase() {
+            return Err(Error::unimplemented(format!(
+                "snapshotter {}: cannot rebase snapshots",
+                self.name()
+            )));
+        }
+        self.create(ns, key, None, labels, Kind::Active)?;
+        let record = self.store.get(ns, key)?;
+        Ok(self.backend.upper_dir(&self.id_dir(record.id)))
+    }
+
+    /// Commits the detached snapshot `key` as `name` on top of the
+    /// committed `parent` (or of nothing).
+    pub fn commit_onto(
+        &self,
+        ns: &str,
+        name: &str,
+        key: &str,
+        parent: Option<&str>,
+        labels: BTreeMap<String, String>,
+    ) -> Result<()> {
+        if !self.can_rebase() {
+            return Err(Error::unimplemented(format!(
+                "snapshotter {}: cannot rebase snapshots",
+                self.name()
+            )));
+        }
+        validate_labels(&labels)?;
+        let record = self.store.get(ns, key)?;
+        if record.kind != Kind::Active {
+            return Err(Error::precondition(format!(
+                "snapshot {key} in namespace {ns}: is {}, only active snapshots can be committed",
+                record.kind
+            )));
+        }
+        let dir = self.id_dir(record.id);
+        let usage = self.backend.usage(&dir)?;
+        sync_tree(&dir)?;
+        self.store.commit(ns, key, name, parent, labels, usage)?;
         Ok(())
     }
 
@@ -418,11 +487,41 @@ impl Snapshotter {
             };
             if orphan {
                 let path = entry.path();
-                fs::remove_dir_all(&path).with_context(|| format!("remove {}", path.display()))?;
+                match fs::remove_dir_all(&path) {
+                    // A removal running alongside got there first.
+                    Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                    other => other.with_context(|| format!("remove {}", path.display()))?,
+                }
             }
         }
         Ok(())
     }
+}
+
+/// Whether namespace `ns` still has snapshots (of any snapshotter sharing
+/// the database), read in the caller's write transaction: the check the
+/// metadata store runs before deleting a namespace.
+pub fn namespace_in_use(txn: &redb::WriteTransaction, ns: &str) -> Result<bool> {
+    store::namespace_has_snapshots(txn, ns)
+}
+
+/// Most bytes a label's key and value may take together, as containerd.
+const MAX_LABEL: usize = 4096;
+
+/// Checks labels as containerd does: non-empty keys, key and value at most
+/// 4096 bytes together.
+fn validate_labels(labels: &BTreeMap<String, String>) -> Result<()> {
+    for (key, value) in labels {
+        if key.is_empty() {
+            return Err(Error::invalid("label key: must not be empty"));
+        }
+        if key.len() + value.len() > MAX_LABEL {
+            return Err(Error::invalid(format!(
+                "label {key:?}: key and value longer than {MAX_LABEL} bytes"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// fsyncs a directory, so a rename or creation in it is durable.

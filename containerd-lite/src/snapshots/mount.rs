@@ -46,7 +46,7 @@ impl Mount {
 
     /// Whether the options ask for a read-only mount.
     pub fn is_readonly(&self) -> bool {
-        self.options.iter().any(|o| o == "ro")
+        self.flags_and_data().0.contains(MsFlags::MS_RDONLY)
     }
 
     /// The value of a `key=value` data option, e.g. `upperdir`.
@@ -63,24 +63,24 @@ impl Mount {
             .unwrap_or_default()
     }
 
-    /// Splits the options into mount flags and the data string.
-    fn flags_and_data(&self) -> (MsFlags, MsFlags, String) {
-        let mut set = MsFlags::empty();
-        let mut clear = MsFlags::empty();
+    /// Splits the options into mount flags (a later option overrides an
+    /// earlier one: `ro,rw` is writable) and the data string.
+    fn flags_and_data(&self) -> (MsFlags, String) {
+        let mut flags = MsFlags::empty();
         let mut data = Vec::new();
         for option in &self.options {
             match flag_of(option) {
-                Some((flag, true)) => set |= flag,
-                Some((flag, false)) => clear |= flag,
+                Some((flag, true)) => flags |= flag,
+                Some((flag, false)) => flags -= flag,
                 None => data.push(option.as_str()),
             }
         }
-        (set, clear, data.join(","))
+        (flags, data.join(","))
     }
 
     /// Mounts this on `target`.
     fn mount_on(&self, target: &Path) -> Result<()> {
-        let (flags, _cleared, data) = self.flags_and_data();
+        let (flags, data) = self.flags_and_data();
         let what = || {
             format!(
                 "mount {} ({}) on {}",
@@ -263,5 +263,90 @@ impl TempMount {
 impl Drop for TempMount {
     fn drop(&mut self) {
         let _ = self.release_inner();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn is_mount_point(path: &Path) -> bool {
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let path = path.to_str().unwrap();
+        mountinfo
+            .lines()
+            .any(|line| line.split(' ').nth(4) == Some(path))
+    }
+
+    #[test]
+    fn a_failed_mount_list_leaves_nothing_mounted() {
+        let dir = tempfile::tempdir().unwrap();
+        let (source, target) = (dir.path().join("src"), dir.path().join("dst"));
+        std::fs::create_dir(&source).unwrap();
+        std::fs::create_dir(&target).unwrap();
+        let bogus = Mount {
+            r#type: "no-such-filesystem".into(),
+            source: "none".into(),
+            target: None,
+            options: vec![],
+        };
+        let err = mount_all(&[Mount::bind(&source, false), bogus], &target).unwrap_err();
+        assert!(err.message.contains("no-such-filesystem"), "{err}");
+        assert!(!is_mount_point(&target));
+        unmount_all(&target).unwrap();
+    }
+
+    #[test]
+    fn read_only_binds_are_read_only_and_unmount_cleanly() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("f"), "x").unwrap();
+        let mounted = TempMount::new(&[Mount::bind(dir.path(), true)]).unwrap();
+        let path = mounted.path().to_path_buf();
+        assert!(is_mount_point(&path));
+        assert_eq!(std::fs::read_to_string(path.join("f")).unwrap(), "x");
+        assert!(std::fs::write(path.join("g"), "y").is_err());
+        drop(mounted);
+        assert!(
+            !path.exists(),
+            "dropping unmounts and removes the mount point"
+        );
+    }
+
+    #[test]
+    fn targets_stay_below_the_mount_point() {
+        let root = Path::new("/mnt/root");
+        let mut m = Mount::bind(Path::new("/src"), false);
+        m.target = Some("../escape".into());
+        assert_eq!(
+            mount_point(root, &m).unwrap_err().kind,
+            crate::ErrorKind::InvalidArgument
+        );
+        m.target = Some("/proc".into());
+        assert_eq!(mount_point(root, &m).unwrap(), root.join("proc"));
+    }
+
+    #[test]
+    fn options_split_into_flags_and_data() {
+        let m = Mount {
+            r#type: "overlay".into(),
+            source: "overlay".into(),
+            target: None,
+            options: vec![
+                "ro".into(),
+                "nosuid".into(),
+                "lowerdir=/a:/b".into(),
+                "index=off".into(),
+            ],
+        };
+        let (flags, data) = m.flags_and_data();
+        assert_eq!(flags, MsFlags::MS_RDONLY | MsFlags::MS_NOSUID);
+        assert_eq!(data, "lowerdir=/a:/b,index=off");
+        assert_eq!(m.lowerdirs(), [PathBuf::from("/a"), PathBuf::from("/b")]);
+        assert_eq!(m.option("index"), Some("off"));
+        assert!(m.is_readonly() && !m.is_bind());
+        let mut later = m.clone();
+        later.options.push("rw".into());
+        assert_eq!(later.flags_and_data().0, MsFlags::MS_NOSUID);
+        assert!(!later.is_readonly());
     }
 }

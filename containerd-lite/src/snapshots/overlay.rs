@@ -12,8 +12,40 @@ use super::tree::disk_usage;
 use super::{Kind, Mount, Usage};
 
 /// Stacks snapshots with the kernel's overlay filesystem.
-#[derive(Debug, Default)]
-pub struct Overlay;
+#[derive(Debug)]
+pub struct Overlay {
+    /// Mount with `index=off` where the kernel knows the option: with the
+    /// inode index on, a layer could not be a lower dir of several mounts
+    /// whose upper dirs differ.
+    index_off: bool,
+}
+
+impl Overlay {
+    /// The backend, with the mount options this kernel supports.
+    pub fn new() -> Self {
+        Overlay {
+            index_off: Path::new("/sys/module/overlay/parameters/index").exists(),
+        }
+    }
+
+    fn overlay(&self, mut options: Vec<String>) -> Mount {
+        if self.index_off {
+            options.insert(0, "index=off".into());
+        }
+        Mount {
+            r#type: "overlay".into(),
+            source: "overlay".into(),
+            target: None,
+            options,
+        }
+    }
+}
+
+impl Default for Overlay {
+    fn default() -> Self {
+        Self::new()
+    }
+}
 
 impl Backend for Overlay {
     fn name(&self) -> &'static str {
@@ -44,26 +76,20 @@ impl Backend for Overlay {
             // A view of one layer needs no overlay: bind it read-only.
             (Kind::View, [parent]) => vec![Mount::bind(&fs_dir(parent), true)],
             // A view of a stack: overlay with lower dirs only is read-only.
-            (Kind::View, _) => vec![Mount {
-                r#type: "overlay".into(),
-                source: "overlay".into(),
-                target: None,
-                options: vec![lower()],
-            }],
-            _ => vec![Mount {
-                r#type: "overlay".into(),
-                source: "overlay".into(),
-                target: None,
-                options: vec![
-                    format!("workdir={}", dir.join("work").display()),
-                    format!("upperdir={}", fs_dir(dir).display()),
-                    lower(),
-                ],
-            }],
+            (Kind::View, _) => vec![self.overlay(vec![lower()])],
+            _ => vec![self.overlay(vec![
+                format!("workdir={}", dir.join("work").display()),
+                format!("upperdir={}", fs_dir(dir).display()),
+                lower(),
+            ])],
         }
     }
 
     fn usage(&self, dir: &Path) -> Result<Usage> {
         disk_usage(&fs_dir(dir))
+    }
+
+    fn can_rebase(&self) -> bool {
+        true
     }
 }

@@ -227,12 +227,15 @@ impl Store {
     }
 
     /// Turns the active snapshot `key` into the committed snapshot `name`,
-    /// keeping its backend id. Returns the committed record.
+    /// keeping its backend id. With `rebase_onto`, the active snapshot must
+    /// have no parent and the committed one gets that (committed) parent.
+    /// Returns the committed record.
     pub fn commit(
         &self,
         ns: &str,
         key: &str,
         name: &str,
+        rebase_onto: Option<&str>,
         labels: BTreeMap<String, String>,
         usage: Usage,
     ) -> Result<Record> {
@@ -255,11 +258,27 @@ impl Store {
                     "snapshot {name} in namespace {ns}: already exists"
                 )));
             }
+            let mut parent = active.parent.clone();
+            if let Some(base) = rebase_onto {
+                if active.parent.is_some() {
+                    return Err(Error::precondition(format!(
+                        "snapshot {key} in namespace {ns}: has a parent, cannot be rebased"
+                    )));
+                }
+                let value = records.get((ns, base)).map_err(db_error)?;
+                let value = value.ok_or_else(|| not_found(ns, base))?;
+                if decode(ns, base, value.value())?.kind != Kind::Committed {
+                    return Err(Error::invalid(format!(
+                        "parent snapshot {base} of {name}: not committed"
+                    )));
+                }
+                parent = Some(base.to_string());
+            }
             let now = SystemTime::now();
             let committed = Record {
                 id: active.id,
                 kind: Kind::Committed,
-                parent: active.parent.clone(),
+                parent: parent.clone(),
                 labels,
                 created: now,
                 updated: now,
@@ -269,9 +288,11 @@ impl Store {
             records
                 .insert((ns, name), encode(&committed)?.as_slice())
                 .map_err(db_error)?;
-            if let Some(parent) = active.parent.as_deref() {
-                let mut children = txn.open_table(CHILDREN).map_err(db_error)?;
-                children.remove((ns, parent, key)).map_err(db_error)?;
+            let mut children = txn.open_table(CHILDREN).map_err(db_error)?;
+            if let Some(old_parent) = active.parent.as_deref() {
+                children.remove((ns, old_parent, key)).map_err(db_error)?;
+            }
+            if let Some(parent) = parent.as_deref() {
                 children.insert((ns, parent, name), ()).map_err(db_error)?;
             }
             committed
@@ -369,5 +390,19 @@ impl Store {
             ids.insert(decode(ns, key, v.value())?.id);
         }
         Ok(ids)
+    }
+}
+
+/// Whether `ns` has any snapshot, read inside the caller's write
+/// transaction (for the namespace deletion check of the metadata store).
+pub(super) fn namespace_has_snapshots(txn: &redb::WriteTransaction, ns: &str) -> Result<bool> {
+    let records = txn.open_table(RECORDS).map_err(db_error)?;
+    let first = records.range((ns, "")..).map_err(db_error)?.next();
+    match first {
+        None => Ok(false),
+        Some(item) => {
+            let (k, _) = item.map_err(db_error)?;
+            Ok(k.value().0 == ns)
+        }
     }
 }

@@ -165,6 +165,14 @@ fn contract_refusals(make: Make) {
     assert_eq!(commit("c", "base"), ErrorKind::FailedPrecondition);
     assert_eq!(commit("base", "a"), ErrorKind::AlreadyExists);
     assert_eq!(commit("c", "missing"), ErrorKind::NotFound);
+    assert_eq!(
+        s.mounts(NS, "base").unwrap_err().kind,
+        ErrorKind::FailedPrecondition
+    );
+    assert_eq!(
+        s.mounts(NS, "missing").unwrap_err().kind,
+        ErrorKind::NotFound
+    );
     assert!(
         s.stat(NS, "a").is_ok(),
         "a refused commit leaves the snapshot"
@@ -220,6 +228,13 @@ fn contract_namespaces_are_separate(make: Make) {
     assert_eq!(s.stat("one", "k").unwrap_err().kind, ErrorKind::NotFound);
     assert!(s.stat("two", "k").is_ok());
     assert!(s.walk::<&str>("three", &[]).unwrap().is_empty());
+    let in_use = |ns: &str| {
+        let txn = f.db.begin_write().unwrap();
+        let used = namespace_in_use(&txn, ns).unwrap();
+        txn.abort().unwrap();
+        used
+    };
+    assert!(!in_use("one") && in_use("two") && !in_use("three") && !in_use("tw"));
     // A parent in another namespace does not exist here.
     layer(s, "base", None, &[]);
     let err = s
@@ -245,6 +260,20 @@ fn contract_update_labels(make: Make) {
     let all = s.update::<&str>(NS, &info, &[]).unwrap();
     assert_eq!(all.labels, info.labels);
     let err = s.update(NS, &info, &["kind"]).unwrap_err();
+    assert_eq!(err.kind, ErrorKind::InvalidArgument);
+    let mut huge = info.clone();
+    huge.labels.insert("big".into(), "x".repeat(5000));
+    assert_eq!(
+        s.update(NS, &huge, &["labels.big"]).unwrap_err().kind,
+        ErrorKind::InvalidArgument
+    );
+    assert_eq!(
+        s.stat(NS, "k").unwrap().labels,
+        info.labels,
+        "a refused update changes nothing"
+    );
+    let empty_key = BTreeMap::from([(String::new(), "v".to_string())]);
+    let err = s.prepare(NS, "k2", None, empty_key).unwrap_err();
     assert_eq!(err.kind, ErrorKind::InvalidArgument);
     info.name = "missing".into();
     assert_eq!(
@@ -328,6 +357,35 @@ fn contract_cleanup_and_reopen(make: Make) {
     assert!(snapshots.join("2").exists());
 }
 
+#[test]
+fn racing_prepares_of_one_key_make_one_snapshot() {
+    let f = fixture(Snapshotter::overlayfs);
+    let s = &f.snapshotter;
+    layer(s, "base", None, &[]);
+    let outcomes: Vec<Result<Vec<Mount>>> = std::thread::scope(|scope| {
+        let racers: Vec<_> = (0..8)
+            .map(|_| scope.spawn(|| s.prepare(NS, "contested", Some("base"), no_labels())))
+            .collect();
+        racers.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    assert_eq!(outcomes.iter().filter(|r| r.is_ok()).count(), 1);
+    for err in outcomes.iter().filter_map(|r| r.as_ref().err()) {
+        assert_eq!(err.kind, ErrorKind::AlreadyExists, "{err}");
+    }
+    // Losers take their directories with them: the winner's and the
+    // base's remain, with nothing for cleanup to find.
+    let dirs = || fs::read_dir(f.root.join("snapshots")).unwrap().count();
+    assert_eq!(dirs(), 2);
+    s.cleanup().unwrap();
+    assert_eq!(dirs(), 2);
+}
+
+#[test]
+fn snapshotters_are_shared_across_threads() {
+    fn shared<T: Send + Sync>() {}
+    shared::<Snapshotter>();
+}
+
 macro_rules! contract_suite {
     ($backend:ident, $make:expr) => {
         mod $backend {
@@ -376,6 +434,48 @@ contract_suite!(overlayfs, Snapshotter::overlayfs);
 contract_suite!(native, Snapshotter::native);
 
 #[test]
+fn overlay_rebases_detached_snapshots_native_cannot() {
+    let f = fixture(Snapshotter::overlayfs);
+    let s = &f.snapshotter;
+    layer(s, "base", None, &[("a", "1")]);
+    let upper = s.prepare_detached(NS, "top-work", no_labels()).unwrap();
+    fs::write(upper.join("b"), "2").unwrap();
+    s.prepare(NS, "busy", Some("base"), no_labels()).unwrap();
+    let err = s
+        .commit_onto(NS, "top", "top-work", Some("busy"), no_labels())
+        .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::InvalidArgument, "{err}");
+    let err = s
+        .commit_onto(NS, "top", "busy", Some("base"), no_labels())
+        .unwrap_err();
+    assert_eq!(
+        err.kind,
+        ErrorKind::FailedPrecondition,
+        "a snapshot with a parent is not rebased"
+    );
+    s.commit_onto(NS, "top", "top-work", Some("base"), no_labels())
+        .unwrap();
+    assert_eq!(s.stat(NS, "top").unwrap().parent.as_deref(), Some("base"));
+    assert_eq!(
+        s.remove(NS, "base").unwrap_err().kind,
+        ErrorKind::FailedPrecondition
+    );
+    let view = s.view(NS, "v", Some("top"), no_labels()).unwrap();
+    with_mounted(&view, |root| {
+        assert_eq!(fs::read_to_string(root.join("a")).unwrap(), "1");
+        assert_eq!(fs::read_to_string(root.join("b")).unwrap(), "2");
+    });
+
+    let native = fixture(Snapshotter::native);
+    assert!(!native.snapshotter.can_rebase());
+    let err = native
+        .snapshotter
+        .prepare_detached(NS, "k", no_labels())
+        .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Unimplemented);
+}
+
+#[test]
 fn overlay_mounts_stack_lower_dirs_newest_first() {
     let f = fixture(Snapshotter::overlayfs);
     let s = &f.snapshotter;
@@ -401,7 +501,8 @@ fn overlay_mounts_stack_lower_dirs_newest_first() {
     );
 
     let view = s.view(NS, "v", Some("l3"), no_labels()).unwrap();
-    assert_eq!(view[0].options, [format!("lowerdir={lower}")]);
+    assert_eq!(view[0].option("lowerdir"), Some(lower.as_str()));
+    assert!(view[0].option("upperdir").is_none() && view[0].option("workdir").is_none());
     let first = s.prepare(NS, "first", None, no_labels()).unwrap();
     assert!(first[0].is_bind() && !first[0].is_readonly());
 }
