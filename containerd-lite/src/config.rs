@@ -13,11 +13,19 @@
 //!
 //! [docker]
 //! address = "/run/berth/docker.sock"   # "" serves no Docker API
+//!
+//! [runtimes."io.containerd.kata.v2"]     # any runtime name a container asks for
+//! shim = "containerd-shim-kata-v2"       # the shim serving it (on PATH, or a path)
 //! ```
+//!
+//! Without a `[runtimes]` entry, `io.containerd.runc.v2` and
+//! `io.containerd.berth.v2` go to `containerd-shim-berth-v2`, and any other
+//! `io.containerd.NAME.vN` to `containerd-shim-NAME-vN` on PATH.
 //!
 //! Every key is optional; unknown keys are refused so a typo is not
 //! silently ignored.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -44,6 +52,8 @@ pub struct Config {
     /// The Docker API socket; `None` serves no Docker API.
     pub docker_address: Option<PathBuf>,
     pub log_level: String,
+    /// Runtime name -> shim binary, over the defaults (see the module doc).
+    pub runtimes: BTreeMap<String, String>,
 }
 
 impl Default for Config {
@@ -54,6 +64,7 @@ impl Default for Config {
             address: DEFAULT_ADDRESS.into(),
             docker_address: Some(DEFAULT_DOCKER_ADDRESS.into()),
             log_level: DEFAULT_LOG_LEVEL.into(),
+            runtimes: BTreeMap::new(),
         }
     }
 }
@@ -82,6 +93,14 @@ struct File {
     debug: DebugSection,
     #[serde(default)]
     docker: Section,
+    #[serde(default)]
+    runtimes: BTreeMap<String, RuntimeSection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuntimeSection {
+    shim: String,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -125,6 +144,11 @@ impl Config {
                 .log_level
                 .or(file.debug.level)
                 .unwrap_or(defaults.log_level),
+            runtimes: file
+                .runtimes
+                .into_iter()
+                .map(|(name, section)| (name, section.shim))
+                .collect(),
         };
         config.validate()?;
         Ok(config)
@@ -147,6 +171,13 @@ impl Config {
                 return Err(Error::invalid(format!(
                     "{what} {}: must be an absolute path",
                     path.display()
+                )));
+            }
+        }
+        for (name, shim) in &self.runtimes {
+            if name.is_empty() || shim.is_empty() {
+                return Err(Error::invalid(format!(
+                    "runtime {name:?}: both the name and its shim must be set (shim {shim:?})"
                 )));
             }
         }
@@ -205,6 +236,8 @@ mod tests {
             level = "debug"
             [docker]
             address = ""
+            [runtimes."io.containerd.runc.v2"]
+            shim = "/usr/bin/containerd-shim-runc-v2"
             "#,
         );
         let config = Config::load(Some(file.path()), Overrides::default()).unwrap();
@@ -213,6 +246,10 @@ mod tests {
         assert_eq!(config.ttrpc_address(), PathBuf::from("/run/b/b.sock.ttrpc"));
         assert_eq!(config.docker_address, None);
         assert_eq!(config.log_level, "debug");
+        assert_eq!(
+            config.runtimes["io.containerd.runc.v2"],
+            "/usr/bin/containerd-shim-runc-v2"
+        );
 
         let config = Config::load(
             Some(file.path()),

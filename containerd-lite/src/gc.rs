@@ -3,6 +3,7 @@
 //! The graph, as containerd draws it, per namespace:
 //!
 //! * roots: every image (its target blob, and what its labels point at);
+//!   every container (its root filesystem snapshot and its label refs);
 //!   every lease not yet expired (the blobs, snapshots and ingests it
 //!   holds); every blob or snapshot labelled `containerd.io/gc.root`;
 //!   every ingest updated within the grace period;
@@ -30,7 +31,7 @@ use redb::ReadableTable;
 
 use crate::content::{Digest, IngestManager, Manager};
 use crate::metadata::{self, Db, LeaseResource};
-use crate::metadata::{content as content_records, images, leases, namespaces};
+use crate::metadata::{containers, content as content_records, images, leases, namespaces};
 use crate::{content::LocalStore, ErrorKind, Result};
 
 /// Marks a blob or snapshot as a root of its own.
@@ -206,6 +207,16 @@ impl Collector {
                     image.target.digest.clone(),
                 ));
                 graph.root_label_refs(&namespace, &image.labels);
+            }
+            for (namespace, container) in containers::all_in(txn)? {
+                if !container.snapshot_key.is_empty() {
+                    graph.root(Node::Snapshot(SnapshotId {
+                        namespace: namespace.clone(),
+                        snapshotter: container.snapshotter.clone(),
+                        key: container.snapshot_key.clone(),
+                    }));
+                }
+                graph.root_label_refs(&namespace, &container.labels);
             }
             for (namespace, lease, resources) in leases::all_with_resources(txn)? {
                 if lease.is_expired(now) {

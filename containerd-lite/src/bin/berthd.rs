@@ -1,4 +1,4 @@
-//! `berthd`: images, content and snapshots (then containers and tasks)
+//! `berthd`: images, content, snapshots, containers and tasks
 //! behind containerd's own gRPC API. Takes containerd's flags; see
 //! docs/berthd.md.
 #![forbid(unsafe_code)]
@@ -6,6 +6,7 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use berthd::config::{Config, Overrides};
 use berthd::grpc::{self, Backend};
@@ -83,6 +84,16 @@ async fn run(config: Config) -> berthd::Result<()> {
         "berthd starting"
     );
     let backend = Backend::open(&config)?;
+    // Shims forward their events here; it is up before any shim is
+    // re-adopted, so none of theirs is lost to a missing endpoint.
+    let ttrpc_address = config.ttrpc_address();
+    let forward = berthd::runtime::forward::serve(
+        &ttrpc_address,
+        Arc::new(grpc::tasks::ExchangeSink(backend.events.clone())),
+    )
+    .await?;
+    let (adopted, cleaned) = backend.tasks.restore().await?;
+    tracing::info!(adopted, cleaned, "tasks of a previous run restored");
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
     let shutdown = async move {
@@ -92,7 +103,11 @@ async fn run(config: Config) -> berthd::Result<()> {
         };
         tracing::info!("{name}: stopping");
     };
-    grpc::serve(&config.address, &backend, shutdown).await?;
+    let served = grpc::serve(&config.address, &backend, shutdown).await;
+    // Shims keep running without berthd; a later berthd re-adopts them.
+    drop(forward);
+    let _ = std::fs::remove_file(&ttrpc_address);
+    served?;
     tracing::info!("berthd stopped");
     Ok(())
 }

@@ -32,7 +32,9 @@ use crate::content::LocalStore;
 use crate::error::Context;
 use crate::events::Exchange;
 use crate::gc::{Collected, Collector, GcSnapshotter, SnapshotNode};
-use crate::metadata::{ContentStore, Db, ImageStore, LeaseManager, NamespaceStore};
+use crate::metadata::{ContainerStore, ContentStore, Db, ImageStore, LeaseManager, NamespaceStore};
+use crate::runtime::shim::ShimBinaries;
+use crate::runtime::TaskManager;
 use crate::snapshots::Snapshotter;
 use crate::{Error, Result};
 
@@ -55,6 +57,11 @@ pub struct Backend {
     pub leases: LeaseManager,
     pub snapshotters: Snapshotters,
     pub gc: Gc,
+    pub containers: ContainerStore,
+    /// The runtime manager: one shim per task. Call
+    /// [`TaskManager::restore`] and serve its event endpoint
+    /// ([`crate::runtime::forward::serve`]) before serving the API.
+    pub tasks: Arc<TaskManager>,
 }
 
 impl Backend {
@@ -90,9 +97,20 @@ impl Backend {
         for snapshotter in snapshotters.all() {
             collector = collector.with_snapshotter(Arc::new(CollectedSnapshots(snapshotter)));
         }
+        let events = Exchange::new();
+        let mut binaries = ShimBinaries::default();
+        for (runtime, shim) in &config.runtimes {
+            binaries.set(runtime, shim);
+        }
+        let tasks = TaskManager::new(
+            super::tasks::runtime_config(config, binaries),
+            Arc::new(super::tasks::ExchangeSink(events.clone())),
+        );
         Ok(Backend {
             uuid,
-            events: Exchange::new(),
+            containers: ContainerStore::open(db.clone())?,
+            tasks,
+            events,
             namespaces: NamespaceStore::new(db.clone()),
             content: ContentStore::new(db.clone(), blobs),
             images: ImageStore::new(db.clone()),

@@ -10,6 +10,7 @@
 
 pub mod backend;
 pub mod client;
+pub mod containers;
 pub mod content;
 pub mod diff;
 pub mod events;
@@ -21,6 +22,7 @@ pub mod request;
 pub mod snapshots;
 pub mod socket;
 pub mod status;
+pub mod tasks;
 pub mod version;
 
 use std::collections::{BTreeMap, HashMap};
@@ -28,6 +30,7 @@ use std::future::Future;
 use std::path::Path;
 use std::time::Duration;
 
+use berth_proto::containerd::services::containers::v1::containers_server::ContainersServer;
 use berth_proto::containerd::services::content::v1::content_server::ContentServer;
 use berth_proto::containerd::services::diff::v1::diff_server::DiffServer;
 use berth_proto::containerd::services::events::v1::events_server::EventsServer;
@@ -36,6 +39,7 @@ use berth_proto::containerd::services::introspection::v1::introspection_server::
 use berth_proto::containerd::services::leases::v1::leases_server::LeasesServer;
 use berth_proto::containerd::services::namespaces::v1::namespaces_server::NamespacesServer;
 use berth_proto::containerd::services::snapshots::v1::snapshots_server::SnapshotsServer;
+use berth_proto::containerd::services::tasks::v1::tasks_server::TasksServer;
 use berth_proto::containerd::services::version::v1::version_server::VersionServer;
 use tokio::sync::oneshot;
 use tokio_stream::wrappers::UnixListenerStream;
@@ -63,11 +67,13 @@ fn plugins(backend: &Backend) -> Vec<Plugin> {
         Plugin::new("io.containerd.event.v1", "exchange"),
         Plugin::new("io.containerd.gc.v1", "scheduler"),
         Plugin::new("io.containerd.lease.v1", "manager"),
+        Plugin::new("io.containerd.runtime.v2", "task").on_host_platform(),
     ];
     for name in backend.snapshotters.names() {
         plugins.push(Plugin::new("io.containerd.snapshotter.v1", name).on_host_platform());
     }
     for id in [
+        "containers",
         "content",
         "diff",
         "events",
@@ -76,6 +82,7 @@ fn plugins(backend: &Backend) -> Vec<Plugin> {
         "leases",
         "namespaces",
         "snapshots",
+        "tasks",
         "version",
     ] {
         plugins.push(Plugin::new(GRPC_PLUGIN, id));
@@ -120,6 +127,16 @@ pub fn router(backend: &Backend) -> Router {
         .add_service(LeasesServer::new(leases::LeasesService::new(
             backend.leases.clone(),
             backend.gc.clone(),
+        )))
+        .add_service(ContainersServer::new(containers::ContainersService::new(
+            backend.containers.clone(),
+            backend.events.clone(),
+            backend.gc.clone(),
+        )))
+        .add_service(TasksServer::new(tasks::TasksService::new(
+            backend.tasks.clone(),
+            backend.containers.clone(),
+            backend.snapshotters.clone(),
         )))
 }
 

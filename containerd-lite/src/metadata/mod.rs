@@ -17,6 +17,7 @@
 //! │                         size, annotations }, labels, created_at, updated_at }
 //! ├── content           (<ns>, <digest>) -> { size, labels, created_at, updated_at }
 //! ├── leases            (<ns>, <id>) -> { labels, created_at }
+//! ├── containers        (<ns>, <id>) -> see `containers`
 //! └── lease_resources   (<ns>, <id>, <type>, <resource id>) -> ()
 //!                           type: "content" | "ingests" | "snapshots/<snapshotter>"
 //! ```
@@ -30,6 +31,7 @@
 //! transaction; a database from a newer berthd is refused.
 
 mod codec;
+pub mod containers;
 pub mod content;
 pub mod filter;
 pub mod images;
@@ -45,6 +47,7 @@ use redb::{
     ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition, Value, WriteTransaction,
 };
 
+pub use containers::{Container, ContainerStore};
 pub use content::{ContentStore, NamespacedWriter};
 pub use filter::{Fields, Filter};
 pub use images::{Image, ImageStore};

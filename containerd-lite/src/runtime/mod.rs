@@ -23,6 +23,7 @@ use containerd_shim_protos::protobuf::{Message, MessageField};
 use shim::{Shim, ShimBinaries};
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 use tokio::sync::watch;
@@ -86,6 +87,8 @@ pub struct Task {
     pub runtime: String,
     pub bundle: Bundle,
     pub shim: Shim,
+    /// The init process's pid, once known (0 before).
+    pid: AtomicU32,
     /// Set once the shim is gone (after cleanup).
     gone: watch::Sender<Option<ShimGone>>,
 }
@@ -108,6 +111,14 @@ impl Task {
         self.shim.client()
     }
 
+    /// The pid of the task's init process (0 if not known yet).
+    pub fn pid(&self) -> u32 {
+        match self.pid.load(Ordering::Relaxed) {
+            0 => self.shim.task_pid(),
+            pid => pid,
+        }
+    }
+
     /// Resolves when the shim has died and been cleaned up.
     pub async fn shim_gone(&self) -> ShimGone {
         let mut rx = self.gone.subscribe();
@@ -127,7 +138,29 @@ type Key = (String, String);
 pub struct TaskManager {
     config: Config,
     tasks: Mutex<HashMap<Key, Arc<Task>>>,
+    /// Tasks whose shim died, cleaned up but not yet deleted by a client:
+    /// what they are reported as (stopped, with this exit) until then.
+    exited: Mutex<HashMap<Key, ExitedTask>>,
     events: Arc<dyn EventSink>,
+}
+
+/// A task whose shim died: cleaned up, kept only as its exit until a
+/// client deletes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExitedTask {
+    pub namespace: String,
+    pub id: String,
+    /// The pid its init process had.
+    pub pid: u32,
+    pub exit: ShimGone,
+}
+
+impl std::fmt::Debug for TaskManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskManager")
+            .field("state_dir", &self.config.state_dir)
+            .finish_non_exhaustive()
+    }
 }
 
 impl TaskManager {
@@ -135,6 +168,7 @@ impl TaskManager {
         Arc::new(TaskManager {
             config,
             tasks: Mutex::new(HashMap::new()),
+            exited: Mutex::new(HashMap::new()),
             events,
         })
     }
@@ -145,6 +179,39 @@ impl TaskManager {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Arc<Task>>> {
         self.tasks.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_exited(&self) -> std::sync::MutexGuard<'_, HashMap<Key, ExitedTask>> {
+        self.exited.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The task `id` if its shim died and nobody deleted it yet.
+    pub fn exited(&self, namespace: &str, id: &str) -> Option<ExitedTask> {
+        self.lock_exited()
+            .get(&(namespace.to_string(), id.to_string()))
+            .cloned()
+    }
+
+    /// Every task of `namespace` whose shim died and that is not deleted
+    /// yet, by id.
+    pub fn list_exited(&self, namespace: &str) -> Vec<ExitedTask> {
+        let mut exited: Vec<_> = self
+            .lock_exited()
+            .values()
+            .filter(|t| t.namespace == namespace)
+            .cloned()
+            .collect();
+        exited.sort_by(|a, b| a.id.cmp(&b.id));
+        exited
+    }
+
+    /// Forget a task whose shim died (its delete): its exit, or NotFound.
+    pub fn delete_exited(&self, namespace: &str, id: &str) -> Result<ExitedTask> {
+        self.lock_exited()
+            .remove(&(namespace.to_string(), id.to_string()))
+            .ok_or_else(|| {
+                Error::not_found(format!("task {id} in namespace {namespace}: not found"))
+            })
     }
 
     pub fn get(&self, namespace: &str, id: &str) -> Result<Arc<Task>> {
@@ -177,7 +244,7 @@ impl TaskManager {
         opts: CreateOptions,
     ) -> Result<Arc<Task>> {
         let key = (namespace.to_string(), id.to_string());
-        if self.lock().contains_key(&key) {
+        if self.lock().contains_key(&key) || self.lock_exited().contains_key(&key) {
             return Err(Error::already_exists(format!(
                 "task {id} in namespace {namespace}: already exists"
             )));
@@ -225,14 +292,19 @@ impl TaskManager {
             options: opts.options.clone().into(),
             ..Default::default()
         };
-        if let Err(e) = shim.client().create(shim::ctx(), &request).await {
-            let err = shim::status_error(e).context(format!("creating task {id}"));
-            shim.shutdown().await;
-            let _ = shim::cleanup(&self.config, &binary, namespace, id, &bundle).await;
-            let _ = bundle.remove();
-            return Err(err);
-        }
-        Ok(self.adopt(namespace, id, &opts.runtime, bundle, shim))
+        let created = match shim.client().create(shim::ctx(), &request).await {
+            Ok(created) => created,
+            Err(e) => {
+                let err = shim::status_error(e).context(format!("creating task {id}"));
+                shim.shutdown().await;
+                let _ = shim::cleanup(&self.config, &binary, namespace, id, &bundle).await;
+                let _ = bundle.remove();
+                return Err(err);
+            }
+        };
+        let task = self.adopt(namespace, id, &opts.runtime, bundle, shim);
+        task.pid.store(created.pid, Ordering::Relaxed);
+        Ok(task)
     }
 
     /// Track a task and watch its shim.
@@ -250,6 +322,7 @@ impl TaskManager {
             runtime: runtime.to_string(),
             bundle,
             shim,
+            pid: AtomicU32::new(0),
             gone: watch::channel(None).0,
         });
         self.lock()
@@ -315,6 +388,18 @@ impl TaskManager {
         };
         self.lock().remove(&key);
         let _ = task.bundle.remove();
+        self.lock_exited().insert(
+            key,
+            ExitedTask {
+                namespace: task.namespace.clone(),
+                id: task.id.clone(),
+                pid: task.pid(),
+                exit: ShimGone {
+                    exit_status,
+                    exited_at,
+                },
+            },
+        );
         self.publish(
             &task.namespace,
             "/tasks/exit",
@@ -322,7 +407,7 @@ impl TaskManager {
             TaskExit {
                 container_id: task.id.clone(),
                 id: task.id.clone(),
-                pid: task.shim.task_pid(),
+                pid: task.pid(),
                 exit_status,
                 exited_at: MessageField::some(shim::timestamp(exited_at)),
                 ..Default::default()

@@ -1,0 +1,558 @@
+//! Containers and tasks on berthd, driven by the real containerd 1.6 `ctr`:
+//! an isolated berthd (root, state, sockets in a temp dir; our shim and
+//! `berth` first on its PATH) imports the busybox archive of
+//! `hack/make-image` and runs containers with `ctr run`, `ctr task ...`,
+//! `ctr containers ...`; it is killed and restarted under running
+//! containers, and a shim is killed under its task. After each test nothing
+//! is left: no mounts, shims, shim sockets or bundle directories.
+
+// The helpers below are test code too: a panic is how they report.
+#![allow(clippy::unwrap_used)]
+
+use std::io::{Read, Write};
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use berth_integration::containerd::{image_archive, target_binary};
+use berth_integration::leak::{mounts_mentioning, processes_with_cmdline};
+use berth_integration::wait_until;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+const CTR: &str = "/usr/bin/ctr";
+const IMAGE: &str = "docker.io/library/busybox:latest";
+
+/// A berthd of our own, in a temp dir under /tmp (shim socket paths must
+/// stay short).
+struct Berthd {
+    dir: tempfile::TempDir,
+    socket: PathBuf,
+    config: PathBuf,
+    path_env: String,
+    child: Option<Child>,
+}
+
+impl Berthd {
+    /// Start one (with `extra_config` appended to its config file) and
+    /// import the image; `None` with a SKIP line when not root or ctr is
+    /// missing.
+    fn start(extra_config: &str) -> Option<Berthd> {
+        if !berth_integration::is_root() {
+            eprintln!("SKIP: the berthd task tests need root");
+            return None;
+        }
+        if !Path::new(CTR).is_file() {
+            eprintln!("SKIP: {CTR} is not installed (apt-get install containerd)");
+            return None;
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("bbtd")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let bin = dir.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        for name in ["containerd-shim-berth-v2", "berth"] {
+            symlink(target_binary(name), bin.join(name)).unwrap();
+        }
+        let socket = dir.path().join("berthd.sock");
+        let config = dir.path().join("berthd.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "version = 2\nroot = \"{0}/root\"\nstate = \"{0}/state\"\n\
+                 [grpc]\naddress = \"{1}\"\n[debug]\nlevel = \"debug\"\n{extra_config}",
+                dir.path().display(),
+                socket.display()
+            ),
+        )
+        .unwrap();
+        let path_env = format!(
+            "{}:{}",
+            bin.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let mut berthd = Berthd {
+            dir,
+            socket,
+            config,
+            path_env,
+            child: None,
+        };
+        berthd.launch();
+        berthd.ctr_ok(&["images", "import", &image_archive().to_string_lossy()]);
+        Some(berthd)
+    }
+
+    fn launch(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("berthd.log"))
+            .unwrap();
+        let child = Command::new(target_binary("berthd"))
+            .arg("--config")
+            .arg(&self.config)
+            .arg("--docker-address")
+            .arg("")
+            .env("PATH", &self.path_env)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let up = wait_until(Duration::from_secs(20), || {
+            self.socket.exists() && self.ctr(&["version"]).status.success()
+        });
+        assert!(up, "berthd did not come up; log:\n{}", self.log());
+    }
+
+    /// SIGKILL berthd (exactly the pid we started): no cleanup at all.
+    fn kill_hard(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL).unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+            if !wait_until(Duration::from_secs(15), || {
+                matches!(child.try_wait(), Ok(Some(_)))
+            }) {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("berthd.log")).unwrap_or_default()
+    }
+
+    fn ctr_cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(CTR);
+        cmd.arg("--address")
+            .arg(&self.socket)
+            .args(args)
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    fn ctr(&self, args: &[&str]) -> Output {
+        self.ctr_cmd(args).output().unwrap()
+    }
+
+    /// `ctr ARGS` that must succeed; its stdout.
+    fn ctr_ok(&self, args: &[&str]) -> String {
+        let out = self.ctr(args);
+        assert!(
+            out.status.success(),
+            "ctr {args:?} failed ({}): {}{}\nberthd log:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `ctr ARGS` that must fail; its stderr.
+    fn ctr_err(&self, args: &[&str]) -> String {
+        let out = self.ctr(args);
+        assert!(
+            !out.status.success(),
+            "ctr {args:?} should have failed: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    /// The STATUS column of `ctr task ls` for `id` (None if not listed).
+    fn task_status(&self, id: &str) -> Option<String> {
+        let out = self.ctr_ok(&["task", "ls"]);
+        out.lines().skip(1).find_map(|line| {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            (cols.first() == Some(&id)).then(|| cols.get(2).unwrap_or(&"").to_string())
+        })
+    }
+
+    fn wait_status(&self, id: &str, status: &str) {
+        let reached = wait_until(Duration::from_secs(15), || {
+            self.task_status(id).as_deref() == Some(status)
+        });
+        assert!(
+            reached,
+            "task {id} never {status}: {:?}\nlog:\n{}",
+            self.task_status(id),
+            self.log()
+        );
+    }
+
+    /// `ctr task rm ID`, whose exit code is the task's exit status.
+    fn task_rm(&self, id: &str) -> i32 {
+        let out = self.ctr(&["task", "rm", id]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !stderr.contains("ctr:"),
+            "ctr task rm {id}: {stderr}\nlog:\n{}",
+            self.log()
+        );
+        out.status.code().unwrap()
+    }
+
+    fn shim_pids(&self) -> Vec<i32> {
+        processes_with_cmdline("containerd-shim", &self.socket.to_string_lossy())
+    }
+
+    fn bundles(&self) -> Vec<PathBuf> {
+        let tasks = self.dir.path().join("state/io.containerd.runtime.v2.task");
+        let mut found = Vec::new();
+        for ns in std::fs::read_dir(tasks).into_iter().flatten().flatten() {
+            for task in std::fs::read_dir(ns.path()).into_iter().flatten().flatten() {
+                found.push(task.path());
+            }
+        }
+        found
+    }
+
+    /// What is left behind: mounts under our dir, shims, shim sockets,
+    /// bundle directories.
+    fn leaks(&self) -> Vec<String> {
+        let mut found = Vec::new();
+        for m in mounts_mentioning(&self.dir.path().to_string_lossy()) {
+            found.push(format!("mount: {m}"));
+        }
+        for pid in self.shim_pids() {
+            found.push(format!("shim process {pid}"));
+        }
+        for e in std::fs::read_dir(self.dir.path().join("s"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            found.push(format!("shim socket {}", e.path().display()));
+        }
+        for bundle in self.bundles() {
+            found.push(format!("bundle {}", bundle.display()));
+        }
+        found
+    }
+
+    fn assert_no_leaks(&self) {
+        let clean = wait_until(Duration::from_secs(10), || self.leaks().is_empty());
+        assert!(
+            clean,
+            "left behind: {:?}\nlog:\n{}",
+            self.leaks(),
+            self.log()
+        );
+    }
+}
+
+impl Drop for Berthd {
+    fn drop(&mut self) {
+        // Whatever a failed test left: kill and delete tasks and containers.
+        if self.child.is_some() {
+            let tasks = self.ctr(&["task", "ls", "-q"]);
+            for id in String::from_utf8_lossy(&tasks.stdout).lines() {
+                let _ = self.ctr(&["task", "kill", "-a", "-s", "KILL", id]);
+                let _ = self.ctr(&["task", "rm", "-f", id]);
+            }
+            let containers = self.ctr(&["containers", "ls", "-q"]);
+            for id in String::from_utf8_lossy(&containers.stdout).lines() {
+                let _ = self.ctr(&["containers", "rm", id]);
+            }
+        }
+        self.stop();
+        for pid in self.shim_pids() {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        for target in mounts_mentioning(&self.dir.path().to_string_lossy()) {
+            let _ = nix::mount::umount2(target.as_str(), nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+}
+
+/// A container that runs until SIGTERM and then exits 9.
+const LOOP: [&str; 3] = [
+    "sh",
+    "-c",
+    "trap 'exit 9' TERM; while true; do sleep 0.1; done",
+];
+
+fn run_detached(berthd: &Berthd, id: &str) {
+    let mut args = vec!["run", "-d", IMAGE, id];
+    args.extend(LOOP);
+    berthd.ctr_ok(&args);
+    berthd.wait_status(id, "RUNNING");
+}
+
+#[test]
+fn run_rm_prints_and_passes_exit_codes() {
+    let Some(berthd) = Berthd::start("") else {
+        return;
+    };
+    let out = berthd.ctr_ok(&["run", "--rm", IMAGE, "hello", "echo", "hi"]);
+    assert_eq!(out.trim(), "hi");
+    let out = berthd.ctr(&["run", "--rm", IMAGE, "exit3", "sh", "-c", "exit 3"]);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    // --rm removed the containers and their snapshots.
+    assert_eq!(berthd.ctr_ok(&["containers", "ls", "-q"]).trim(), "");
+    assert_eq!(berthd.ctr_ok(&["task", "ls", "-q"]).trim(), "");
+    let snapshots = berthd.ctr_ok(&["snapshots", "ls"]);
+    assert!(!snapshots.contains("hello"), "{snapshots}");
+    berthd.assert_no_leaks();
+}
+
+#[test]
+fn detached_task_lifecycle_and_containers() {
+    let Some(berthd) = Berthd::start("") else {
+        return;
+    };
+    run_detached(&berthd, "d1");
+
+    let out = berthd.ctr_ok(&["task", "exec", "--exec-id", "e1", "d1", "echo", "inside"]);
+    assert_eq!(out.trim(), "inside");
+    let out = berthd.ctr(&[
+        "task",
+        "exec",
+        "--exec-id",
+        "e2",
+        "d1",
+        "sh",
+        "-c",
+        "exit 4",
+    ]);
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+
+    let ps = berthd.ctr_ok(&["task", "ps", "d1"]);
+    assert!(ps.lines().count() >= 2, "no processes listed: {ps}");
+    let metrics = berthd.ctr_ok(&["task", "metrics", "d1"]);
+    assert!(metrics.contains("d1"), "{metrics}");
+
+    berthd.ctr_ok(&["task", "pause", "d1"]);
+    berthd.wait_status("d1", "PAUSED");
+    berthd.ctr_ok(&["task", "resume", "d1"]);
+    berthd.wait_status("d1", "RUNNING");
+
+    // A running task cannot be removed without force.
+    berthd.ctr_err(&["task", "rm", "d1"]);
+
+    berthd.ctr_ok(&["task", "kill", "d1"]);
+    berthd.wait_status("d1", "STOPPED");
+    // Killing a stopped task is refused with a clear message.
+    let err = berthd.ctr_err(&["task", "kill", "d1"]);
+    assert!(
+        err.contains("not found") || err.contains("finished"),
+        "{err}"
+    );
+    assert_eq!(berthd.task_rm("d1"), 9, "the exit status passes through");
+    assert_eq!(berthd.task_status("d1"), None);
+
+    let ls = berthd.ctr_ok(&["containers", "ls"]);
+    assert!(ls.contains("d1") && ls.contains(IMAGE), "{ls}");
+    let info = berthd.ctr_ok(&["containers", "info", "d1"]);
+    let info: serde_json::Value = serde_json::from_str(&info).unwrap();
+    assert_eq!(info["Runtime"]["Name"], "io.containerd.runc.v2", "{info}");
+    assert_eq!(info["Image"], IMAGE);
+    assert_eq!(info["SnapshotKey"], "d1");
+    berthd.ctr_ok(&["containers", "rm", "d1"]);
+    assert_eq!(berthd.ctr_ok(&["containers", "ls", "-q"]).trim(), "");
+    let err = berthd.ctr_err(&["containers", "info", "d1"]);
+    assert!(err.contains("not found"), "{err}");
+    berthd.assert_no_leaks();
+}
+
+#[test]
+fn bad_requests_get_clear_errors() {
+    let Some(berthd) = Berthd::start("") else {
+        return;
+    };
+    let err = berthd.ctr_err(&["task", "start", "nosuch"]);
+    assert!(err.contains("not found"), "{err}");
+    let err = berthd.ctr_err(&[
+        "run",
+        "--rm",
+        "docker.io/library/nosuch:latest",
+        "x",
+        "true",
+    ]);
+    assert!(err.contains("not found"), "{err}");
+    run_detached(&berthd, "dup");
+    let mut args = vec!["run", "-d", IMAGE, "dup"];
+    args.extend(LOOP);
+    let err = berthd.ctr_err(&args);
+    assert!(err.contains("already exists"), "{err}");
+    // A runtime with no shim anywhere.
+    let err = berthd.ctr_err(&[
+        "run",
+        "--rm",
+        "--runtime",
+        "io.containerd.nosuch.v9",
+        IMAGE,
+        "noshim",
+        "true",
+    ]);
+    assert!(err.contains("containerd-shim-nosuch-v9"), "{err}");
+    let _ = berthd.ctr(&["containers", "rm", "noshim"]);
+    berthd.ctr_ok(&["task", "kill", "-s", "KILL", "dup"]);
+    berthd.wait_status("dup", "STOPPED");
+    assert_eq!(berthd.task_rm("dup"), 137);
+    berthd.ctr_ok(&["containers", "rm", "dup"]);
+    berthd.assert_no_leaks();
+}
+
+#[test]
+fn tty_session_through_a_pty() {
+    let Some(berthd) = Berthd::start("") else {
+        return;
+    };
+    let pty = nix::pty::openpty(
+        Some(&nix::pty::Winsize {
+            ws_row: 30,
+            ws_col: 90,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        }),
+        None,
+    )
+    .unwrap();
+    let slave = std::fs::File::from(pty.slave);
+    let mut cmd = berthd.ctr_cmd(&["run", "--rm", "-t", IMAGE, "tty1", "sh"]);
+    cmd.stdin(slave.try_clone().unwrap())
+        .stdout(slave.try_clone().unwrap())
+        .stderr(slave);
+    let mut child = cmd.spawn().unwrap();
+    drop(cmd);
+    let mut master = std::fs::File::from(pty.master);
+    nix::fcntl::fcntl(
+        &master,
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+    )
+    .ok();
+    let mut seen = String::new();
+    let mut read_until = |master: &mut std::fs::File, needle: &str| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        while !seen.contains(needle) && std::time::Instant::now() < deadline {
+            let mut buf = [0u8; 4096];
+            match master.read(&mut buf) {
+                Ok(n) if n > 0 => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
+                _ => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+        assert!(seen.contains(needle), "never saw {needle:?} in {seen:?}");
+    };
+    read_until(&mut master, "# ");
+    master
+        .write_all(b"tty; stty size; echo sum=$((6*7))\r")
+        .unwrap();
+    read_until(&mut master, "sum=42");
+    assert!(seen.contains("/dev/pts/"), "{seen:?}");
+    assert!(seen.contains("30 90"), "window size not passed: {seen:?}");
+    master.write_all(b"exit 5\r").unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(5), "{seen:?}");
+    berthd.assert_no_leaks();
+}
+
+#[test]
+fn containers_outlive_a_killed_berthd() {
+    let Some(mut berthd) = Berthd::start("") else {
+        return;
+    };
+    for id in ["k1", "k2", "k3"] {
+        run_detached(&berthd, id);
+    }
+    let shims = berthd.shim_pids();
+    assert_eq!(shims.len(), 3, "{shims:?}");
+
+    berthd.kill_hard();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(berthd.shim_pids(), shims, "shims died with berthd");
+    berthd.launch();
+    for id in ["k1", "k2", "k3"] {
+        assert_eq!(berthd.task_status(id).as_deref(), Some("RUNNING"), "{id}");
+    }
+    assert_eq!(berthd.shim_pids(), shims);
+
+    // Exits are still observed: by the shim's state and by a waiter.
+    let waiter = berthd
+        .ctr_cmd(&["events"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    berthd.ctr_ok(&["task", "kill", "k1"]);
+    berthd.wait_status("k1", "STOPPED");
+    let mut waiter = waiter;
+    std::thread::sleep(Duration::from_millis(300));
+    kill(Pid::from_raw(waiter.id() as i32), Signal::SIGTERM).unwrap();
+    let events = waiter.wait_with_output().unwrap();
+    let events = String::from_utf8_lossy(&events.stdout);
+    assert!(events.contains("/tasks/exit"), "no exit event: {events}");
+    assert_eq!(berthd.task_rm("k1"), 9);
+
+    for id in ["k2", "k3"] {
+        berthd.ctr_ok(&["task", "kill", "-s", "KILL", id]);
+        berthd.wait_status(id, "STOPPED");
+        assert_eq!(berthd.task_rm(id), 137);
+    }
+    for id in ["k1", "k2", "k3"] {
+        berthd.ctr_ok(&["containers", "rm", id]);
+    }
+    berthd.assert_no_leaks();
+}
+
+#[test]
+fn a_killed_shim_leaves_a_stopped_task_and_nothing_else() {
+    let Some(berthd) = Berthd::start("") else {
+        return;
+    };
+    run_detached(&berthd, "s1");
+    let shims = berthd.shim_pids();
+    assert_eq!(shims.len(), 1, "{shims:?}");
+    kill(Pid::from_raw(shims[0]), Signal::SIGKILL).unwrap();
+    berthd.wait_status("s1", "STOPPED");
+    let info = berthd.ctr_ok(&["task", "ls"]);
+    assert!(info.contains("s1"), "{info}");
+    assert!(
+        wait_until(Duration::from_secs(10), || berthd.bundles().is_empty()),
+        "bundle left: {:?}",
+        berthd.bundles()
+    );
+    assert_eq!(berthd.task_rm("s1"), 137, "the exit berthd recorded");
+    assert_eq!(berthd.task_status("s1"), None);
+    berthd.ctr_ok(&["containers", "rm", "s1"]);
+    berthd.assert_no_leaks();
+}
+
+#[test]
+fn a_runtime_name_maps_to_the_real_runc_shim() {
+    if !Path::new("/usr/bin/containerd-shim-runc-v2").is_file()
+        || !Path::new("/usr/sbin/runc").is_file()
+    {
+        eprintln!("SKIP: containerd-shim-runc-v2 or runc missing");
+        return;
+    }
+    let Some(berthd) = Berthd::start(
+        "[runtimes.\"io.containerd.realrunc.v2\"]\nshim = \"/usr/bin/containerd-shim-runc-v2\"\n",
+    ) else {
+        return;
+    };
+    let out = berthd.ctr_ok(&[
+        "run",
+        "--rm",
+        "--runtime",
+        "io.containerd.realrunc.v2",
+        IMAGE,
+        "runc1",
+        "echo",
+        "from-runc",
+    ]);
+    assert_eq!(out.trim(), "from-runc");
+    berthd.assert_no_leaks();
+}
