@@ -22,7 +22,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 const CTR: &str = "/usr/bin/ctr";
-const IMAGE: &str = "docker.io/library/busybox:latest";
+use berth_integration::containerd::IMAGE;
 
 /// A berthd of our own, in a temp dir under /tmp (shim socket paths must
 /// stay short).
@@ -62,7 +62,8 @@ impl Berthd {
             &config,
             format!(
                 "version = 2\nroot = \"{0}/root\"\nstate = \"{0}/state\"\n\
-                 [grpc]\naddress = \"{1}\"\n[debug]\nlevel = \"debug\"\n{extra_config}",
+                 [grpc]\naddress = \"{1}\"\n[debug]\nlevel = \"debug\"\n\
+                 [docker]\naddress = \"\"\n{extra_config}",
                 dir.path().display(),
                 socket.display()
             ),
@@ -94,8 +95,6 @@ impl Berthd {
         let child = Command::new(target_binary("berthd"))
             .arg("--config")
             .arg(&self.config)
-            .arg("--docker-address")
-            .arg("")
             .env("PATH", &self.path_env)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
@@ -192,16 +191,21 @@ impl Berthd {
         );
     }
 
-    /// `ctr task rm ID`, whose exit code is the task's exit status.
-    fn task_rm(&self, id: &str) -> i32 {
+    /// `ctr task rm ID`, which must succeed; the task's exit status (ctr
+    /// warns "exit with non-zero exit code N" on stderr).
+    fn task_rm(&self, id: &str) -> u32 {
         let out = self.ctr(&["task", "rm", id]);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
-            !stderr.contains("ctr:"),
+            out.status.success(),
             "ctr task rm {id}: {stderr}\nlog:\n{}",
             self.log()
         );
-        out.status.code().unwrap()
+        stderr
+            .split("exit with non-zero exit code ")
+            .nth(1)
+            .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+            .map_or(0, |code| code.parse().unwrap())
     }
 
     fn shim_pids(&self) -> Vec<i32> {
@@ -480,7 +484,7 @@ fn containers_outlive_a_killed_berthd() {
     assert_eq!(berthd.shim_pids(), shims);
 
     // Exits are still observed: by the shim's state and by a waiter.
-    let waiter = berthd
+    let mut waiter = berthd
         .ctr_cmd(&["events"])
         .stdout(Stdio::piped())
         .spawn()
@@ -488,7 +492,6 @@ fn containers_outlive_a_killed_berthd() {
     std::thread::sleep(Duration::from_millis(300));
     berthd.ctr_ok(&["task", "kill", "k1"]);
     berthd.wait_status("k1", "STOPPED");
-    let mut waiter = waiter;
     std::thread::sleep(Duration::from_millis(300));
     kill(Pid::from_raw(waiter.id() as i32), Signal::SIGTERM).unwrap();
     let events = waiter.wait_with_output().unwrap();
