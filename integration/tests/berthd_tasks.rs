@@ -484,7 +484,7 @@ fn containers_outlive_a_killed_berthd() {
     assert_eq!(berthd.shim_pids(), shims);
 
     // Exits are still observed: by the shim's state and by a waiter.
-    let mut waiter = berthd
+    let waiter = berthd
         .ctr_cmd(&["events"])
         .stdout(Stdio::piped())
         .spawn()
