@@ -115,6 +115,12 @@ mod tests {
     #[test]
     fn method_paths_match_containerds() {
         let expected = [
+            "/containerd.services.containers.v1.Containers/Create",
+            "/containerd.services.containers.v1.Containers/Delete",
+            "/containerd.services.containers.v1.Containers/Get",
+            "/containerd.services.containers.v1.Containers/List",
+            "/containerd.services.containers.v1.Containers/ListStream",
+            "/containerd.services.containers.v1.Containers/Update",
             "/containerd.services.content.v1.Content/Abort",
             "/containerd.services.content.v1.Content/Delete",
             "/containerd.services.content.v1.Content/Info",
@@ -157,9 +163,37 @@ mod tests {
             "/containerd.services.snapshots.v1.Snapshots/Update",
             "/containerd.services.snapshots.v1.Snapshots/Usage",
             "/containerd.services.snapshots.v1.Snapshots/View",
+            "/containerd.services.tasks.v1.Tasks/Checkpoint",
+            "/containerd.services.tasks.v1.Tasks/CloseIO",
+            "/containerd.services.tasks.v1.Tasks/Create",
+            "/containerd.services.tasks.v1.Tasks/Delete",
+            "/containerd.services.tasks.v1.Tasks/DeleteProcess",
+            "/containerd.services.tasks.v1.Tasks/Exec",
+            "/containerd.services.tasks.v1.Tasks/Get",
+            "/containerd.services.tasks.v1.Tasks/Kill",
+            "/containerd.services.tasks.v1.Tasks/List",
+            "/containerd.services.tasks.v1.Tasks/ListPids",
+            "/containerd.services.tasks.v1.Tasks/Metrics",
+            "/containerd.services.tasks.v1.Tasks/Pause",
+            "/containerd.services.tasks.v1.Tasks/ResizePty",
+            "/containerd.services.tasks.v1.Tasks/Resume",
+            "/containerd.services.tasks.v1.Tasks/Start",
+            "/containerd.services.tasks.v1.Tasks/Update",
+            "/containerd.services.tasks.v1.Tasks/Wait",
             "/containerd.services.version.v1.Version/Version",
         ];
         assert_eq!(method_paths(), expected);
+    }
+
+    #[test]
+    fn task_create_keeps_its_gap_at_field_two() {
+        let request = containerd::services::tasks::v1::CreateTaskRequest {
+            container_id: "c".into(),
+            terminal: true,
+            ..Default::default()
+        };
+        // container_id is 1 (0x0a); terminal is 7, a varint: (7 << 3) = 0x38.
+        assert_eq!(request.encode_to_vec(), vec![0x0a, 1, b'c', 0x38, 1]);
     }
 
     #[test]
