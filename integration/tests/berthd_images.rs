@@ -503,3 +503,96 @@ fn berthctl_lists_and_removes_over_the_generated_client() {
 
     daemon.stop();
 }
+
+/// Debian's docker-registry on a free loopback port, for as long as it lives.
+struct Registry {
+    child: Child,
+    address: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Registry {
+    fn start() -> Option<Registry> {
+        let binary = Path::new("/usr/bin/docker-registry");
+        if !binary.exists() {
+            eprintln!("skipped: /usr/bin/docker-registry missing (Debian's docker-registry)");
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let address = format!("127.0.0.1:{port}");
+        let config = dir.path().join("config.yml");
+        fs::write(
+            &config,
+            format!(
+                "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {address}\nlog:\n  level: error\n",
+                dir.path().join("data").display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new(binary)
+            .arg("serve")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(&address).is_err() {
+            assert!(Instant::now() < deadline, "docker-registry did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some(Registry {
+            child,
+            address,
+            _dir: dir,
+        })
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn ctr_pulls_from_a_registry_into_berthd() {
+    let Some(registry) = Registry::start() else {
+        return;
+    };
+    let daemon = Berthd::start();
+    let archive = build_archive(daemon.dir.path());
+    let reference = format!("{}/berth/busybox:latest", registry.address);
+    let pushed = Command::new("skopeo")
+        .args(["copy", "--quiet", "--dest-tls-verify=false"])
+        .arg(format!("oci-archive:{}:latest", archive.path.display()))
+        .arg(format!("docker://{reference}"))
+        .output()
+        .expect("skopeo (Debian's skopeo)");
+    assert!(
+        pushed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pushed.stderr)
+    );
+
+    let out = daemon.ctr_ok(&["images", "pull", "--plain-http", &reference]);
+    assert!(out.contains("unpacking linux/amd64"), "{out}");
+    let images = daemon.ctr_ok(&["images", "ls"]);
+    assert!(images.contains(&reference), "{images}");
+    assert!(images.contains(&archive.manifest_digest), "{images}");
+    let snapshots = daemon.ctr_ok(&["snapshots", "ls"]);
+    assert!(snapshots.contains(&archive.diff_id), "{snapshots}");
+    // Pulling again finds everything there.
+    daemon.ctr_ok(&["images", "pull", "--plain-http", &reference]);
+    assert_eq!(daemon.ctr_ok(&["images", "ls", "-q"]).lines().count(), 1);
+
+    daemon.stop();
+    drop(registry);
+}
