@@ -370,6 +370,12 @@ fn ctr_manages_images_content_snapshots_and_namespaces_on_berthd() {
     }
     assert!(seen.contains(&format!(r#""name":"{IMAGE}""#)), "{seen}");
 
+    // Image labels and tags (ctr sends an empty target with a label mask).
+    daemon.ctr_ok(&["images", "label", IMAGE, "origin=test"]);
+    assert!(daemon.ctr_ok(&["images", "ls"]).contains("origin=test"));
+    daemon.ctr_ok(&["images", "tag", IMAGE, "example.com/busybox:copy"]);
+    daemon.ctr_ok(&["images", "rm", "example.com/busybox:copy"]);
+
     // Content: listed, read back, labelled.
     let content = daemon.ctr_ok(&["content", "ls"]);
     assert!(content.contains(&archive.layer_digest), "{content}");
