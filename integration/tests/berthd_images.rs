@@ -602,3 +602,33 @@ fn ctr_pulls_from_a_registry_into_berthd() {
     daemon.stop();
     drop(registry);
 }
+
+#[test]
+fn berthd_refuses_a_missing_config_and_a_socket_in_use() {
+    let missing = Command::new(binary("berthd"))
+        .args(["--config", "/nonexistent/berthd.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert!(stderr.contains("/nonexistent/berthd.toml"), "{stderr}");
+
+    let daemon = Berthd::start();
+    let second = Command::new(binary("berthd"))
+        .arg("--config")
+        .arg(daemon.dir.path().join("berthd.toml"))
+        .arg("--root")
+        .arg(daemon.dir.path().join("root2"))
+        .arg("--state")
+        .arg(daemon.dir.path().join("state2"))
+        .arg("--address")
+        .arg(&daemon.socket)
+        .output()
+        .unwrap();
+    assert!(!second.status.success());
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(stderr.contains("another daemon"), "{stderr}");
+    // The first daemon still serves.
+    daemon.ctr_ok(&["version"]);
+    daemon.stop();
+}
