@@ -481,6 +481,34 @@ fn berthctl_lists_and_removes_over_the_generated_client() {
     let namespaces = daemon.berthctl_ok(&["namespaces", "ls"]);
     assert!(namespaces.contains("default"), "{namespaces}");
 
+    // Tag, inspect, read a blob, snapshot tree and usage, namespaces.
+    daemon.berthctl_ok(&["images", "tag", IMAGE, "example.com/bb:copy"]);
+    let inspected: Value =
+        serde_json::from_str(&daemon.berthctl_ok(&["images", "inspect", "example.com/bb:copy"]))
+            .unwrap();
+    assert_eq!(
+        inspected["target"]["digest"],
+        archive.manifest_digest.as_str()
+    );
+    daemon.berthctl_ok(&["images", "rm", "example.com/bb:copy"]);
+    let config = daemon.berthctl(&["content", "get", &sha256(&archive.config)]);
+    assert!(config.status.success());
+    assert_eq!(config.stdout, archive.config);
+    assert!(daemon
+        .berthctl_ok(&["snapshots", "tree"])
+        .starts_with(&archive.diff_id));
+    assert!(daemon
+        .berthctl_ok(&["snapshots", "usage"])
+        .contains(&archive.diff_id));
+    daemon.berthctl_ok(&["namespaces", "create", "extra", "team=berth"]);
+    assert!(daemon
+        .berthctl_ok(&["namespaces", "ls"])
+        .contains("team=berth"));
+    daemon.berthctl_ok(&["namespaces", "rm", "extra"]);
+    let busy = daemon.berthctl(&["namespaces", "rm", "default"]);
+    assert!(!busy.status.success());
+    assert!(String::from_utf8_lossy(&busy.stderr).contains("must be empty"));
+
     // Another namespace sees nothing.
     let other = daemon.berthctl_ok(&["--namespace", "other", "images", "ls", "--format", "json"]);
     assert_eq!(other.trim(), "[]");

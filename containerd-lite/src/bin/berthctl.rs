@@ -2,18 +2,30 @@
 //! containerd's gRPC API through the generated clients.
 #![forbid(unsafe_code)]
 
+use std::collections::BTreeMap;
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::SystemTime;
 
 use berth_proto::containerd::services::content::v1::content_client::ContentClient;
-use berth_proto::containerd::services::content::v1::ListContentRequest;
+use berth_proto::containerd::services::content::v1::{
+    DeleteContentRequest, ListContentRequest, ReadContentRequest,
+};
 use berth_proto::containerd::services::images::v1::images_client::ImagesClient;
-use berth_proto::containerd::services::images::v1::{DeleteImageRequest, ListImagesRequest};
+use berth_proto::containerd::services::images::v1::{
+    CreateImageRequest, DeleteImageRequest, GetImageRequest, Image, ListImagesRequest,
+};
+use berth_proto::containerd::services::leases::v1::leases_client::LeasesClient;
+use berth_proto::containerd::services::leases::v1::ListRequest as LeasesListRequest;
 use berth_proto::containerd::services::namespaces::v1::namespaces_client::NamespacesClient;
-use berth_proto::containerd::services::namespaces::v1::ListNamespacesRequest;
+use berth_proto::containerd::services::namespaces::v1::{
+    CreateNamespaceRequest, DeleteNamespaceRequest, ListNamespacesRequest, Namespace,
+};
 use berth_proto::containerd::services::snapshots::v1::snapshots_client::SnapshotsClient;
-use berth_proto::containerd::services::snapshots::v1::{Kind, ListSnapshotsRequest};
+use berth_proto::containerd::services::snapshots::v1::{
+    Info as SnapshotInfo, Kind, ListSnapshotsRequest, RemoveSnapshotRequest, UsageRequest,
+};
 use berth_proto::containerd::services::version::v1::version_client::VersionClient;
 use berthd::config::DEFAULT_ADDRESS;
 use berthd::grpc::client::{connect, WithNamespace};
@@ -52,19 +64,22 @@ enum Command {
     Images(ImagesCommand),
     /// Blobs in the content store
     #[command(subcommand)]
-    Content(ListOnly),
+    Content(ContentCommand),
     /// Snapshots of a snapshotter
     #[command(visible_alias = "snapshot")]
     Snapshots {
-        /// Snapshotter to list
+        /// Snapshotter to work with
         #[arg(long, default_value = "overlayfs")]
         snapshotter: String,
         #[command(subcommand)]
-        command: ListOnly,
+        command: SnapshotsCommand,
     },
     /// Namespaces
     #[command(subcommand, visible_alias = "ns")]
-    Namespaces(ListOnly),
+    Namespaces(NamespacesCommand),
+    /// Leases that keep resources from garbage collection
+    #[command(subcommand)]
+    Leases(ListOnly),
 }
 
 #[derive(Debug, Subcommand)]
@@ -80,6 +95,61 @@ enum ImagesCommand {
         /// Wait for garbage collection to finish
         #[arg(long)]
         sync: bool,
+    },
+    /// Give an image more names
+    Tag {
+        source: String,
+        #[arg(required = true)]
+        targets: Vec<String>,
+    },
+    /// Print an image record as JSON
+    Inspect { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum ContentCommand {
+    /// List blobs
+    #[command(visible_alias = "list")]
+    Ls(ListArgs),
+    /// Write a blob to stdout
+    Get { digest: String },
+    /// Remove blobs from this namespace
+    #[command(visible_alias = "remove")]
+    Rm {
+        #[arg(required = true)]
+        digests: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SnapshotsCommand {
+    /// List snapshots
+    #[command(visible_alias = "list")]
+    Ls(ListArgs),
+    /// Remove snapshots (children first)
+    #[command(visible_alias = "remove")]
+    Rm {
+        #[arg(required = true)]
+        keys: Vec<String>,
+    },
+    /// Disk usage of snapshots (all when none is named)
+    Usage { keys: Vec<String> },
+    /// Snapshots as a tree of parents and children
+    Tree,
+}
+
+#[derive(Debug, Subcommand)]
+enum NamespacesCommand {
+    /// List namespaces
+    #[command(visible_alias = "list")]
+    Ls(ListArgs),
+    /// Create a namespace with labels (KEY=VALUE)
+    Create { name: String, labels: Vec<String> },
+    /// Remove empty namespaces
+    #[command(visible_alias = "remove")]
+    Rm {
+        #[arg(required = true)]
+        names: Vec<String>,
     },
 }
 
@@ -139,17 +209,267 @@ async fn run(cli: Cli) -> Result<(), String> {
     let namespaced = InterceptedService::new(channel.clone(), with_namespace);
     match cli.command {
         Command::Version => version(channel).await,
-        Command::Images(ImagesCommand::Ls(args)) => images_ls(namespaced, args).await,
-        Command::Images(ImagesCommand::Rm { names, sync }) => {
-            images_rm(namespaced, names, sync).await
-        }
-        Command::Content(ListOnly::Ls(args)) => content_ls(namespaced, args).await,
+        Command::Images(command) => images(namespaced, command).await,
+        Command::Content(command) => content(namespaced, command).await,
         Command::Snapshots {
             snapshotter,
-            command: ListOnly::Ls(args),
-        } => snapshots_ls(namespaced, snapshotter, args).await,
-        Command::Namespaces(ListOnly::Ls(args)) => namespaces_ls(channel, args).await,
+            command,
+        } => snapshots(namespaced, snapshotter, command).await,
+        Command::Namespaces(command) => namespaces(channel, command).await,
+        Command::Leases(ListOnly::Ls(args)) => leases_ls(namespaced, args).await,
     }
+}
+
+async fn images(client: Namespaced, command: ImagesCommand) -> Result<(), String> {
+    match command {
+        ImagesCommand::Ls(args) => images_ls(client, args).await,
+        ImagesCommand::Rm { names, sync } => images_rm(client, names, sync).await,
+        ImagesCommand::Tag { source, targets } => {
+            let mut images = ImagesClient::new(client);
+            let image = images
+                .get(GetImageRequest { name: source })
+                .await
+                .map_err(readable)?
+                .into_inner()
+                .image
+                .ok_or("the daemon sent no image")?;
+            for target in targets {
+                let copy = Image {
+                    name: target.clone(),
+                    labels: image.labels.clone(),
+                    target: image.target.clone(),
+                    created_at: None,
+                    updated_at: None,
+                };
+                images
+                    .create(CreateImageRequest { image: Some(copy) })
+                    .await
+                    .map_err(readable)?;
+                println!("{target}");
+            }
+            Ok(())
+        }
+        ImagesCommand::Inspect { name } => {
+            let image = ImagesClient::new(client)
+                .get(GetImageRequest { name })
+                .await
+                .map_err(readable)?
+                .into_inner()
+                .image
+                .ok_or("the daemon sent no image")?;
+            let target = image.target.unwrap_or_default();
+            let record = json!({
+                "name": image.name,
+                "labels": image.labels,
+                "target": {
+                    "media_type": target.media_type,
+                    "digest": target.digest,
+                    "size": target.size,
+                    "annotations": target.annotations,
+                },
+                "created_at": time(image.created_at),
+                "updated_at": time(image.updated_at),
+            });
+            println!("{record:#}");
+            Ok(())
+        }
+    }
+}
+
+async fn content(client: Namespaced, command: ContentCommand) -> Result<(), String> {
+    match command {
+        ContentCommand::Ls(args) => content_ls(client, args).await,
+        ContentCommand::Get { digest } => {
+            let mut stream = ContentClient::new(client)
+                .read(ReadContentRequest {
+                    digest,
+                    offset: 0,
+                    size: 0,
+                })
+                .await
+                .map_err(readable)?
+                .into_inner();
+            let mut stdout = std::io::stdout().lock();
+            while let Some(chunk) = stream.next().await {
+                stdout
+                    .write_all(&chunk.map_err(readable)?.data)
+                    .map_err(|e| format!("writing to stdout: {e}"))?;
+            }
+            stdout
+                .flush()
+                .map_err(|e| format!("writing to stdout: {e}"))
+        }
+        ContentCommand::Rm { digests } => {
+            let mut content = ContentClient::new(client);
+            for digest in digests {
+                content
+                    .delete(DeleteContentRequest {
+                        digest: digest.clone(),
+                    })
+                    .await
+                    .map_err(readable)?;
+                println!("{digest}");
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn snapshots(
+    client: Namespaced,
+    snapshotter: String,
+    command: SnapshotsCommand,
+) -> Result<(), String> {
+    match command {
+        SnapshotsCommand::Ls(args) => snapshots_ls(client, snapshotter, args).await,
+        SnapshotsCommand::Rm { keys } => {
+            let mut snapshots = SnapshotsClient::new(client);
+            for key in keys {
+                snapshots
+                    .remove(RemoveSnapshotRequest {
+                        snapshotter: snapshotter.clone(),
+                        key: key.clone(),
+                    })
+                    .await
+                    .map_err(readable)?;
+                println!("{key}");
+            }
+            Ok(())
+        }
+        SnapshotsCommand::Usage { keys } => {
+            let mut snapshots = SnapshotsClient::new(client);
+            let keys = if keys.is_empty() {
+                list_snapshots(&mut snapshots, &snapshotter)
+                    .await?
+                    .into_iter()
+                    .map(|info| info.name)
+                    .collect()
+            } else {
+                keys
+            };
+            let mut rows = Vec::new();
+            for key in keys {
+                let usage = snapshots
+                    .usage(UsageRequest {
+                        snapshotter: snapshotter.clone(),
+                        key: key.clone(),
+                    })
+                    .await
+                    .map_err(readable)?
+                    .into_inner();
+                rows.push(json!({"key": key, "size": usage.size, "inodes": usage.inodes}));
+            }
+            print_rows(Format::Table, &["key", "size", "inodes"], rows);
+            Ok(())
+        }
+        SnapshotsCommand::Tree => {
+            let mut snapshots = SnapshotsClient::new(client);
+            let infos = list_snapshots(&mut snapshots, &snapshotter).await?;
+            let mut children: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+            for info in &infos {
+                children
+                    .entry(info.parent.as_str())
+                    .or_default()
+                    .push(info.name.as_str());
+            }
+            print_tree(&children, "", 0);
+            Ok(())
+        }
+    }
+}
+
+/// Prints the snapshots under `parent`, indented by depth.
+fn print_tree(children: &BTreeMap<&str, Vec<&str>>, parent: &str, depth: usize) {
+    for child in children.get(parent).into_iter().flatten() {
+        println!("{}{child}", "  ".repeat(depth));
+        print_tree(children, child, depth + 1);
+    }
+}
+
+async fn list_snapshots(
+    client: &mut SnapshotsClient<Namespaced>,
+    snapshotter: &str,
+) -> Result<Vec<SnapshotInfo>, String> {
+    let mut stream = client
+        .list(ListSnapshotsRequest {
+            snapshotter: snapshotter.to_string(),
+            filters: Vec::new(),
+        })
+        .await
+        .map_err(readable)?
+        .into_inner();
+    let mut infos = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        infos.extend(chunk.map_err(readable)?.info);
+    }
+    Ok(infos)
+}
+
+async fn namespaces(channel: Channel, command: NamespacesCommand) -> Result<(), String> {
+    match command {
+        NamespacesCommand::Ls(args) => namespaces_ls(channel, args).await,
+        NamespacesCommand::Create { name, labels } => {
+            let labels = labels
+                .iter()
+                .map(|pair| match pair.split_once('=') {
+                    Some((key, value)) => Ok((key.to_string(), value.to_string())),
+                    None => Err(format!("label {pair:?}: expected KEY=VALUE")),
+                })
+                .collect::<Result<_, _>>()?;
+            NamespacesClient::new(channel)
+                .create(CreateNamespaceRequest {
+                    namespace: Some(Namespace {
+                        name: name.clone(),
+                        labels,
+                    }),
+                })
+                .await
+                .map_err(readable)?;
+            println!("{name}");
+            Ok(())
+        }
+        NamespacesCommand::Rm { names } => {
+            let mut namespaces = NamespacesClient::new(channel);
+            for name in names {
+                namespaces
+                    .delete(DeleteNamespaceRequest { name: name.clone() })
+                    .await
+                    .map_err(readable)?;
+                println!("{name}");
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn leases_ls(client: Namespaced, args: ListArgs) -> Result<(), String> {
+    let leases = LeasesClient::new(client)
+        .list(LeasesListRequest {
+            filters: args.filters,
+        })
+        .await
+        .map_err(readable)?
+        .into_inner()
+        .leases;
+    let rows = leases
+        .into_iter()
+        .map(|lease| {
+            json!({
+                "id": lease.id,
+                "created_at": time(lease.created_at),
+                "labels": lease.labels,
+            })
+        })
+        .collect();
+    print_rows(args.format, &["id", "created_at", "labels"], rows);
+    Ok(())
+}
+
+/// A timestamp as RFC 3339 seconds, or "-".
+fn time(stamp: Option<prost_types::Timestamp>) -> String {
+    stamp
+        .map(|t| t.to_string())
+        .unwrap_or_else(|| "-".to_string())
 }
 
 async fn version(channel: Channel) -> Result<(), String> {
