@@ -13,6 +13,7 @@ use tokio_stream::StreamExt;
 use crate::output::{age, print_rows, ListArgs};
 use crate::{readable, Namespaced};
 
+/// The verbs of `berthctl content`.
 #[derive(Debug, Subcommand)]
 pub(crate) enum ContentCommand {
     /// List blobs
@@ -28,6 +29,7 @@ pub(crate) enum ContentCommand {
     },
 }
 
+/// Runs one `content` verb.
 pub(crate) async fn content(client: Namespaced, command: ContentCommand) -> Result<(), String> {
     match command {
         ContentCommand::Ls(args) => content_ls(client, args).await,

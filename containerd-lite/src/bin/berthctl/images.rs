@@ -10,6 +10,7 @@ use serde_json::json;
 use crate::output::{print_rows, time, ListArgs};
 use crate::{readable, Namespaced};
 
+/// The verbs of `berthctl images`.
 #[derive(Debug, Subcommand)]
 pub(crate) enum ImagesCommand {
     /// List images
@@ -34,6 +35,7 @@ pub(crate) enum ImagesCommand {
     Inspect { name: String },
 }
 
+/// Runs one `images` verb.
 pub(crate) async fn images(client: Namespaced, command: ImagesCommand) -> Result<(), String> {
     match command {
         ImagesCommand::Ls(args) => images_ls(client, args).await,

@@ -7,6 +7,7 @@ use serde_json::json;
 use crate::output::{print_rows, time, ListArgs};
 use crate::{readable, Namespaced};
 
+/// Lists the namespace's leases.
 pub(crate) async fn leases_ls(client: Namespaced, args: ListArgs) -> Result<(), String> {
     let leases = LeasesClient::new(client)
         .list(LeasesListRequest {

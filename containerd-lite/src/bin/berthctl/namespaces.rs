@@ -12,6 +12,7 @@ use tonic::transport::Channel;
 use crate::output::{print_rows, ListArgs};
 use crate::readable;
 
+/// The verbs of `berthctl namespaces`.
 #[derive(Debug, Subcommand)]
 pub(crate) enum NamespacesCommand {
     /// List namespaces
@@ -27,6 +28,7 @@ pub(crate) enum NamespacesCommand {
     },
 }
 
+/// Runs one `namespaces` verb.
 pub(crate) async fn namespaces(channel: Channel, command: NamespacesCommand) -> Result<(), String> {
     match command {
         NamespacesCommand::Ls(args) => namespaces_ls(channel, args).await,

@@ -13,6 +13,7 @@ use tokio_stream::StreamExt;
 use crate::output::{print_rows, Format, ListArgs};
 use crate::{readable, Namespaced};
 
+/// The verbs of `berthctl snapshots`.
 #[derive(Debug, Subcommand)]
 pub(crate) enum SnapshotsCommand {
     /// List snapshots
@@ -30,6 +31,7 @@ pub(crate) enum SnapshotsCommand {
     Tree,
 }
 
+/// Runs one `snapshots` verb on `snapshotter`.
 pub(crate) async fn snapshots(
     client: Namespaced,
     snapshotter: String,
