@@ -412,12 +412,30 @@ fn ctr_manages_images_content_snapshots_and_namespaces_on_berthd() {
     let busybox = target.join("bin/busybox");
     let seen = fs::metadata(&busybox).map(|m| (m.size(), m.permissions().mode() & 0o777));
     let link = fs::read_link(target.join("bin/sh"));
+    let written = fs::write(target.join("hello.txt"), b"hello from berth");
     nix::mount::umount(&target).unwrap();
+    written.unwrap();
     assert_eq!(
         seen.unwrap(),
         (fs::metadata("/bin/busybox").unwrap().size(), 0o755)
     );
     assert_eq!(link.unwrap(), PathBuf::from("busybox"));
+
+    // The Diff service computes the change as a layer stored in content.
+    let diff = daemon.ctr(&["snapshots", "diff", &archive.diff_id, "work"]);
+    assert!(
+        diff.status.success(),
+        "{}",
+        String::from_utf8_lossy(&diff.stderr)
+    );
+    let mut names = Vec::new();
+    let mut layer = tar::Archive::new(flate2::read::GzDecoder::new(diff.stdout.as_slice()));
+    for entry in layer.entries().unwrap() {
+        names.push(entry.unwrap().path().unwrap().display().to_string());
+    }
+    assert_eq!(names, ["hello.txt"], "only the new file is in the layer");
+    let stored = daemon.ctr_ok(&["content", "ls"]);
+    assert!(stored.contains(&sha256(&diff.stdout)), "{stored}");
 
     // Errors come back readable.
     let err = daemon.ctr_err(&["snapshots", "rm", &archive.diff_id]);
