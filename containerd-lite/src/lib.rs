@@ -6,7 +6,17 @@
 //! See docs/berthd.md for the layout and the metadata schema.
 #![forbid(unsafe_code)]
 
+pub mod config;
+pub mod content;
+pub mod diff;
 pub mod error;
+pub mod events;
+pub mod gc;
+pub mod grpc;
+pub mod metadata;
+pub mod registry;
 pub mod runtime;
+pub mod snapshots;
+pub mod unpack;
 
 pub use error::{Error, ErrorKind, Result};

@@ -1,8 +1,98 @@
-//! `berthd`: content store, images, snapshots, containers and tasks behind
-//! containerd's gRPC API. Not implemented yet; see the berthd issues.
+//! `berthd`: images, content and snapshots (then containers and tasks)
+//! behind containerd's own gRPC API. Takes containerd's flags; see
+//! docs/berthd.md.
 #![forbid(unsafe_code)]
 
-fn main() {
-    eprintln!("berthd: not implemented yet");
-    std::process::exit(1);
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use berthd::config::{Config, Overrides};
+use berthd::grpc::{self, Backend};
+use clap::Parser;
+use tokio::signal::unix::{signal, SignalKind};
+
+/// The Berth daemon: containerd's gRPC API over berthd's stores.
+#[derive(Debug, Parser)]
+#[command(name = "berthd", version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("BERTHD_GIT_COMMIT"), ")"))]
+struct Flags {
+    /// TOML configuration file [default: /etc/berth/berthd.toml, if present]
+    #[arg(short, long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Persistent data: content, metadata, snapshots [default: /var/lib/berth]
+    #[arg(long, value_name = "DIR")]
+    root: Option<PathBuf>,
+    /// Runtime state, gone at reboot [default: /run/berth]
+    #[arg(long, value_name = "DIR")]
+    state: Option<PathBuf>,
+    /// gRPC socket; shims' ttrpc socket is this plus .ttrpc [default: /run/berth/berthd.sock]
+    #[arg(short, long, value_name = "SOCK")]
+    address: Option<PathBuf>,
+    /// error, warn, info, debug or trace [default: info]
+    #[arg(short, long, value_name = "LEVEL")]
+    log_level: Option<String>,
+    /// Docker API socket; "" serves none (not served yet) [default: /run/berth/docker.sock]
+    #[arg(long, value_name = "SOCK")]
+    docker_address: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let flags = Flags::parse();
+    let overrides = Overrides {
+        root: flags.root,
+        state: flags.state,
+        address: flags.address,
+        docker_address: flags.docker_address,
+        log_level: flags.log_level,
+    };
+    let config = match Config::load(flags.config.as_deref(), overrides) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("berthd: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_env_filter(tracing_subscriber::EnvFilter::new(format!(
+            "berthd={0},berth_proto={0},warn",
+            config.log_level
+        )))
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            tracing::error!("starting the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!("{err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: Config) -> berthd::Result<()> {
+    tracing::info!(
+        root = %config.root.display(),
+        state = %config.state.display(),
+        "berthd starting"
+    );
+    let backend = Backend::open(&config)?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let shutdown = async move {
+        let name = tokio::select! {
+            _ = terminate.recv() => "SIGTERM",
+            _ = interrupt.recv() => "SIGINT",
+        };
+        tracing::info!("{name}: stopping");
+    };
+    grpc::serve(&config.address, &backend, shutdown).await?;
+    tracing::info!("berthd stopped");
+    Ok(())
 }

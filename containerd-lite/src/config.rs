@@ -1,0 +1,271 @@
+//! berthd's configuration: a TOML file shaped like containerd's, overridden
+//! by the command-line flags containerd takes.
+//!
+//! ```toml
+//! root = "/var/lib/berth"        # persistent data (content, metadata, snapshots)
+//! state = "/run/berth"           # runtime state, gone at reboot
+//!
+//! [grpc]
+//! address = "/run/berth/berthd.sock"
+//!
+//! [debug]
+//! level = "info"                 # error, warn, info, debug, trace
+//!
+//! [docker]
+//! address = "/run/berth/docker.sock"   # "" serves no Docker API
+//! ```
+//!
+//! Every key is optional; unknown keys are refused so a typo is not
+//! silently ignored.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::{Error, Result};
+
+/// Where berthd looks for its configuration when `--config` is not given.
+pub const DEFAULT_CONFIG: &str = "/etc/berth/berthd.toml";
+pub const DEFAULT_ROOT: &str = "/var/lib/berth";
+pub const DEFAULT_STATE: &str = "/run/berth";
+pub const DEFAULT_ADDRESS: &str = "/run/berth/berthd.sock";
+pub const DEFAULT_DOCKER_ADDRESS: &str = "/run/berth/docker.sock";
+pub const DEFAULT_LOG_LEVEL: &str = "info";
+
+/// The settled configuration the daemon runs with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub root: PathBuf,
+    pub state: PathBuf,
+    /// The gRPC socket; the ttrpc socket for shims is this plus `.ttrpc`.
+    pub address: PathBuf,
+    /// The Docker API socket; `None` serves no Docker API.
+    pub docker_address: Option<PathBuf>,
+    pub log_level: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            root: DEFAULT_ROOT.into(),
+            state: DEFAULT_STATE.into(),
+            address: DEFAULT_ADDRESS.into(),
+            docker_address: Some(DEFAULT_DOCKER_ADDRESS.into()),
+            log_level: DEFAULT_LOG_LEVEL.into(),
+        }
+    }
+}
+
+/// What the command line may override; `None` keeps the file's value.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub root: Option<PathBuf>,
+    pub state: Option<PathBuf>,
+    pub address: Option<PathBuf>,
+    pub docker_address: Option<PathBuf>,
+    pub log_level: Option<String>,
+}
+
+/// The file as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    /// Accepted for containerd-style files; only version 2 is known.
+    version: Option<u32>,
+    root: Option<PathBuf>,
+    state: Option<PathBuf>,
+    #[serde(default)]
+    grpc: Section,
+    #[serde(default)]
+    debug: DebugSection,
+    #[serde(default)]
+    docker: Section,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Section {
+    address: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DebugSection {
+    level: Option<String>,
+}
+
+impl Config {
+    /// Reads the configuration: `explicit` (from `--config`) must exist;
+    /// without it, [`DEFAULT_CONFIG`] is read if present. Then applies the
+    /// overrides and checks the result.
+    pub fn load(explicit: Option<&Path>, overrides: Overrides) -> Result<Config> {
+        let file = match explicit {
+            Some(path) => read_file(path)?,
+            None => match read_file(Path::new(DEFAULT_CONFIG)) {
+                Err(err) if err.kind == crate::ErrorKind::NotFound => File::default(),
+                other => other?,
+            },
+        };
+        let defaults = Config::default();
+        let config = Config {
+            root: overrides.root.or(file.root).unwrap_or(defaults.root),
+            state: overrides.state.or(file.state).unwrap_or(defaults.state),
+            address: overrides
+                .address
+                .or(file.grpc.address)
+                .unwrap_or(defaults.address),
+            docker_address: match overrides.docker_address.or(file.docker.address) {
+                Some(path) if path.as_os_str().is_empty() => None,
+                Some(path) => Some(path),
+                None => defaults.docker_address,
+            },
+            log_level: overrides
+                .log_level
+                .or(file.debug.level)
+                .unwrap_or(defaults.log_level),
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The ttrpc socket shims send their events to.
+    pub fn ttrpc_address(&self) -> PathBuf {
+        let mut path = self.address.clone().into_os_string();
+        path.push(".ttrpc");
+        path.into()
+    }
+
+    fn validate(&self) -> Result<()> {
+        for (what, path) in [
+            ("root", &self.root),
+            ("state", &self.state),
+            ("address", &self.address),
+        ] {
+            if !path.is_absolute() {
+                return Err(Error::invalid(format!(
+                    "{what} {}: must be an absolute path",
+                    path.display()
+                )));
+            }
+        }
+        if !["error", "warn", "info", "debug", "trace"].contains(&self.log_level.as_str()) {
+            return Err(Error::invalid(format!(
+                "log level {:?}: must be one of error, warn, info, debug, trace",
+                self.log_level
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn read_file(path: &Path) -> Result<File> {
+    let text = fs::read_to_string(path).map_err(|err| {
+        let kind = err.kind();
+        let err = Error::from(err).context(format!("config {}", path.display()));
+        if kind == io::ErrorKind::NotFound {
+            Error::not_found(err.message)
+        } else {
+            err
+        }
+    })?;
+    let file: File = toml::from_str(&text)
+        .map_err(|e| Error::invalid(format!("config {}: {e}", path.display())))?;
+    if let Some(version) = file.version.filter(|v| *v != 2) {
+        return Err(Error::invalid(format!(
+            "config {}: version {version} is not supported (only 2)",
+            path.display()
+        )));
+    }
+    Ok(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ErrorKind;
+
+    fn write(text: &str) -> tempfile::NamedTempFile {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        fs::write(file.path(), text).unwrap();
+        file
+    }
+
+    #[test]
+    fn file_values_then_flags_win() {
+        let file = write(
+            r#"
+            version = 2
+            root = "/srv/berth"
+            state = "/run/b"
+            [grpc]
+            address = "/run/b/b.sock"
+            [debug]
+            level = "debug"
+            [docker]
+            address = ""
+            "#,
+        );
+        let config = Config::load(Some(file.path()), Overrides::default()).unwrap();
+        assert_eq!(config.root, PathBuf::from("/srv/berth"));
+        assert_eq!(config.address, PathBuf::from("/run/b/b.sock"));
+        assert_eq!(config.ttrpc_address(), PathBuf::from("/run/b/b.sock.ttrpc"));
+        assert_eq!(config.docker_address, None);
+        assert_eq!(config.log_level, "debug");
+
+        let config = Config::load(
+            Some(file.path()),
+            Overrides {
+                root: Some("/tmp/r".into()),
+                log_level: Some("warn".into()),
+                docker_address: Some("/tmp/d.sock".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(config.root, PathBuf::from("/tmp/r"));
+        assert_eq!(config.state, PathBuf::from("/run/b"));
+        assert_eq!(config.log_level, "warn");
+        assert_eq!(config.docker_address, Some(PathBuf::from("/tmp/d.sock")));
+    }
+
+    #[test]
+    fn a_missing_explicit_file_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nope.toml");
+        let err = Config::load(Some(&missing), Overrides::default()).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::NotFound);
+        assert!(err.message.contains("nope.toml"), "{}", err.message);
+    }
+
+    #[test]
+    fn typos_bad_levels_and_relative_paths_are_refused() {
+        let typo = write("[grpc]\naddres = \"/x\"\n");
+        let err = Config::load(Some(typo.path()), Overrides::default()).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::InvalidArgument);
+        assert!(err.message.contains("addres"), "{}", err.message);
+
+        let empty = write("");
+        for overrides in [
+            Overrides {
+                log_level: Some("loud".into()),
+                ..Default::default()
+            },
+            Overrides {
+                root: Some("relative".into()),
+                ..Default::default()
+            },
+        ] {
+            let err = Config::load(Some(empty.path()), overrides).unwrap_err();
+            assert_eq!(err.kind, ErrorKind::InvalidArgument);
+        }
+    }
+
+    #[test]
+    fn an_empty_file_gives_the_defaults() {
+        let empty = write("");
+        let config = Config::load(Some(empty.path()), Overrides::default()).unwrap();
+        assert_eq!(config, Config::default());
+    }
+}
