@@ -204,6 +204,7 @@ fn create_in(
         crate::rootfs::mounts::open_bind_sources(
             spec.mounts().as_deref().unwrap_or(&[]),
             &bundle.dir,
+            userns::mappings(spec),
         )?
     } else {
         Vec::new()

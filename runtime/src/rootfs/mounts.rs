@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use nix::fcntl::OFlag;
 use nix::mount::{mount, MsFlags};
-use oci_spec::runtime::Mount;
+use oci_spec::runtime::{LinuxIdMapping, Mount};
 use std::os::fd::AsRawFd;
 
 use super::path::Resolver;
@@ -101,11 +101,9 @@ impl MountOptions {
                 // runc's copy-up of the image's content into a tmpfs: the
                 // tmpfs itself is what matters; content copy is not done.
                 "tmpcopyup" => (MsFlags::empty(), MsFlags::empty()),
-                "idmap" | "ridmap" => {
-                    return Err(Error::unsupported(format!(
-                        "mount option {opt:?} (id-mapped mounts) is not supported yet"
-                    )))
-                }
+                // Id-mapped mounts: applied by the parent to the detached
+                // source (see `open_bind_sources`), nothing to do here.
+                "idmap" | "ridmap" => (MsFlags::empty(), MsFlags::empty()),
                 p => {
                     if let Some(flag) = propagation_flag(p) {
                         o.propagation.push(flag);
@@ -176,10 +174,19 @@ pub fn is_bind(m: &Mount) -> bool {
 /// where the container's root may not be allowed to reach a source the
 /// caller can; init attaches them with move_mount, which works across mount
 /// namespaces (a plain bind from a descriptor would not).
+///
+/// An id-mapped mount (`uidMappings`/`gidMappings`, `idmap`, `ridmap`; see
+/// [`crate::userns::validate_mounts`]) gets its mapping here, on the
+/// detached copy (mount_setattr MOUNT_ATTR_IDMAP through a user namespace
+/// with the mount's mappings, or the container's `container` ones when it
+/// has none of its own), so init attaches it already mapped.
 pub fn open_bind_sources(
     mounts: &[Mount],
     bundle: &Path,
+    container: (&[LinuxIdMapping], &[LinuxIdMapping]),
 ) -> Result<Vec<Option<std::os::fd::OwnedFd>>> {
+    // One user namespace per distinct pair of mappings.
+    let mut namespaces: Vec<(String, std::os::fd::OwnedFd)> = Vec::new();
     mounts
         .iter()
         .enumerate()
@@ -187,6 +194,7 @@ pub fn open_bind_sources(
             let Some(source) = m.source().as_ref().filter(|_| is_bind(m)) else {
                 return Ok(None);
             };
+            let field = format!("mounts[{i}] ({})", m.destination().display());
             let path = bundle.join(source);
             let recursive = m
                 .options()
@@ -194,20 +202,41 @@ pub fn open_bind_sources(
                 .unwrap_or(&[])
                 .iter()
                 .any(|o| o == "rbind");
-            match crate::sys::open_tree_clone(&path, recursive) {
-                Ok(tree) => Ok(Some(tree)),
+            let tree = match crate::sys::open_tree_clone(&path, recursive) {
+                Ok(tree) => tree,
                 // Without privileges (rootless) no copy can be made, and
                 // none is needed: the user reaches its own sources.
-                Err(nix::errno::Errno::EPERM) if crate::sys::geteuid() != 0 => Ok(None),
-                Err(e) => Err(e),
+                Err(nix::errno::Errno::EPERM) if crate::sys::geteuid() != 0 => return Ok(None),
+                Err(e) => {
+                    return Err(Error::invalid(format!(
+                        "{field}: source {}: {e}",
+                        path.display()
+                    )))
+                }
+            };
+            if let Some(idmap) = crate::userns::MountIdmap::of(m) {
+                let uids = idmap.uids.unwrap_or(container.0);
+                let gids = idmap.gids.unwrap_or(container.1);
+                let key = format!("{uids:?}/{gids:?}");
+                let index = match namespaces.iter().position(|(k, _)| *k == key) {
+                    Some(index) => index,
+                    None => {
+                        let userns = crate::userns::new_userns(uids, gids)
+                            .map_err(|e| e.context(format!("{field}: id mapping")))?;
+                        namespaces.push((key, userns));
+                        namespaces.len() - 1
+                    }
+                };
+                use std::os::fd::AsFd;
+                crate::sys::idmap_tree(tree.as_fd(), namespaces[index].1.as_fd(), idmap.recursive)
+                    .map_err(|e| {
+                        Error::invalid(format!(
+                            "{field}: id-mapping source {}: {e} (does its filesystem support id-mapped mounts?)",
+                            path.display()
+                        ))
+                    })?;
             }
-            .map_err(|e| {
-                Error::invalid(format!(
-                    "mounts[{i}] ({}): source {}: {e}",
-                    m.destination().display(),
-                    path.display()
-                ))
-            })
+            Ok(Some(tree))
         })
         .collect()
 }
@@ -566,7 +595,9 @@ mod tests {
     }
 
     #[test]
-    fn idmap_is_refused() {
-        assert!(MountOptions::parse(&["idmap".to_string()]).is_err());
+    fn idmap_options_are_no_mount_flags() {
+        let o = opts(&["rbind", "idmap", "ridmap"]);
+        assert_eq!(o.flags, MsFlags::MS_BIND | MsFlags::MS_REC);
+        assert!(o.data.is_empty());
     }
 }
