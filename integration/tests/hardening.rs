@@ -611,6 +611,79 @@ fn device_paths_through_symlinks_stay_inside() {
     h.assert_no_leaks();
 }
 
+/// While containers are set up, a host thread keeps swapping directories
+/// of the rootfs (the parents of device nodes, of a mount destination and
+/// of a file-bind target) with symlinks to a host directory (renameat2
+/// RENAME_EXCHANGE, so either is always there). Whatever setup sees, it
+/// never creates, chmods or mounts anything in the host directory; a
+/// container may fail (a component changed under it), never leak.
+#[test]
+fn symlinks_swapped_in_during_setup_never_reach_the_host() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let Some(h) = Harness::new("swap_race") else {
+        return;
+    };
+    let (victim, _) = host_victim(&h);
+    let file_src = h.tempdir().join("file");
+    std::fs::write(&file_src, "bound\n").expect("bind source");
+    let (mut ok, mut failed) = (0, 0);
+    for _ in 0..12 {
+        let mut b = h.bundle();
+        let root = b.rootfs();
+        // (real directory, symlink to the host) pairs to exchange.
+        let pairs = ["dev/sub", "swapm", "swapf"].map(|p| {
+            let dir = root.join(p);
+            let link = root.join(format!("{p}-link"));
+            std::fs::create_dir_all(&dir).expect("mkdir");
+            std::os::unix::fs::symlink(&victim, &link).expect("symlink");
+            (dir, link)
+        });
+        without_dev_mounts(&mut b);
+        b.set(
+            "/linux/devices",
+            json!([{"path": "/dev/sub/null", "type": "c", "major": 1, "minor": 3, "fileMode": 0o666}]),
+        );
+        b.mount(
+            json!({"destination": "/swapm/dir", "type": "tmpfs", "source": "tmpfs",
+                       "options": ["size=1m"]}),
+        );
+        b.mount(json!({"destination": "/swapf/file", "type": "bind",
+                       "source": file_src.to_string_lossy(), "options": ["bind"]}));
+        b.args(&["true"]);
+        b.write();
+        let stop = Arc::new(AtomicBool::new(false));
+        let swapper = {
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    for (dir, link) in &pairs {
+                        let _ = nix::fcntl::renameat2(
+                            nix::fcntl::AT_FDCWD,
+                            dir.as_path(),
+                            nix::fcntl::AT_FDCWD,
+                            link.as_path(),
+                            nix::fcntl::RenameFlags::RENAME_EXCHANGE,
+                        );
+                    }
+                }
+            })
+        };
+        let out = h.rt.run(&b.id, b.path());
+        stop.store(true, Ordering::Relaxed);
+        swapper.join().expect("swapper thread");
+        if out.success() {
+            ok += 1;
+        } else {
+            failed += 1;
+            h.rt.delete_force(&b.id);
+        }
+        assert_host_untouched(&victim);
+    }
+    eprintln!("swap race: {ok} containers ran, {failed} refused");
+    h.assert_no_leaks();
+}
+
 /// What cannot be created inside the rootfs is an error naming the mount
 /// (a directory asked for under a regular file; a symlink loop), as with
 /// runc; nothing is created on the host and nothing is left behind.
