@@ -261,7 +261,7 @@ fn host_owner(p: &std::path::Path) -> (u32, u32) {
 /// the mount as the host id the mapping names (HOST_BASE, the
 /// container's root), so root inside owns the directory; what it writes
 /// lands on the host as 1000. The same directory bound without mappings
-/// shows the unmapped owner as nobody.
+/// shows the unmapped owner as nobody; a read-only one stays read-only.
 #[test]
 fn idmapped_bind_mount_shows_and_writes_host_ids() {
     let Some(h) = Harness::new("idmap_explicit") else {
@@ -279,15 +279,21 @@ fn idmapped_bind_mount_shows_and_writes_host_ids() {
         json!({"destination": "/mnt/plain", "type": "bind", "source": src,
                    "options": ["bind"]}),
     );
+    b.mount(
+        json!({"destination": "/mnt/ro", "type": "bind", "source": src,
+                   "options": ["bind", "ro"], "uidMappings": map, "gidMappings": map}),
+    );
     b.sh(
-        "stat -c 'idmapped %u:%g' /mnt/idmapped /mnt/idmapped/file; \
+        "stat -c 'idmapped %u:%g' /mnt/idmapped /mnt/idmapped/file /mnt/ro/file; \
           stat -c 'plain %u:%g' /mnt/plain/file; \
+          touch /mnt/ro/x 2>&1; \
           echo new > /mnt/idmapped/new && mkdir /mnt/idmapped/sub && echo written",
     );
     b.write();
     let out = h.rt.run(&b.id, b.path());
     out.ok();
-    assert_eq!(out.stdout.matches("idmapped 0:0").count(), 2, "{out}");
+    assert_eq!(out.stdout.matches("idmapped 0:0").count(), 3, "{out}");
+    assert!(out.stdout.contains("Read-only file system"), "{out}");
     assert!(out.stdout.contains("plain 65534:65534"), "{out}");
     assert!(out.stdout.contains("written"), "{out}");
     assert_eq!(host_owner(&src.join("new")), (1000, 1000));

@@ -66,7 +66,7 @@ impl Role {
 
 /// How to clone the child.
 #[derive(Debug)]
-pub struct Clone<'a> {
+pub struct CloneArgs<'a> {
     pub role: Role,
     /// `CLONE_NEW*` flags (none for exec, which joins namespaces instead).
     pub flags: libc::c_int,
@@ -116,7 +116,7 @@ impl Drop for KillOnDrop {
 /// Clone the child described by `clone`; in the child, `child` runs with
 /// its end of the channel and execs or exits (it never returns here). In the parent, `child` (and
 /// everything it captured for the child) is dropped right after the clone.
-pub fn spawn<F>(clone: Clone<'_>, child: F) -> Result<Spawned>
+pub fn spawn<F>(clone: CloneArgs<'_>, child: F) -> Result<Spawned>
 where
     F: FnOnce(ChildEnd),
 {

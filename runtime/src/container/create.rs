@@ -158,7 +158,7 @@ fn create_in(
     let rootless_userns = sys::geteuid() != 0 && new_userns;
     let cgroup_state = cgroup.state();
     let init = spawn::spawn(
-        spawn::Clone {
+        spawn::CloneArgs {
             role: spawn::Role::Init,
             flags: namespaces::clone_flags(ns).bits(),
             cgroup: into_cgroup.as_ref().map(|f| f.as_fd()),

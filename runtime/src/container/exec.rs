@@ -96,7 +96,7 @@ pub fn exec(store: &StateStore, id: &str, opts: &ExecOptions) -> Result<i32> {
     // Not dumpable from the fork on: the container's processes share its
     // pid namespace and must not reach the host binary through /proc.
     let child = spawn::spawn(
-        spawn::Clone {
+        spawn::CloneArgs {
             role: spawn::Role::Exec,
             flags: 0,
             cgroup: into_cgroup.as_ref().map(|f| f.as_fd()),
