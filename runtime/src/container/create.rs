@@ -130,15 +130,11 @@ fn create_in(
     };
     apply_resources(spec, cgroup.as_ref())?;
 
-    let join = namespaces::open_paths(ns)?;
-    // Init is born in a joined pid namespace; our hooks are not.
-    let pid_for_children = match join.iter().find(|(t, _)| *t == LinuxNamespaceType::Pid) {
-        Some((_, pidns)) => Some(namespaces::ChildrenInPidNamespace::enter(pidns)?),
-        None => None,
-    };
     let new_userns = namespaces::is_new(ns, LinuxNamespaceType::User);
     // In a new user namespace, init may not reach bind sources the caller
-    // can: open them here and hand them over.
+    // can: open them here and hand them over. (Before entering a joined
+    // pid namespace: the helpers id-mapped mounts clone must not be born
+    // there.)
     let mount_sources = if new_userns {
         crate::rootfs::mounts::open_bind_sources(
             spec.mounts().as_deref().unwrap_or(&[]),
@@ -147,6 +143,12 @@ fn create_in(
         )?
     } else {
         Vec::new()
+    };
+    let join = namespaces::open_paths(ns)?;
+    // Init is born in a joined pid namespace; our hooks are not.
+    let pid_for_children = match join.iter().find(|(t, _)| *t == LinuxNamespaceType::Pid) {
+        Some((_, pidns)) => Some(namespaces::ChildrenInPidNamespace::enter(pidns)?),
+        None => None,
     };
     let start = start_signal(dir, launch)?;
     let into_cgroup = cgroup.clone_into_fd();
