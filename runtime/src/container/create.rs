@@ -133,8 +133,8 @@ fn create_in(
     let new_userns = namespaces::is_new(ns, LinuxNamespaceType::User);
     // In a new user namespace, init may not reach bind sources the caller
     // can: open them here and hand them over. (Before entering a joined
-    // pid namespace: the helpers id-mapped mounts clone must not be born
-    // there.)
+    // pid namespace: the helper processes cloned for id-mapped mounts must
+    // not be born there.)
     let mount_sources = if new_userns {
         crate::rootfs::mounts::open_bind_sources(
             spec.mounts().as_deref().unwrap_or(&[]),
