@@ -370,6 +370,12 @@ fn ctr_manages_images_content_snapshots_and_namespaces_on_berthd() {
     }
     assert!(seen.contains(&format!(r#""name":"{IMAGE}""#)), "{seen}");
 
+    // Image labels and tags (ctr sends an empty target with a label mask).
+    daemon.ctr_ok(&["images", "label", IMAGE, "origin=test"]);
+    assert!(daemon.ctr_ok(&["images", "ls"]).contains("origin=test"));
+    daemon.ctr_ok(&["images", "tag", IMAGE, "example.com/busybox:copy"]);
+    daemon.ctr_ok(&["images", "rm", "example.com/busybox:copy"]);
+
     // Content: listed, read back, labelled.
     let content = daemon.ctr_ok(&["content", "ls"]);
     assert!(content.contains(&archive.layer_digest), "{content}");
@@ -406,12 +412,30 @@ fn ctr_manages_images_content_snapshots_and_namespaces_on_berthd() {
     let busybox = target.join("bin/busybox");
     let seen = fs::metadata(&busybox).map(|m| (m.size(), m.permissions().mode() & 0o777));
     let link = fs::read_link(target.join("bin/sh"));
+    let written = fs::write(target.join("hello.txt"), b"hello from berth");
     nix::mount::umount(&target).unwrap();
+    written.unwrap();
     assert_eq!(
         seen.unwrap(),
         (fs::metadata("/bin/busybox").unwrap().size(), 0o755)
     );
     assert_eq!(link.unwrap(), PathBuf::from("busybox"));
+
+    // The Diff service computes the change as a layer stored in content.
+    let diff = daemon.ctr(&["snapshots", "diff", &archive.diff_id, "work"]);
+    assert!(
+        diff.status.success(),
+        "{}",
+        String::from_utf8_lossy(&diff.stderr)
+    );
+    let mut names = Vec::new();
+    let mut layer = tar::Archive::new(flate2::read::GzDecoder::new(diff.stdout.as_slice()));
+    for entry in layer.entries().unwrap() {
+        names.push(entry.unwrap().path().unwrap().display().to_string());
+    }
+    assert_eq!(names, ["hello.txt"], "only the new file is in the layer");
+    let stored = daemon.ctr_ok(&["content", "ls"]);
+    assert!(stored.contains(&sha256(&diff.stdout)), "{stored}");
 
     // Errors come back readable.
     let err = daemon.ctr_err(&["snapshots", "rm", &archive.diff_id]);
@@ -475,6 +499,34 @@ fn berthctl_lists_and_removes_over_the_generated_client() {
     let namespaces = daemon.berthctl_ok(&["namespaces", "ls"]);
     assert!(namespaces.contains("default"), "{namespaces}");
 
+    // Tag, inspect, read a blob, snapshot tree and usage, namespaces.
+    daemon.berthctl_ok(&["images", "tag", IMAGE, "example.com/bb:copy"]);
+    let inspected: Value =
+        serde_json::from_str(&daemon.berthctl_ok(&["images", "inspect", "example.com/bb:copy"]))
+            .unwrap();
+    assert_eq!(
+        inspected["target"]["digest"],
+        archive.manifest_digest.as_str()
+    );
+    daemon.berthctl_ok(&["images", "rm", "example.com/bb:copy"]);
+    let config = daemon.berthctl(&["content", "get", &sha256(&archive.config)]);
+    assert!(config.status.success());
+    assert_eq!(config.stdout, archive.config);
+    assert!(daemon
+        .berthctl_ok(&["snapshots", "tree"])
+        .starts_with(&archive.diff_id));
+    assert!(daemon
+        .berthctl_ok(&["snapshots", "usage"])
+        .contains(&archive.diff_id));
+    daemon.berthctl_ok(&["namespaces", "create", "extra", "team=berth"]);
+    assert!(daemon
+        .berthctl_ok(&["namespaces", "ls"])
+        .contains("team=berth"));
+    daemon.berthctl_ok(&["namespaces", "rm", "extra"]);
+    let busy = daemon.berthctl(&["namespaces", "rm", "default"]);
+    assert!(!busy.status.success());
+    assert!(String::from_utf8_lossy(&busy.stderr).contains("must be empty"));
+
     // Another namespace sees nothing.
     let other = daemon.berthctl_ok(&["--namespace", "other", "images", "ls", "--format", "json"]);
     assert_eq!(other.trim(), "[]");
@@ -501,5 +553,128 @@ fn berthctl_lists_and_removes_over_the_generated_client() {
     assert!(!unreachable.status.success());
     assert!(String::from_utf8_lossy(&unreachable.stderr).contains("/nonexistent/berthd.sock"));
 
+    daemon.stop();
+}
+
+/// Debian's docker-registry on a free loopback port, for as long as it lives.
+struct Registry {
+    child: Child,
+    address: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Registry {
+    fn start() -> Option<Registry> {
+        let binary = Path::new("/usr/bin/docker-registry");
+        if !binary.exists() {
+            eprintln!("skipped: /usr/bin/docker-registry missing (Debian's docker-registry)");
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let address = format!("127.0.0.1:{port}");
+        let config = dir.path().join("config.yml");
+        fs::write(
+            &config,
+            format!(
+                "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {address}\nlog:\n  level: error\n",
+                dir.path().join("data").display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new(binary)
+            .arg("serve")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(&address).is_err() {
+            assert!(Instant::now() < deadline, "docker-registry did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some(Registry {
+            child,
+            address,
+            _dir: dir,
+        })
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn ctr_pulls_from_a_registry_into_berthd() {
+    let Some(registry) = Registry::start() else {
+        return;
+    };
+    let daemon = Berthd::start();
+    let archive = build_archive(daemon.dir.path());
+    let reference = format!("{}/berth/busybox:latest", registry.address);
+    let pushed = Command::new("skopeo")
+        .args(["copy", "--quiet", "--dest-tls-verify=false"])
+        .arg(format!("oci-archive:{}:latest", archive.path.display()))
+        .arg(format!("docker://{reference}"))
+        .output()
+        .expect("skopeo (Debian's skopeo)");
+    assert!(
+        pushed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pushed.stderr)
+    );
+
+    let out = daemon.ctr_ok(&["images", "pull", "--plain-http", &reference]);
+    assert!(out.contains("unpacking linux/amd64"), "{out}");
+    let images = daemon.ctr_ok(&["images", "ls"]);
+    assert!(images.contains(&reference), "{images}");
+    assert!(images.contains(&archive.manifest_digest), "{images}");
+    let snapshots = daemon.ctr_ok(&["snapshots", "ls"]);
+    assert!(snapshots.contains(&archive.diff_id), "{snapshots}");
+    // Pulling again finds everything there.
+    daemon.ctr_ok(&["images", "pull", "--plain-http", &reference]);
+    assert_eq!(daemon.ctr_ok(&["images", "ls", "-q"]).lines().count(), 1);
+
+    daemon.stop();
+    drop(registry);
+}
+
+#[test]
+fn berthd_refuses_a_missing_config_and_a_socket_in_use() {
+    let missing = Command::new(binary("berthd"))
+        .args(["--config", "/nonexistent/berthd.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert!(stderr.contains("/nonexistent/berthd.toml"), "{stderr}");
+
+    let daemon = Berthd::start();
+    let second = Command::new(binary("berthd"))
+        .arg("--config")
+        .arg(daemon.dir.path().join("berthd.toml"))
+        .arg("--root")
+        .arg(daemon.dir.path().join("root2"))
+        .arg("--state")
+        .arg(daemon.dir.path().join("state2"))
+        .arg("--address")
+        .arg(&daemon.socket)
+        .output()
+        .unwrap();
+    assert!(!second.status.success());
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(stderr.contains("another daemon"), "{stderr}");
+    // The first daemon still serves.
+    daemon.ctr_ok(&["version"]);
     daemon.stop();
 }

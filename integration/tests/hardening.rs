@@ -456,6 +456,269 @@ fn cve_2021_30465_mounts_through_symlinks_stay_in_rootfs() {
     h.assert_no_leaks();
 }
 
+/// The names in a host directory, sorted.
+fn names_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// A host directory holding only a marker file, and its path relative to
+/// `/` (for symlinks that name it from inside a rootfs).
+fn host_victim(h: &Harness) -> (std::path::PathBuf, String) {
+    let dir = h.tempdir();
+    std::fs::write(dir.join("host-marker"), "host\n").expect("marker");
+    let rel = dir.to_string_lossy().trim_start_matches('/').to_string();
+    (dir, rel)
+}
+
+/// The host directory still holds only its marker, and nothing is mounted
+/// on or under it.
+fn assert_host_untouched(dir: &Path) {
+    assert_eq!(
+        names_in(dir),
+        vec!["host-marker".to_string()],
+        "{} was written to",
+        dir.display()
+    );
+    assert!(
+        mounts_mentioning(&dir.to_string_lossy()).is_empty(),
+        "host mount on {}",
+        dir.display()
+    );
+}
+
+/// Drop the spec's /dev mounts, so devices are created in the image's own
+/// /dev (where a planted symlink would lead them).
+fn without_dev_mounts(b: &mut Bundle) {
+    b.with(|spec| {
+        if let Some(mounts) = spec["mounts"].as_array_mut() {
+            mounts.retain(|m| {
+                !m["destination"]
+                    .as_str()
+                    .is_some_and(|d| d == "/dev" || d.starts_with("/dev/"))
+            });
+        }
+    });
+}
+
+/// Device nodes, the /dev links and /dev/ptmx are created in the rootfs
+/// even when the image's /dev is a symlink to a host directory: the link
+/// is followed as if the rootfs were `/` (as runc >= 1.2 does), so they
+/// land in `<rootfs>/<that dir>`, never in the host's. (Debian's runc
+/// 1.1.5 fails this: it writes the /dev/fd, /dev/std* and /dev/ptmx links
+/// into the host directory.)
+#[test]
+fn rootfs_dev_symlink_to_a_host_dir_creates_devices_inside() {
+    let Some(h) = Harness::new("dev_symlink") else {
+        return;
+    };
+    let (victim, rel) = host_victim(&h);
+    let mut b = h.bundle();
+    let root = b.rootfs();
+    std::fs::remove_dir(root.join("dev")).expect("rmdir rootfs/dev");
+    std::os::unix::fs::symlink(&victim, root.join("dev")).expect("symlink /dev");
+    without_dev_mounts(&mut b);
+    b.sh("[ -c /dev/null ] && [ -L /dev/fd ] && [ -L /dev/ptmx ] && echo x > /dev/null && echo devices-ok");
+    b.write();
+    let out = h.rt.run(&b.id, b.path());
+    out.ok();
+    assert!(out.stdout.contains("devices-ok"), "{out}");
+    assert_host_untouched(&victim);
+    // They are in the rootfs, at the link's target resolved inside it.
+    let inside = root.join(&rel);
+    use std::os::unix::fs::FileTypeExt;
+    let null = std::fs::symlink_metadata(inside.join("null")).expect("null inside");
+    assert!(null.file_type().is_char_device(), "{null:?}");
+    h.assert_no_leaks();
+}
+
+/// A mount destination under a symlink to `/`: the missing directories
+/// and the file a file bind needs are created inside the rootfs.
+#[test]
+fn mount_destination_under_a_symlink_to_root_is_created_inside() {
+    let Some(h) = Harness::new("dest_symlink") else {
+        return;
+    };
+    let (victim, rel) = host_victim(&h);
+    let mut b = h.bundle();
+    let root = b.rootfs();
+    std::os::unix::fs::symlink("/", root.join("to-root")).expect("symlink");
+    let file_src = b.host_dir("src").join("file");
+    std::fs::write(&file_src, "bound\n").expect("bind source");
+    b.mount(
+        json!({"destination": format!("/to-root/{rel}/new/dir"), "type": "tmpfs",
+                   "source": "tmpfs", "options": ["size=1m"]}),
+    );
+    b.mount(
+        json!({"destination": format!("/to-root/{rel}/new/file"), "type": "bind",
+                   "source": file_src.to_string_lossy(), "options": ["bind", "ro"]}),
+    );
+    b.sh(&format!(
+        "grep -q ' /{rel}/new/dir ' /proc/self/mountinfo && cat /{rel}/new/file && echo mounted-inside"
+    ));
+    b.write();
+    let out = h.rt.run(&b.id, b.path());
+    out.ok();
+    assert!(
+        out.stdout.contains("bound") && out.stdout.contains("mounted-inside"),
+        "{out}"
+    );
+    assert_host_untouched(&victim);
+    assert!(root.join(&rel).join("new/dir").is_dir());
+    assert!(root.join(&rel).join("new/file").is_file());
+    h.assert_no_leaks();
+}
+
+/// linux.devices whose path goes through a symlink planted in /dev (to a
+/// host directory, and one to a host file): the nodes are made inside the
+/// rootfs; the host's directory and file stay as they were.
+#[test]
+fn device_paths_through_symlinks_stay_inside() {
+    let Some(h) = Harness::new("device_symlink") else {
+        return;
+    };
+    let (victim, rel) = host_victim(&h);
+    let mut b = h.bundle();
+    let root = b.rootfs();
+    std::os::unix::fs::symlink(&victim, root.join("dev/sub")).expect("symlink dir");
+    let host_file = victim.join("host-marker");
+    std::os::unix::fs::symlink(&host_file, root.join("dev/evil")).expect("symlink file");
+    without_dev_mounts(&mut b);
+    let dev =
+        |path: &str| json!({"path": path, "type": "c", "major": 1, "minor": 3, "fileMode": 0o666});
+    b.set(
+        "/linux/devices",
+        json!([dev("/dev/sub/null"), dev("/dev/evil")]),
+    );
+    b.sh("[ -c /dev/sub/null ] && [ -c /dev/evil ] && echo x > /dev/evil && echo nodes-ok");
+    b.write();
+    let out = h.rt.run(&b.id, b.path());
+    out.ok();
+    assert!(out.stdout.contains("nodes-ok"), "{out}");
+    assert_host_untouched(&victim);
+    assert_eq!(
+        std::fs::read_to_string(&host_file).expect("host file"),
+        "host\n"
+    );
+    use std::os::unix::fs::FileTypeExt;
+    let node = std::fs::symlink_metadata(root.join(&rel).join("null")).expect("node inside");
+    assert!(node.file_type().is_char_device(), "{node:?}");
+    h.assert_no_leaks();
+}
+
+/// While containers are set up, a host thread keeps swapping directories
+/// of the rootfs (the parents of device nodes, of a mount destination and
+/// of a file-bind target) with symlinks to a host directory (renameat2
+/// RENAME_EXCHANGE, so either is always there). Whatever setup sees, it
+/// never creates, chmods or mounts anything in the host directory; a
+/// container may fail (a component changed under it), never leak.
+#[test]
+fn symlinks_swapped_in_during_setup_never_reach_the_host() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let Some(h) = Harness::new("swap_race") else {
+        return;
+    };
+    let (victim, _) = host_victim(&h);
+    let file_src = h.tempdir().join("file");
+    std::fs::write(&file_src, "bound\n").expect("bind source");
+    let (mut ok, mut failed) = (0, 0);
+    for _ in 0..12 {
+        let mut b = h.bundle();
+        let root = b.rootfs();
+        // (real directory, symlink to the host) pairs to exchange.
+        let pairs = ["dev/sub", "swapm", "swapf"].map(|p| {
+            let dir = root.join(p);
+            let link = root.join(format!("{p}-link"));
+            std::fs::create_dir_all(&dir).expect("mkdir");
+            std::os::unix::fs::symlink(&victim, &link).expect("symlink");
+            (dir, link)
+        });
+        without_dev_mounts(&mut b);
+        b.set(
+            "/linux/devices",
+            json!([{"path": "/dev/sub/null", "type": "c", "major": 1, "minor": 3, "fileMode": 0o666}]),
+        );
+        b.mount(
+            json!({"destination": "/swapm/dir", "type": "tmpfs", "source": "tmpfs",
+                       "options": ["size=1m"]}),
+        );
+        b.mount(json!({"destination": "/swapf/file", "type": "bind",
+                       "source": file_src.to_string_lossy(), "options": ["bind"]}));
+        b.args(&["true"]);
+        b.write();
+        let stop = Arc::new(AtomicBool::new(false));
+        let swapper = {
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    for (dir, link) in &pairs {
+                        let _ = nix::fcntl::renameat2(
+                            nix::fcntl::AT_FDCWD,
+                            dir.as_path(),
+                            nix::fcntl::AT_FDCWD,
+                            link.as_path(),
+                            nix::fcntl::RenameFlags::RENAME_EXCHANGE,
+                        );
+                    }
+                }
+            })
+        };
+        let out = h.rt.run(&b.id, b.path());
+        stop.store(true, Ordering::Relaxed);
+        swapper.join().expect("swapper thread");
+        if out.success() {
+            ok += 1;
+        } else {
+            failed += 1;
+            h.rt.delete_force(&b.id);
+        }
+        assert_host_untouched(&victim);
+    }
+    eprintln!("swap race: {ok} containers ran, {failed} refused");
+    h.assert_no_leaks();
+}
+
+/// What cannot be created inside the rootfs is an error naming the mount
+/// (a directory asked for under a regular file; a symlink loop), as with
+/// runc; nothing is created on the host and nothing is left behind.
+#[test]
+fn uncreatable_mount_destinations_are_refused() {
+    let Some(h) = Harness::new("dest_refused") else {
+        return;
+    };
+    for (dest, why) in [
+        ("/etc/passwd/sub", "not a directory"),
+        ("/loop/sub", "symbolic links"),
+    ] {
+        let mut b = h.bundle();
+        std::os::unix::fs::symlink("loop", b.rootfs().join("loop")).expect("symlink");
+        b.mount(json!({"destination": dest, "type": "tmpfs", "source": "tmpfs"}));
+        b.write();
+        let out = h.rt.run(&b.id, b.path());
+        out.failed();
+        if berth_integration::locate::runtime_name() == "berth" {
+            assert!(
+                out.stderr.contains(&format!("({dest})")) && out.stderr.contains(why),
+                "{out}"
+            );
+        }
+        assert!(
+            h.rt.state_raw(&b.id)
+                .failed()
+                .stderr
+                .contains("does not exist"),
+            "{out}"
+        );
+    }
+    h.assert_no_leaks();
+}
+
 /// docker's default masked paths; each is checked only if it exists on the host.
 const MASKED: &[&str] = &[
     "/proc/asound",

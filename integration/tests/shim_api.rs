@@ -367,3 +367,83 @@ fn delete_action_cleans_up_after_a_dead_shim() {
     let socket = PathBuf::from(shim.address.trim_start_matches("unix://"));
     assert!(!socket.exists(), "dead shim's socket left");
 }
+
+#[test]
+fn binary_logger_gets_both_streams() {
+    if !berth_integration::is_root() {
+        eprintln!("SKIP: needs root");
+        return;
+    }
+    let mut bundle = Bundle::new(&berth_integration::harness::unique_id("shim-logger"));
+    bundle
+        .args(&["sh", "-c", "echo to-out; echo to-err >&2"])
+        .write();
+    let work = tempfile::Builder::new()
+        .prefix("bshim-l")
+        .tempdir_in("/tmp")
+        .unwrap();
+    // A logging binary as containerd defines them: stdout on fd 3, stderr
+    // on fd 4, ready once fd 5 is closed; its arguments from the URI query.
+    let logger = work.path().join("logger.sh");
+    std::fs::write(
+        &logger,
+        "#!/bin/sh\nexec 5>&-\ncat <&3 >\"$2.out\" & cat <&4 >\"$2.err\" & wait\necho \"$CONTAINER_ID $CONTAINER_NAMESPACE\" >\"$2.env\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&logger, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let prefix = work.path().join("log");
+    let uri = format!("binary://{}?dest={}", logger.display(), prefix.display());
+
+    let shim = Shim::start(bundle.path(), &bundle.id);
+    let mut req = shim.create_request();
+    req.stdout = uri.clone();
+    req.stderr = uri;
+    shim.client.create(ctx(), &req).unwrap();
+    shim.client
+        .start(
+            ctx(),
+            &api::StartRequest {
+                id: shim.id.clone(),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let waited = shim
+        .client
+        .wait(
+            ctx(),
+            &api::WaitRequest {
+                id: shim.id.clone(),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(waited.exit_status, 0);
+    shim.client
+        .delete(
+            ctx(),
+            &api::DeleteRequest {
+                id: shim.id.clone(),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let env_file = prefix.with_extension("env");
+    assert!(
+        berth_integration::wait_until(Duration::from_secs(10), || env_file.exists()),
+        "the logger never finished"
+    );
+    assert_eq!(
+        std::fs::read_to_string(prefix.with_extension("out")).unwrap(),
+        "to-out\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(prefix.with_extension("err")).unwrap(),
+        "to-err\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&env_file).unwrap(),
+        format!("{} {NS}\n", bundle.id)
+    );
+    shim.shutdown();
+}

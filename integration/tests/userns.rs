@@ -238,3 +238,225 @@ fn inaccessible_bind_source_is_mounted_anyway() {
     assert!(out.stdout.contains("Read-only file system"), "{out}");
     h.assert_no_leaks();
 }
+
+/// A directory on the host owned by `uid`:`gid` with a file of the same
+/// owner, both readable by everyone.
+fn owned_dir(h: &Harness, uid: u32, gid: u32) -> std::path::PathBuf {
+    let dir = h.tempdir().join("idmapped");
+    std::fs::create_dir(&dir).expect("mkdir idmapped");
+    std::fs::write(dir.join("file"), "data\n").expect("write file");
+    for p in [&dir, &dir.join("file")] {
+        std::os::unix::fs::chown(p, Some(uid), Some(gid)).expect("chown");
+    }
+    dir
+}
+
+fn host_owner(p: &std::path::Path) -> (u32, u32) {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    (m.uid(), m.gid())
+}
+
+/// Explicit mount mappings (spec 1.1): the host's 1000 is shown through
+/// the mount as the host id the mapping names (HOST_BASE, the
+/// container's root), so root inside owns the directory; what it writes
+/// lands on the host as 1000. The same directory bound without mappings
+/// shows the unmapped owner as nobody; a read-only one stays read-only.
+#[test]
+fn idmapped_bind_mount_shows_and_writes_host_ids() {
+    let Some(h) = Harness::new("idmap_explicit") else {
+        return;
+    };
+    let src = owned_dir(&h, 1000, 1000);
+    let mut b = h.bundle();
+    with_userns(&mut b);
+    let map = json!([{"containerID": 1000, "hostID": HOST_BASE, "size": 1}]);
+    b.mount(
+        json!({"destination": "/mnt/idmapped", "type": "bind", "source": src,
+                   "options": ["bind"], "uidMappings": map, "gidMappings": map}),
+    );
+    b.mount(
+        json!({"destination": "/mnt/plain", "type": "bind", "source": src,
+                   "options": ["bind"]}),
+    );
+    b.mount(
+        json!({"destination": "/mnt/ro", "type": "bind", "source": src,
+                   "options": ["bind", "ro"], "uidMappings": map, "gidMappings": map}),
+    );
+    b.sh(
+        "stat -c 'idmapped %u:%g' /mnt/idmapped /mnt/idmapped/file /mnt/ro/file; \
+          stat -c 'plain %u:%g' /mnt/plain/file; \
+          touch /mnt/ro/x 2>&1; \
+          echo new > /mnt/idmapped/new && mkdir /mnt/idmapped/sub && echo written",
+    );
+    b.write();
+    let out = h.rt.run(&b.id, b.path());
+    out.ok();
+    assert_eq!(out.stdout.matches("idmapped 0:0").count(), 3, "{out}");
+    assert!(out.stdout.contains("Read-only file system"), "{out}");
+    assert!(out.stdout.contains("plain 65534:65534"), "{out}");
+    assert!(out.stdout.contains("written"), "{out}");
+    assert_eq!(host_owner(&src.join("new")), (1000, 1000));
+    assert_eq!(host_owner(&src.join("sub")), (1000, 1000));
+    h.assert_no_leaks();
+}
+
+/// `idmap` without mappings of its own uses the container's: ids on disk
+/// appear unchanged inside (the host's 1000 is 1000 in the container), and
+/// what the container's 1000 writes belongs to the host's 1000.
+#[test]
+fn idmap_option_uses_the_container_mappings() {
+    let Some(h) = Harness::new("idmap_option") else {
+        return;
+    };
+    let src = owned_dir(&h, 1000, 1000);
+    let mut b = h.bundle();
+    with_userns(&mut b);
+    b.mount(
+        json!({"destination": "/mnt/idmapped", "type": "bind", "source": src,
+                   "options": ["bind", "idmap"]}),
+    );
+    b.set("/process/user", json!({"uid": 1000, "gid": 1000}));
+    b.sh("stat -c 'owner %u:%g' /mnt/idmapped/file; echo new > /mnt/idmapped/new && echo written");
+    b.write();
+    let out = h.rt.run(&b.id, b.path());
+    out.ok();
+    assert!(out.stdout.contains("owner 1000:1000"), "{out}");
+    assert!(out.stdout.contains("written"), "{out}");
+    assert_eq!(host_owner(&src.join("new")), (1000, 1000));
+    h.assert_no_leaks();
+}
+
+/// `ridmap` maps every mount in an `rbind`'s tree; `idmap` only its top
+/// mount, leaving a mount below it unmapped (its files show as nobody).
+#[test]
+fn ridmap_maps_submounts_and_idmap_does_not() {
+    let Some(h) = Harness::new("idmap_recursive") else {
+        return;
+    };
+    let src = owned_dir(&h, 1000, 1000);
+    let sub = berth_integration::MountGuard::tmpfs(&src.join("sub"));
+    std::fs::write(sub.path.join("file"), "sub\n").expect("write sub file");
+    std::os::unix::fs::chown(sub.path.join("file"), Some(1000), Some(1000))
+        .expect("chown sub file");
+    let mut b = h.bundle();
+    with_userns(&mut b);
+    let map = json!([{"containerID": 1000, "hostID": HOST_BASE, "size": 1}]);
+    for (dest, option) in [("/mnt/r", "ridmap"), ("/mnt/n", "idmap")] {
+        b.mount(json!({"destination": dest, "type": "bind", "source": src,
+                       "options": ["rbind", option], "uidMappings": map, "gidMappings": map}));
+    }
+    b.sh("stat -c 'r %u' /mnt/r/file /mnt/r/sub/file; stat -c 'n %u' /mnt/n/file /mnt/n/sub/file");
+    b.write();
+    let out = h.rt.run(&b.id, b.path());
+    out.ok();
+    assert_eq!(out.stdout.matches("r 0").count(), 2, "{out}");
+    assert!(out.stdout.contains("n 0\nn 65534"), "{out}");
+    drop(sub);
+    h.assert_no_leaks();
+}
+
+/// Id-mapped mounts that cannot be made are refused before anything is
+/// created, with the mount named: mappings on a non-bind mount, without a
+/// user namespace, only one of the two mappings, bad mappings, and a
+/// source whose filesystem cannot be id-mapped (procfs).
+#[test]
+fn bad_idmapped_mounts_are_refused_and_leave_nothing() {
+    let Some(h) = Harness::new("idmap_bad") else {
+        return;
+    };
+    let src = owned_dir(&h, 1000, 1000);
+    let map = json!([{"containerID": 0, "hostID": HOST_BASE, "size": 10}]);
+    let overlap = json!([{"containerID": 0, "hostID": HOST_BASE, "size": 10},
+                         {"containerID": 5, "hostID": 300000, "size": 10}]);
+    let cases = [
+        (
+            "tmpfs",
+            true,
+            json!({"destination": "/mnt/x", "type": "tmpfs", "source": "tmpfs",
+                   "uidMappings": map, "gidMappings": map}),
+            "only for bind mounts",
+        ),
+        (
+            "tmpfs idmap",
+            true,
+            json!({"destination": "/mnt/x", "type": "tmpfs", "source": "tmpfs",
+                   "options": ["idmap"]}),
+            "only for bind mounts",
+        ),
+        (
+            "no userns",
+            false,
+            json!({"destination": "/mnt/x", "type": "bind", "source": src,
+                   "options": ["bind"], "uidMappings": map, "gidMappings": map}),
+            "user namespace",
+        ),
+        (
+            "uids only",
+            true,
+            json!({"destination": "/mnt/x", "type": "bind", "source": src,
+                   "options": ["bind"], "uidMappings": map}),
+            "both uidMappings and gidMappings",
+        ),
+        (
+            "overlap",
+            true,
+            json!({"destination": "/mnt/x", "type": "bind", "source": src,
+                   "options": ["bind"], "uidMappings": overlap, "gidMappings": map}),
+            "overlap",
+        ),
+        (
+            "procfs",
+            true,
+            json!({"destination": "/mnt/x", "type": "bind", "source": "/proc",
+                   "options": ["bind", "idmap"]}),
+            "id-mapping source /proc",
+        ),
+    ];
+    for (name, userns, mount, why) in cases {
+        let mut b = h.bundle();
+        if userns {
+            with_userns(&mut b);
+        }
+        b.mount(mount);
+        b.write();
+        let out = h.rt.run(&b.id, b.path());
+        out.failed();
+        assert!(
+            out.stderr.contains("(/mnt/x)") && out.stderr.contains(why),
+            "{name}: {out}"
+        );
+        assert!(
+            h.rt.state_raw(&b.id)
+                .failed()
+                .stderr
+                .contains("does not exist"),
+            "{name}"
+        );
+    }
+    assert_eq!(std::fs::read_dir(&src).expect("read source").count(), 1);
+    h.assert_no_leaks();
+}
+
+/// `features` tells callers id-mapped mounts work.
+#[test]
+fn features_report_idmapped_mounts() {
+    let Some(h) = Harness::new("idmap_features") else {
+        return;
+    };
+    if berth_integration::locate::runtime_name() != "berth" {
+        return;
+    }
+    let out = h.rt.cmd(["features"]);
+    out.ok();
+    let f: serde_json::Value = serde_json::from_str(&out.stdout).expect("features JSON");
+    assert_eq!(
+        f.pointer("/linux/mountExtensions/idmap/enabled"),
+        Some(&json!(true)),
+        "{out}"
+    );
+    let options = f["mountOptions"].as_array().expect("mountOptions");
+    for o in ["idmap", "ridmap"] {
+        assert!(options.contains(&json!(o)), "{o} missing: {out}");
+    }
+}

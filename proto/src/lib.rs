@@ -186,6 +186,17 @@ mod tests {
     }
 
     #[test]
+    fn task_create_keeps_its_gap_at_field_two() {
+        let request = containerd::services::tasks::v1::CreateTaskRequest {
+            container_id: "c".into(),
+            terminal: true,
+            ..Default::default()
+        };
+        // container_id is 1 (0x0a); terminal is 7, a varint: (7 << 3) = 0x38.
+        assert_eq!(request.encode_to_vec(), vec![0x0a, 1, b'c', 0x38, 1]);
+    }
+
+    #[test]
     fn generated_service_names_match_the_descriptor() {
         use containerd::services::content::v1::content_server::SERVICE_NAME;
         assert_eq!(SERVICE_NAME, "containerd.services.content.v1.Content");

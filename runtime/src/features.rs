@@ -42,6 +42,7 @@ pub const MOUNT_OPTIONS: &[&str] = &[
     "diratime",
     "dirsync",
     "exec",
+    "idmap",
     "iversion",
     "lazytime",
     "loud",
@@ -66,6 +67,7 @@ pub const MOUNT_OPTIONS: &[&str] = &[
     "relatime",
     "remount",
     "rexec",
+    "ridmap",
     "rnoatime",
     "rnodev",
     "rnodiratime",
@@ -195,6 +197,7 @@ pub fn features() -> Value {
                 "systemdUser": false
             },
             "seccomp": seccomp,
+            "mountExtensions": {"idmap": {"enabled": true}},
             "apparmor": {"enabled": false},
             "selinux": {"enabled": false}
         },
@@ -243,6 +246,7 @@ mod tests {
         for key in ["enabled", "actions", "operators", "archs", "knownFlags"] {
             assert!(f["linux"]["seccomp"].get(key).is_some(), "seccomp.{key}");
         }
+        assert_eq!(f["linux"]["mountExtensions"]["idmap"]["enabled"], true);
         assert_eq!(f["linux"]["apparmor"]["enabled"], false);
         assert_eq!(f["linux"]["selinux"]["enabled"], false);
         assert_eq!(
@@ -332,9 +336,25 @@ mod tests {
         for key in keys(&theirs["linux"]["cgroup"]) {
             assert!(ours["linux"]["cgroup"].get(key).is_some(), "cgroup.{key}");
         }
-        for path in ["/hooks", "/mountOptions"] {
-            assert_eq!(ours.pointer(path), theirs.pointer(path), "{path}");
+        assert_eq!(ours.pointer("/hooks"), theirs.pointer("/hooks"));
+        // runc's mount options, plus the id-mapped mounts of spec 1.1
+        // (runc 1.1 has none; 1.2 lists them too).
+        let options = |v: &Value| -> Vec<String> {
+            v["mountOptions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|n| n.as_str().map(str::to_string))
+                .collect()
+        };
+        let mut expected = options(&theirs);
+        for o in ["idmap", "ridmap"] {
+            if !expected.iter().any(|e| e == o) {
+                expected.push(o.to_string());
+            }
         }
+        expected.sort();
+        assert_eq!(options(&ours), expected);
         // Every namespace runc supports, plus time (runc 1.1 has none).
         let names = |v: &Value| -> Vec<String> {
             v.pointer("/linux/namespaces")

@@ -31,6 +31,7 @@ use crate::error::{Context, Error, Result};
 use crate::hooks::{self, HookKind};
 use crate::process::{self, ExecPlan};
 use crate::rootfs::{self, mounts::MountContext};
+use crate::spawn::{failed_at as at, wait_for, wait_for_cgroup};
 use crate::spec::Bundle;
 use crate::{namespaces, sys};
 
@@ -116,31 +117,6 @@ struct Ready {
     setgroups_allowed: bool,
 }
 
-/// A failure at a named stage.
-fn at(stage: &str) -> impl Fn(Error) -> InitFailure + '_ {
-    move |e| InitFailure {
-        stage: stage.to_string(),
-        errno: None,
-        message: e.to_string(),
-    }
-}
-
-fn recv(channel: &Channel, stage: &str) -> std::result::Result<FromParent, InitFailure> {
-    match channel.recv::<FromParent>() {
-        Ok(Some(m)) => Ok(m),
-        Ok(None) => Err(InitFailure {
-            stage: stage.into(),
-            errno: None,
-            message: "the runtime went away".into(),
-        }),
-        Err(e) => Err(InitFailure {
-            stage: stage.into(),
-            errno: Some(e as i32),
-            message: e.to_string(),
-        }),
-    }
-}
-
 /// The state JSON the parent sent, with status "running" (empty stays
 /// empty: no hooks or agent need it).
 fn running_state(creating: &str) -> String {
@@ -168,21 +144,56 @@ fn become_root() -> Result<()> {
     }
 }
 
-fn wait_for_cgroup(channel: &Channel) -> std::result::Result<(), InitFailure> {
-    match recv(channel, "waiting for the cgroup")? {
-        FromParent::CgroupJoined => Ok(()),
-        other => Err(at("waiting for the cgroup")(Error::internal(format!(
-            "unexpected {other:?}"
-        )))),
-    }
-}
-
 fn unshare_cgroupns() -> std::result::Result<(), InitFailure> {
     unshare(CloneFlags::CLONE_NEWCGROUP)
         .context("unshare")
         .map_err(at("creating the cgroup namespace"))
 }
 
+/// Where init stands with its cgroup. The parent moves it there (v1, or
+/// v2 without CLONE_INTO_CGROUP) while init sets up its rootfs: moving a
+/// process costs the kernel an RCU grace period. Init only waits for it
+/// where it matters: before hooks, before `Ready`, and before it unshares
+/// its cgroup namespace (whose root is the cgroup it is in).
+struct CgroupGate<'a> {
+    channel: &'a Channel,
+    joined: bool,
+    /// A new cgroup namespace, to unshare once in the cgroup.
+    cgroupns: bool,
+    unshared: bool,
+}
+
+impl<'a> CgroupGate<'a> {
+    /// On v2 without CLONE_INTO_CGROUP, a fresh cgroup2 mount would show
+    /// the namespace: enter it before the mounts, as when born in place.
+    fn new(args: &'a InitArgs<'_>, cgroupns: bool) -> std::result::Result<Self, InitFailure> {
+        let mut gate = CgroupGate {
+            channel: &args.channel,
+            joined: args.born_in_cgroup,
+            cgroupns,
+            unshared: false,
+        };
+        if cgroupns && (gate.joined || matches!(args.cgroup, CgroupState::V2 { .. })) {
+            gate.enter()?;
+        }
+        Ok(gate)
+    }
+
+    /// Be in the cgroup (and the new cgroup namespace) from here on.
+    fn enter(&mut self) -> std::result::Result<(), InitFailure> {
+        if !self.joined {
+            wait_for_cgroup(self.channel)?;
+            self.joined = true;
+        }
+        if self.cgroupns && !self.unshared {
+            unshare_cgroupns()?;
+            self.unshared = true;
+        }
+        Ok(())
+    }
+}
+
+/// Everything up to `Ready`: the steps, in order.
 fn prepare(args: &InitArgs<'_>) -> std::result::Result<Ready, InitFailure> {
     let spec = &args.bundle.spec;
     let proc = spec
@@ -191,35 +202,12 @@ fn prepare(args: &InitArgs<'_>) -> std::result::Result<Ready, InitFailure> {
         .ok_or_else(|| at("reading the spec")(Error::invalid("process: missing")))?;
     let namespaces = args.bundle.namespaces();
 
-    // In a new user namespace nothing works until the parent has written
-    // our id mappings.
-    let mut idmapped_rootfs = None;
-    if namespaces::is_new(namespaces, LinuxNamespaceType::User) {
-        match args.channel.recv_with_fd::<FromParent>() {
-            Ok(Some((FromParent::UsersMapped { .. }, fd))) => idmapped_rootfs = fd,
-            _ => {
-                return Err(at("waiting for the id mappings")(Error::internal(
-                    "the runtime went away",
-                )))
-            }
-        }
-        become_root().map_err(at("becoming root in the user namespace"))?;
-        let _ = nix::sys::prctl::set_dumpable(false);
-    }
-    namespaces::join(
-        &args.join,
-        &[
-            // A joined user namespace first: it owns the others.
-            LinuxNamespaceType::User,
-            LinuxNamespaceType::Ipc,
-            LinuxNamespaceType::Uts,
-            LinuxNamespaceType::Network,
-            LinuxNamespaceType::Time,
-            LinuxNamespaceType::Cgroup,
-            LinuxNamespaceType::Mount,
-        ],
-    )
-    .map_err(at("joining namespaces"))?;
+    let idmapped_rootfs = if namespaces::is_new(namespaces, LinuxNamespaceType::User) {
+        wait_for_mappings(args)?
+    } else {
+        None
+    };
+    join_namespaces(args)?;
     let setgroups_allowed = process::setgroups_allowed();
     if namespaces::is_new(namespaces, LinuxNamespaceType::Time) {
         let offsets = spec
@@ -228,36 +216,10 @@ fn prepare(args: &InitArgs<'_>) -> std::result::Result<Ready, InitFailure> {
             .and_then(|l| l.time_offsets().as_ref());
         namespaces::new_time_namespace(offsets).map_err(at("creating the time namespace"))?;
     }
-    // Moving a process between cgroups (v1) costs the kernel an RCU grace
-    // period; the parent does it while we set up the rootfs, and we only
-    // wait for it where it matters: before hooks, before `Ready`, before
-    // the cgroup namespace is unshared (its root is the cgroup we are in)
-    // and, on v2 without CLONE_INTO_CGROUP, before mounting a fresh cgroup2
-    // that shows that namespace.
     let cgroupns = namespaces::is_new(namespaces, LinuxNamespaceType::Cgroup);
-    let mut joined = args.born_in_cgroup;
-    let wait_cgroup = |joined: &mut bool| -> std::result::Result<(), InitFailure> {
-        if !*joined {
-            wait_for_cgroup(&args.channel)?;
-            *joined = true;
-        }
-        Ok(())
-    };
-    if cgroupns && matches!(args.cgroup, CgroupState::V2 { .. }) {
-        wait_cgroup(&mut joined)?;
-    }
-    if cgroupns && joined {
-        unshare_cgroupns()?;
-    }
+    let mut cgroup = CgroupGate::new(args, cgroupns)?;
     if !args.no_new_keyring {
-        match sys::join_session_keyring(&format!("_ses.{}", args.id)) {
-            Ok(()) | Err(Errno::ENOSYS) | Err(Errno::EACCES) | Err(Errno::EPERM) => {}
-            Err(e) => {
-                return Err(at("joining a new session keyring")(Error::internal(
-                    e.to_string(),
-                )))
-            }
-        }
+        join_session_keyring(args.id)?;
     }
     umask(Mode::empty());
 
@@ -270,54 +232,7 @@ fn prepare(args: &InitArgs<'_>) -> std::result::Result<Ready, InitFailure> {
     };
     // (create refuses a joined mount namespace: this one is ours.)
     rootfs::prepare(&ctx, spec, idmapped_rootfs).map_err(at("preparing the rootfs"))?;
-
-    // The hook round trip (prestart and createRuntime hooks in the parent,
-    // the state JSON for ours and for a seccomp agent) is skipped when there
-    // is nothing to run: then everything up to `Ready` overlaps with the
-    // parent's cgroup move.
-    let all_hooks = spec.hooks().as_ref();
-    let needs_state = [
-        HookKind::Prestart,
-        HookKind::CreateRuntime,
-        HookKind::CreateContainer,
-        HookKind::StartContainer,
-    ]
-    .iter()
-    .any(|k| !hooks::hooks_of(all_hooks, *k).is_empty())
-        || args.seccomp.as_ref().is_some_and(|f| f.needs_listener());
-    let mut state = String::new();
-    if needs_state {
-        // Hooks see the container in its cgroup.
-        if !joined {
-            wait_cgroup(&mut joined)?;
-            if cgroupns {
-                unshare_cgroupns()?;
-            }
-        }
-        args.channel
-            .send(&FromChild::RunCreateRuntimeHooks)
-            .map_err(|e| at("syncing for hooks")(Error::internal(e.to_string())))?;
-        state = match recv(&args.channel, "waiting for createRuntime hooks")? {
-            FromParent::HooksDone { state } => state,
-            other => {
-                return Err(at("waiting for hooks")(Error::internal(format!(
-                    "unexpected {other:?}"
-                ))))
-            }
-        };
-        // createContainer hooks run in the container's mount namespace
-        // with the rootfs as their working directory.
-        nix::unistd::chdir(&args.bundle.rootfs)
-            .context("entering the rootfs")
-            .map_err(at("running createContainer hooks"))?;
-        hooks::run_hooks(
-            HookKind::CreateContainer,
-            hooks::hooks_of(all_hooks, HookKind::CreateContainer),
-            state.as_bytes(),
-        )
-        .map_err(|e| at("running createContainer hooks")(e.into()))?;
-    }
-
+    let state = hooks_round_trip(args, &mut cgroup)?;
     rootfs::pivot(&args.bundle.rootfs, args.no_pivot).map_err(at("switching to the rootfs"))?;
     set_names(spec, namespaces).map_err(at("setting hostname"))?;
     rootfs::finish(spec).map_err(at("finishing the rootfs"))?;
@@ -336,17 +251,103 @@ fn prepare(args: &InitArgs<'_>) -> std::result::Result<Ready, InitFailure> {
     process::enter_cwd(proc).map_err(at("entering process.cwd"))?;
     let plan = ExecPlan::new(proc).map_err(at("looking up process.args[0]"))?;
     // Init may only be started once it is in its cgroup.
-    if !joined {
-        wait_cgroup(&mut joined)?;
-        if cgroupns {
-            unshare_cgroupns()?;
-        }
-    }
+    cgroup.enter()?;
     Ok(Ready {
         plan,
         state,
         setgroups_allowed,
     })
+}
+
+/// In a new user namespace nothing works until the parent has written our
+/// id mappings; then we take root in it and turn non-dumpable. Returns the
+/// id-mapped rootfs tree the parent may have sent along.
+fn wait_for_mappings(args: &InitArgs<'_>) -> std::result::Result<Option<OwnedFd>, InitFailure> {
+    let idmapped_rootfs = match args.channel.recv_with_fd::<FromParent>() {
+        Ok(Some((FromParent::UsersMapped { .. }, fd))) => fd,
+        _ => {
+            return Err(at("waiting for the id mappings")(Error::internal(
+                "the runtime went away",
+            )))
+        }
+    };
+    become_root().map_err(at("becoming root in the user namespace"))?;
+    let _ = nix::sys::prctl::set_dumpable(false);
+    Ok(idmapped_rootfs)
+}
+
+fn join_namespaces(args: &InitArgs<'_>) -> std::result::Result<(), InitFailure> {
+    namespaces::join(
+        &args.join,
+        &[
+            // A joined user namespace first: it owns the others.
+            LinuxNamespaceType::User,
+            LinuxNamespaceType::Ipc,
+            LinuxNamespaceType::Uts,
+            LinuxNamespaceType::Network,
+            LinuxNamespaceType::Time,
+            LinuxNamespaceType::Cgroup,
+            LinuxNamespaceType::Mount,
+        ],
+    )
+    .map_err(at("joining namespaces"))
+}
+
+fn join_session_keyring(id: &str) -> std::result::Result<(), InitFailure> {
+    match sys::join_session_keyring(&format!("_ses.{id}")) {
+        Ok(()) | Err(Errno::ENOSYS) | Err(Errno::EACCES) | Err(Errno::EPERM) => Ok(()),
+        Err(e) => Err(at("joining a new session keyring")(Error::internal(
+            e.to_string(),
+        ))),
+    }
+}
+
+/// The hook round trip: prestart and createRuntime hooks in the parent,
+/// then our createContainer hooks; returns the state JSON hooks (and a
+/// seccomp agent) read. Skipped when there is nothing to run: then
+/// everything up to `Ready` overlaps with the parent's cgroup move.
+fn hooks_round_trip(
+    args: &InitArgs<'_>,
+    cgroup: &mut CgroupGate<'_>,
+) -> std::result::Result<String, InitFailure> {
+    let all_hooks = args.bundle.spec.hooks().as_ref();
+    let needs_state = [
+        HookKind::Prestart,
+        HookKind::CreateRuntime,
+        HookKind::CreateContainer,
+        HookKind::StartContainer,
+    ]
+    .iter()
+    .any(|k| !hooks::hooks_of(all_hooks, *k).is_empty())
+        || args.seccomp.as_ref().is_some_and(|f| f.needs_listener());
+    if !needs_state {
+        return Ok(String::new());
+    }
+    // Hooks see the container in its cgroup.
+    cgroup.enter()?;
+    args.channel
+        .send(&FromChild::RunCreateRuntimeHooks)
+        .map_err(|e| at("syncing for hooks")(Error::internal(e.to_string())))?;
+    let state = wait_for(
+        &args.channel,
+        "waiting for createRuntime hooks",
+        |m| match m {
+            FromParent::HooksDone { state } => Ok(state),
+            other => Err(other),
+        },
+    )?;
+    // createContainer hooks run in the container's mount namespace with
+    // the rootfs as their working directory.
+    nix::unistd::chdir(&args.bundle.rootfs)
+        .context("entering the rootfs")
+        .map_err(at("running createContainer hooks"))?;
+    hooks::run_hooks(
+        HookKind::CreateContainer,
+        hooks::hooks_of(all_hooks, HookKind::CreateContainer),
+        state.as_bytes(),
+    )
+    .map_err(|e| at("running createContainer hooks")(e.into()))?;
+    Ok(state)
 }
 
 /// From `Ready` to exec: wait to be started, then become the user's process.

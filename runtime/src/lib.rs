@@ -25,6 +25,7 @@ pub mod process;
 pub mod process_info;
 pub mod rootfs;
 pub mod seccomp;
+pub mod spawn;
 pub mod spec;
 pub mod state;
 pub mod sys;

@@ -121,6 +121,7 @@ fn validate(spec: &Spec) -> Result<()> {
         }
     }
     crate::userns::validate(spec)?;
+    crate::userns::validate_mounts(spec)?;
     if let Some(offsets) = spec
         .linux()
         .as_ref()

@@ -270,8 +270,13 @@ struct MountAttr {
 }
 
 /// Make the detached tree `tree` an id-mapped mount through the user
-/// namespace `userns` (mount_setattr(2) with MOUNT_ATTR_IDMAP).
-pub fn idmap_tree(tree: BorrowedFd<'_>, userns: BorrowedFd<'_>) -> nix::Result<()> {
+/// namespace `userns` (mount_setattr(2) with MOUNT_ATTR_IDMAP): its top
+/// mount only, or with `recursive` every mount in it.
+pub fn idmap_tree(
+    tree: BorrowedFd<'_>,
+    userns: BorrowedFd<'_>,
+    recursive: bool,
+) -> nix::Result<()> {
     const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
     let attr = MountAttr {
         attr_set: MOUNT_ATTR_IDMAP,
@@ -287,7 +292,7 @@ pub fn idmap_tree(tree: BorrowedFd<'_>, userns: BorrowedFd<'_>) -> nix::Result<(
             libc::SYS_mount_setattr,
             tree.as_raw_fd(),
             c"".as_ptr(),
-            (libc::AT_EMPTY_PATH | libc::AT_RECURSIVE) as libc::c_uint,
+            (libc::AT_EMPTY_PATH | if recursive { libc::AT_RECURSIVE } else { 0 }) as libc::c_uint,
             &attr as *const MountAttr,
             std::mem::size_of::<MountAttr>(),
         )

@@ -138,6 +138,107 @@ pub fn write_mappings(pid: i32, uids: &[LinuxIdMapping], gids: &[LinuxIdMapping]
         .context("linux.gidMappings: writing gid_map")
 }
 
+/// Check the id mappings of the spec's mounts (`mounts[].uidMappings` /
+/// `gidMappings`, and the `idmap` / `ridmap` options): only bind mounts
+/// can be id-mapped, only in a container with a new user namespace, only
+/// by root, and mappings come in uid and gid pairs, each valid as the
+/// container's own would have to be. Refused as runc refuses them.
+pub fn validate_mounts(spec: &Spec) -> Result<()> {
+    let new_userns = crate::spec::namespace(spec, LinuxNamespaceType::User)
+        .is_some_and(|ns| ns.path().is_none());
+    for (i, m) in spec.mounts().as_deref().unwrap_or(&[]).iter().enumerate() {
+        let Some(idmap) = MountIdmap::of(m) else {
+            continue;
+        };
+        let field = format!("mounts[{i}] ({})", m.destination().display());
+        if !crate::rootfs::mounts::is_bind(m) {
+            return Err(Error::invalid(format!(
+                "{field}: uidMappings/gidMappings and the idmap/ridmap options are supported only for bind mounts"
+            )));
+        }
+        if !new_userns {
+            return Err(Error::invalid(format!(
+                "{field}: id-mapped mounts need the container to have a new user namespace (linux.namespaces has none)"
+            )));
+        }
+        if sys::geteuid() != 0 {
+            return Err(Error::unsupported(format!(
+                "{field}: id-mapped mounts need root (CAP_SYS_ADMIN in the initial user namespace)"
+            )));
+        }
+        match (idmap.uids, idmap.gids) {
+            (None, None) => {}
+            (Some(uids), Some(gids)) => {
+                check(&format!("{field}.uidMappings"), uids)?;
+                check(&format!("{field}.gidMappings"), gids)?;
+            }
+            _ => {
+                return Err(Error::invalid(format!(
+                    "{field}: id-mapped mounts need both uidMappings and gidMappings"
+                )))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// How a spec mount is to be id-mapped.
+#[derive(Debug, Clone, Copy)]
+pub struct MountIdmap<'a> {
+    /// The mount's own mappings (`None`: the container's are used).
+    pub uids: Option<&'a [LinuxIdMapping]>,
+    pub gids: Option<&'a [LinuxIdMapping]>,
+    /// `ridmap`: every mount in the tree, not just its top one.
+    pub recursive: bool,
+}
+
+impl<'a> MountIdmap<'a> {
+    /// `None` when the mount is not id-mapped (no mappings, no option).
+    pub fn of(m: &'a oci_spec::runtime::Mount) -> Option<Self> {
+        let options = m.options().as_deref().unwrap_or(&[]);
+        let recursive = options.iter().any(|o| o == "ridmap");
+        let asked = recursive || options.iter().any(|o| o == "idmap");
+        let uids = m.uid_mappings().as_deref().filter(|v| !v.is_empty());
+        let gids = m.gid_mappings().as_deref().filter(|v| !v.is_empty());
+        (asked || uids.is_some() || gids.is_some()).then_some(Self {
+            uids,
+            gids,
+            recursive,
+        })
+    }
+}
+
+/// A user namespace with the given mappings, to id-map mounts through: a
+/// short-lived child is cloned into a new user namespace, its maps are
+/// written, the namespace is opened, and the child ends (the descriptor
+/// keeps the namespace alive).
+pub fn new_userns(uids: &[LinuxIdMapping], gids: &[LinuxIdMapping]) -> Result<OwnedFd> {
+    use nix::fcntl::OFlag;
+    let (wait_end, hold_end) =
+        nix::unistd::pipe2(OFlag::O_CLOEXEC).context("creating a pipe for a user namespace")?;
+    let (fork, _) = sys::clone_fork(libc::CLONE_NEWUSER, None)
+        .context("cloning a process into a new user namespace")?;
+    let pid = match fork {
+        sys::CloneResult::Child => {
+            // Wait until the parent has what it needs (end of file).
+            drop(hold_end);
+            let mut byte = [0u8; 1];
+            let _ = nix::unistd::read(&wait_end, &mut byte);
+            sys::exit_now(0)
+        }
+        sys::CloneResult::Parent(pid) => pid,
+    };
+    drop(wait_end);
+    let opened = write_mappings(pid.as_raw(), uids, gids).and_then(|()| {
+        std::fs::File::open(format!("/proc/{pid}/ns/user"))
+            .map(OwnedFd::from)
+            .context("opening a new user namespace")
+    });
+    drop(hold_end);
+    let _ = nix::sys::wait::waitpid(pid, None);
+    opened
+}
+
 /// An id-mapped copy of the rootfs mount tree, for init to put in place of
 /// the rootfs, when the rootfs belongs to the host's root while the
 /// container's root is another host user: through it the container's root
@@ -161,7 +262,7 @@ pub fn idmapped_rootfs(
         .context("opening the container's user namespace")?;
     let tree = sys::open_tree_clone(rootfs, true)
         .with_context(|| format!("cloning the mount of {}", rootfs.display()))?;
-    match sys::idmap_tree(tree.as_fd(), userns.as_fd()) {
+    match sys::idmap_tree(tree.as_fd(), userns.as_fd(), true) {
         Ok(()) => Ok(Some(tree)),
         Err(e) => {
             tracing::warn!(

@@ -325,7 +325,6 @@ impl Prepared {
                     io.outputs.push(tokio::spawn(relay_output(read, dest)));
                 }
                 if let Some((fifo, write)) = stdin {
-                    io.stdin_fifo = Some(fifo.clone());
                     *io.stdin.get_mut().unwrap_or_else(|p| p.into_inner()) =
                         Some(tokio::spawn(relay_stdin_pipe(fifo, write)));
                 }
@@ -360,7 +359,6 @@ impl Prepared {
                 };
                 Ok(Io {
                     stdin: Mutex::new(input),
-                    stdin_fifo: stdin,
                     outputs: vec![tokio::spawn(relay_pty_output(output, stdout))],
                     console: Some(master),
                     _logger: None,
@@ -382,7 +380,6 @@ impl Prepared {
 #[derive(Default)]
 pub struct Io {
     stdin: Mutex<Option<JoinHandle<()>>>,
-    stdin_fifo: Option<PathBuf>,
     outputs: Vec<JoinHandle<()>>,
     console: Option<PtyMaster>,
     _logger: Option<Logger>,
@@ -393,9 +390,6 @@ impl Io {
     pub fn close_stdin(&self) {
         if let Some(task) = self.stdin.lock().unwrap_or_else(|p| p.into_inner()).take() {
             task.abort();
-            if let Some(fifo) = &self.stdin_fifo {
-                release_stdin_open(fifo);
-            }
         }
     }
 
@@ -473,26 +467,13 @@ async fn relay_output(read: OwnedFd, dest: Destination) {
     }
 }
 
-/// Open the stdin fifo for reading once a writer (containerd's client) has
-/// it open, so end-of-file means the client closed its stdin. A blocking
-/// open on the blocking pool: [`Io::close_stdin`] releases it if no writer
-/// ever comes.
+/// Open the stdin fifo for reading without waiting for a writer. A fifo
+/// read end polls as neither readable nor hung up until a writer has come
+/// (and, after one came, hung up once every writer left), so the relay sleeps
+/// in the reactor until containerd's client opens it, and end-of-file means
+/// the client closed its stdin — no thread parked in a blocking open.
 async fn open_stdin(fifo: &Path) -> std::io::Result<pipe::Receiver> {
-    let path = fifo.to_path_buf();
-    let file = tokio::task::spawn_blocking(move || std::fs::File::open(path))
-        .await
-        .map_err(std::io::Error::other)??;
-    pipe::Receiver::from_owned_fd(OwnedFd::from(file))
-}
-
-/// Unblock a pending [`open_stdin`] by opening the fifo as a writer for a
-/// moment (fails harmlessly if nobody is waiting).
-fn release_stdin_open(fifo: &Path) {
-    use std::os::unix::fs::OpenOptionsExt;
-    let _ = std::fs::OpenOptions::new()
-        .write(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(fifo);
+    pipe::OpenOptions::new().open_receiver(fifo)
 }
 
 async fn relay_stdin_pipe(fifo: PathBuf, write: OwnedFd) {

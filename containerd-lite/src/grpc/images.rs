@@ -67,7 +67,11 @@ fn image_from_wire(image: WireImage, target_required: bool) -> Result<Image, Err
         return Err(Error::invalid("image: the name is required"));
     }
     let what = format!("image {:?} target", image.name);
-    let target = match image.target {
+    // Go clients always send a target, empty when they mean none.
+    let target = image
+        .target
+        .filter(|t| !(t.digest.is_empty() && t.media_type.is_empty()));
+    let target = match target {
         Some(target) => descriptor_from_wire(target, &what)?,
         None if target_required => {
             return Err(Error::invalid(format!("{what}: required")));

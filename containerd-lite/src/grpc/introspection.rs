@@ -30,6 +30,7 @@ pub struct Plugin {
 }
 
 impl Plugin {
+    /// A plugin with no requirements, platforms or exports.
     pub fn new(r#type: &str, id: &str) -> Self {
         Plugin {
             r#type: r#type.to_string(),
@@ -46,11 +47,13 @@ impl Plugin {
         self
     }
 
+    /// Names the plugin types this one depends on.
     pub fn requiring(mut self, types: &[&str]) -> Self {
         self.requires = types.iter().map(|t| t.to_string()).collect();
         self
     }
 
+    /// Publishes a value for clients, e.g. a snapshotter's `root` dir.
     pub fn exporting(mut self, key: &str, value: impl Into<String>) -> Self {
         self.exports.insert(key.to_string(), value.into());
         self

@@ -8,12 +8,14 @@ use berth_proto::containerd::services::namespaces::v1::{
 };
 use tonic::{Request, Response, Status};
 
-use super::{blocking, field_paths, labels_from_wire, labels_to_wire};
+use super::{blocking, field_paths, labels_from_wire, labels_to_wire, request};
 use crate::events::Exchange;
 use crate::metadata::{Filter, Namespace, NamespaceStore};
 use crate::Error;
 
-/// Namespaces are not themselves namespaced: these calls ignore the header.
+/// Namespaces are not themselves namespaced: the header only says where the
+/// change is announced (the caller's namespace, as containerd publishes it;
+/// the namespace itself when the caller sent none).
 #[derive(Debug, Clone)]
 pub struct NamespacesService {
     store: NamespaceStore,
@@ -66,6 +68,7 @@ impl namespaces_server::Namespaces for NamespacesService {
         &self,
         request: Request<CreateNamespaceRequest>,
     ) -> Result<Response<CreateNamespaceResponse>, Status> {
+        let announce_in = request::namespace(request.metadata()).ok();
         let wanted = request
             .into_inner()
             .namespace
@@ -74,7 +77,7 @@ impl namespaces_server::Namespaces for NamespacesService {
         let labels = labels_from_wire(wanted.labels);
         let created = blocking(move || store.create(&wanted.name, labels)).await?;
         self.events.publish(
-            &created.name,
+            announce_in.as_deref().unwrap_or(&created.name),
             "/namespaces/create",
             &NamespaceCreate {
                 name: created.name.clone(),
@@ -90,6 +93,7 @@ impl namespaces_server::Namespaces for NamespacesService {
         &self,
         request: Request<UpdateNamespaceRequest>,
     ) -> Result<Response<UpdateNamespaceResponse>, Status> {
+        let announce_in = request::namespace(request.metadata()).ok();
         let UpdateNamespaceRequest {
             namespace,
             update_mask,
@@ -101,7 +105,7 @@ impl namespaces_server::Namespaces for NamespacesService {
         let labels = labels_from_wire(wanted.labels);
         let updated = blocking(move || store.update(&wanted.name, labels, &paths)).await?;
         self.events.publish(
-            &updated.name,
+            announce_in.as_deref().unwrap_or(&updated.name),
             "/namespaces/update",
             &NamespaceUpdate {
                 name: updated.name.clone(),

@@ -6,14 +6,11 @@ use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 
 use nix::fcntl::OFlag;
-use nix::sys::signal::{kill, Signal};
 use nix::sys::stat::Mode;
-use nix::sys::wait::waitpid;
-use nix::unistd::Pid;
 use oci_spec::runtime::LinuxNamespaceType;
 
 use crate::cgroups::{self, CgroupManager};
-use crate::channel::{self, Channel, FromChild, FromParent};
+use crate::channel::{Channel, FromChild, FromParent};
 use crate::error::{Context, Error, Result};
 use crate::hooks::{self, HookKind};
 use crate::init::{self, InitArgs, StartSignal};
@@ -21,7 +18,7 @@ use crate::process_info::ProcessInfo;
 use crate::seccomp::notify::Agent;
 use crate::spec::Bundle;
 use crate::state::{now_rfc3339, ContainerDir, ContainerState, StateStore, Status};
-use crate::{namespaces, sys, terminal, userns};
+use crate::{namespaces, spawn, sys, terminal, userns};
 
 /// What `create` and `run` are asked to do.
 #[derive(Debug, Clone, Default)]
@@ -57,32 +54,6 @@ pub struct Created {
     /// The console's master end, when this process allocated the terminal
     /// itself (`run` in the foreground without `--console-socket`).
     pub console_master: Option<OwnedFd>,
-}
-
-/// Undoes a half-done create: kills and reaps init, removes the cgroup (the
-/// state directory is removed by `create`). Disarmed once the container is
-/// complete.
-struct Cleanup<'a> {
-    child: Option<Pid>,
-    cgroup: Option<&'a dyn CgroupManager>,
-    armed: bool,
-}
-
-impl Drop for Cleanup<'_> {
-    fn drop(&mut self) {
-        if !self.armed {
-            return;
-        }
-        if let Some(pid) = self.child {
-            let _ = kill(pid, Signal::SIGKILL);
-            let _ = waitpid(pid, None);
-        }
-        if let Some(cg) = self.cgroup {
-            if let Err(e) = cg.destroy() {
-                tracing::warn!("cleaning up the cgroup: {e}");
-            }
-        }
-    }
 }
 
 /// Create the container: on success init is waiting to be started, and its
@@ -150,103 +121,60 @@ fn create_in(
     let (console, console_peer) = terminal::connect(opts.console_socket.as_deref(), terminal)?;
     // Before the clone: init inherits the connection (see seccomp::notify).
     let agent = Agent::connect(seccomp.as_ref())?;
-
-    let cgroups_path = spec
-        .linux()
-        .as_ref()
-        .and_then(|l| l.cgroups_path().as_ref())
-        .map(|p| p.to_string_lossy().into_owned());
-    let cgroup = container_cgroup(spec, cgroups_path.as_deref(), &opts.id)?;
-    let unified = spec
-        .linux()
-        .as_ref()
-        .and_then(|l| l.resources().as_ref())
-        .and_then(|r| r.unified().as_ref())
-        .is_some_and(|u| !u.is_empty());
-    if unified && matches!(cgroup.state(), cgroups::CgroupState::V1 { .. }) {
-        let _ = cgroup.destroy();
-        return Err(Error::invalid(
-            "invalid configuration: linux.resources.unified needs cgroup v2, and this host's cgroups are v1",
-        ));
-    }
-    let mut cleanup = Cleanup {
-        child: None,
-        cgroup: Some(cgroup.as_ref()),
+    let cgroup = container_cgroup(spec, &opts.id)?;
+    // Declared before init: on failure, init is killed first, then this
+    // removes the cgroup it was in.
+    let mut remove_cgroup = RemoveCgroup {
+        cgroup: cgroup.as_ref(),
         armed: true,
     };
-    if !is_unmanaged(&cgroup.state()) {
-        let present = cgroup.pids().map(|p| p.len()).unwrap_or(0);
-        if present > 0 {
-            tracing::warn!("container's cgroup is not empty: {present} process(es) already in it");
-        }
-        // Device rules are always applied at create (deny all but the
-        // spec's and the default devices), even without a resources section.
-        let mut resources = spec
-            .linux()
-            .as_ref()
-            .and_then(|l| l.resources().clone())
-            .unwrap_or_default();
-        if resources.devices().is_none() {
-            resources.set_devices(Some(Vec::new()));
-        }
-        cgroup.apply(&resources)?;
-    }
+    apply_resources(spec, cgroup.as_ref())?;
 
+    let new_userns = namespaces::is_new(ns, LinuxNamespaceType::User);
+    // In a new user namespace, init may not reach bind sources the caller
+    // can: open them here and hand them over. (Before entering a joined
+    // pid namespace: the helper processes cloned for id-mapped mounts must
+    // not be born there.)
+    let mount_sources = if new_userns {
+        crate::rootfs::mounts::open_bind_sources(
+            spec.mounts().as_deref().unwrap_or(&[]),
+            &bundle.dir,
+            userns::mappings(spec),
+        )?
+    } else {
+        Vec::new()
+    };
     let join = namespaces::open_paths(ns)?;
     // Init is born in a joined pid namespace; our hooks are not.
     let pid_for_children = match join.iter().find(|(t, _)| *t == LinuxNamespaceType::Pid) {
         Some((_, pidns)) => Some(namespaces::ChildrenInPidNamespace::enter(pidns)?),
         None => None,
     };
-    // In a new user namespace, init may not reach bind sources the caller
-    // can: open them here and hand them over.
-    let mount_sources = if namespaces::is_new(ns, LinuxNamespaceType::User) {
-        crate::rootfs::mounts::open_bind_sources(
-            spec.mounts().as_deref().unwrap_or(&[]),
-            &bundle.dir,
-        )?
-    } else {
-        Vec::new()
-    };
-    let (parent_end, child_end) = channel::pair().context("creating the sync channel")?;
-    let start = match launch {
-        Launch::Later => {
-            let fifo = dir.exec_fifo();
-            nix::unistd::mkfifo(&fifo, Mode::from_bits_truncate(0o622))
-                .with_context(|| format!("creating {}", fifo.display()))?;
-            let fd = nix::fcntl::open(&fifo, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty())
-                .with_context(|| format!("opening {}", fifo.display()))?;
-            StartSignal::Fifo(fd)
-        }
-        Launch::Now => StartSignal::Channel,
-    };
-
-    let flags = namespaces::clone_flags(ns);
+    let start = start_signal(dir, launch)?;
     let into_cgroup = cgroup.clone_into_fd();
-    let mut close: Vec<RawFd> = vec![dir.lock_fd(), parent_end.as_fd().as_raw_fd()];
+    let mut close: Vec<RawFd> = vec![dir.lock_fd()];
     close.extend(into_cgroup.as_ref().map(|f| f.as_raw_fd()));
-    // Not dumpable from the clone on: nothing that shares a namespace with
-    // init can reach the host binary through /proc/PID/exe or ptrace. Not
-    // when unprivileged with a new user namespace: we must write init's
-    // uid_map, which a non-dumpable init's /proc hands to root (init turns
-    // itself non-dumpable once mapped).
-    let rootless_userns = sys::geteuid() != 0 && namespaces::is_new(ns, LinuxNamespaceType::User);
-    if !rootless_userns {
-        let _ = nix::sys::prctl::set_dumpable(false);
-    }
-    let (fork, born_in_cgroup) =
-        sys::clone_fork(flags.bits(), into_cgroup.as_ref().map(|f| f.as_fd()))
-            .context("cloning the container's init")?;
-    let child = match fork {
-        sys::CloneResult::Child => {
+    // Unprivileged with a new user namespace, we must write init's uid_map,
+    // which a non-dumpable init's /proc hands to root: init turns itself
+    // non-dumpable once mapped.
+    let rootless_userns = sys::geteuid() != 0 && new_userns;
+    let cgroup_state = cgroup.state();
+    let init = spawn::spawn(
+        spawn::CloneArgs {
+            role: spawn::Role::Init,
+            flags: namespaces::clone_flags(ns).bits(),
+            cgroup: into_cgroup.as_ref().map(|f| f.as_fd()),
+            non_dumpable: !rootless_userns,
+        },
+        move |end| {
             init::run(InitArgs {
                 id: &opts.id,
                 bundle,
-                channel: child_end,
+                channel: end.channel,
                 start,
                 console,
-                cgroup: cgroup.state(),
-                born_in_cgroup,
+                cgroup: cgroup_state,
+                born_in_cgroup: end.born_in_cgroup,
                 join,
                 no_pivot: opts.no_pivot,
                 no_new_keyring: opts.no_new_keyring,
@@ -256,50 +184,21 @@ fn create_in(
                 mount_sources,
                 dumpable_until_mapped: rootless_userns,
                 close,
-            });
-        }
-        sys::CloneResult::Parent(pid) => pid,
-    };
-    cleanup.child = Some(child);
+            })
+        },
+    )?;
     drop(pid_for_children);
-    drop(child_end);
-    drop(start);
-    drop(console);
-    drop(agent);
     drop(into_cgroup);
 
-    if namespaces::is_new(ns, LinuxNamespaceType::User) {
-        let (uids, gids) = userns::mappings(spec);
-        userns::write_mappings(child.as_raw(), uids, gids)?;
-        let message = |idmapped_rootfs| FromParent::UsersMapped { idmapped_rootfs };
-        match userns::idmapped_rootfs(child.as_raw(), &bundle.rootfs, uids)? {
-            Some(tree) => parent_end.send_with_fd(&message(true), tree.as_fd()),
-            None => parent_end.send(&message(false)),
-        }
-        .context("talking to the container's init")?;
+    if new_userns {
+        map_users(&init, bundle)?;
     }
     if let Some(process) = spec.process().as_ref() {
-        crate::process::set_oom_score_adj(child, process)?;
+        crate::process::set_oom_score_adj(init.pid(), process)?;
     }
-    if !born_in_cgroup {
-        cgroup.add_task(child.as_raw())?;
-    }
-    let start_time = ProcessInfo::read(child.as_raw())
-        .map(|p| p.start_time)
-        .ok_or_else(|| Error::internal("the container's init vanished"))?;
-    let state = ContainerState {
-        id: opts.id.clone(),
-        bundle: bundle.dir.clone(),
-        rootfs: bundle.rootfs.clone(),
-        pid: child.as_raw(),
-        pid_start_time: start_time,
-        created: now_rfc3339(),
-        owner: String::new(),
-        cgroup: cgroup.state(),
-        spec: spec.clone(),
-        own_pid_namespace: namespaces::is_new(ns, LinuxNamespaceType::Pid),
-    };
-    drive_init(&parent_end, &state, child, born_in_cgroup)?;
+    init.join_cgroup(cgroup.as_ref())?;
+    let state = container_state(opts, bundle, &init, cgroup.state())?;
+    drive_init(&init, &state)?;
     let console_master = match console_peer {
         Some(peer) => Some(receive_console(&peer)?),
         None => None,
@@ -307,70 +206,142 @@ fn create_in(
 
     dir.save(&state)?;
     if let Some(pid_file) = &opts.pid_file {
-        crate::state::write_pid_file(pid_file, child.as_raw())?;
+        crate::state::write_pid_file(pid_file, state.pid)?;
     }
-    cleanup.armed = false;
-    let channel = (launch == Launch::Now).then_some(parent_end);
+    let (_, channel) = init.disarm();
+    remove_cgroup.armed = false;
+    let channel = (launch == Launch::Now).then_some(channel);
     Ok((state, channel, console_master))
 }
 
-/// Follow init through its setup, running the hooks that belong to us.
-fn drive_init(
-    channel: &Channel,
-    state: &ContainerState,
-    child: Pid,
-    born_in_cgroup: bool,
-) -> Result<()> {
-    if !born_in_cgroup {
-        // If init already failed, its report is what matters: it is read
-        // below, so a failed send is not an error here.
-        let _ = channel.send(&FromParent::CgroupJoined);
+/// Removes the container's cgroup when a create fails half-way (the state
+/// directory is removed by `create`, init is killed by its
+/// [`spawn::Spawned`]). Disarmed once the container is complete.
+struct RemoveCgroup<'a> {
+    cgroup: &'a dyn CgroupManager,
+    armed: bool,
+}
+
+impl Drop for RemoveCgroup<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            if let Err(e) = self.cgroup.destroy() {
+                tracing::warn!("cleaning up the cgroup: {e}");
+            }
+        }
     }
+}
+
+/// Apply the spec's resources to a cgroup of our own. Device rules are
+/// always applied at create (deny all but the spec's and the default
+/// devices), even without a resources section.
+fn apply_resources(spec: &oci_spec::runtime::Spec, cgroup: &dyn CgroupManager) -> Result<()> {
+    let unified = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.resources().as_ref())
+        .and_then(|r| r.unified().as_ref())
+        .is_some_and(|u| !u.is_empty());
+    if unified && matches!(cgroup.state(), cgroups::CgroupState::V1 { .. }) {
+        return Err(Error::invalid(
+            "invalid configuration: linux.resources.unified needs cgroup v2, and this host's cgroups are v1",
+        ));
+    }
+    if is_unmanaged(&cgroup.state()) {
+        return Ok(());
+    }
+    let present = cgroup.pids().map(|p| p.len()).unwrap_or(0);
+    if present > 0 {
+        tracing::warn!("container's cgroup is not empty: {present} process(es) already in it");
+    }
+    let mut resources = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.resources().clone())
+        .unwrap_or_default();
+    if resources.devices().is_none() {
+        resources.set_devices(Some(Vec::new()));
+    }
+    cgroup.apply(&resources)?;
+    Ok(())
+}
+
+/// How init will learn it may start: the exec fifo `start` opens
+/// (`create`), or a message on the channel (`run`).
+fn start_signal(dir: &ContainerDir, launch: Launch) -> Result<StartSignal> {
+    match launch {
+        Launch::Later => {
+            let fifo = dir.exec_fifo();
+            nix::unistd::mkfifo(&fifo, Mode::from_bits_truncate(0o622))
+                .with_context(|| format!("creating {}", fifo.display()))?;
+            let fd = nix::fcntl::open(&fifo, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty())
+                .with_context(|| format!("opening {}", fifo.display()))?;
+            Ok(StartSignal::Fifo(fd))
+        }
+        Launch::Now => Ok(StartSignal::Channel),
+    }
+}
+
+/// Write the id mappings of init's new user namespace and tell it, sending
+/// along an id-mapped rootfs tree when one is needed.
+fn map_users(init: &spawn::Spawned, bundle: &Bundle) -> Result<()> {
+    let (uids, gids) = userns::mappings(&bundle.spec);
+    let pid = init.pid().as_raw();
+    userns::write_mappings(pid, uids, gids)?;
+    let message = |idmapped_rootfs| FromParent::UsersMapped { idmapped_rootfs };
+    match userns::idmapped_rootfs(pid, &bundle.rootfs, uids)? {
+        Some(tree) => init.channel().send_with_fd(&message(true), tree.as_fd()),
+        None => init.channel().send(&message(false)),
+    }
+    .context("talking to the container's init")
+}
+
+/// The state to save once init is ready.
+fn container_state(
+    opts: &CreateOptions,
+    bundle: &Bundle,
+    init: &spawn::Spawned,
+    cgroup: cgroups::CgroupState,
+) -> Result<ContainerState> {
+    let pid = init.pid().as_raw();
+    let start_time = ProcessInfo::read(pid)
+        .map(|p| p.start_time)
+        .ok_or_else(|| Error::internal("the container's init vanished"))?;
+    Ok(ContainerState {
+        id: opts.id.clone(),
+        bundle: bundle.dir.clone(),
+        rootfs: bundle.rootfs.clone(),
+        pid,
+        pid_start_time: start_time,
+        created: now_rfc3339(),
+        owner: String::new(),
+        cgroup,
+        spec: bundle.spec.clone(),
+        own_pid_namespace: namespaces::is_new(bundle.namespaces(), LinuxNamespaceType::Pid),
+    })
+}
+
+/// Follow init through its setup until it is `Ready`, running the hooks
+/// that belong to us.
+fn drive_init(init: &spawn::Spawned, state: &ContainerState) -> Result<()> {
     loop {
-        match channel
-            .recv::<FromChild>()
-            .context("talking to the container's init")?
-        {
+        match init.next()? {
             Some(FromChild::RunCreateRuntimeHooks) => {
                 let oci = serde_json::to_string(&state.oci_state(Status::Creating))
                     .context("encoding the state")?;
                 let all = state.spec.hooks().as_ref();
-                hooks::run_hooks(
-                    HookKind::Prestart,
-                    hooks::hooks_of(all, HookKind::Prestart),
-                    oci.as_bytes(),
-                )?;
-                hooks::run_hooks(
-                    HookKind::CreateRuntime,
-                    hooks::hooks_of(all, HookKind::CreateRuntime),
-                    oci.as_bytes(),
-                )?;
-                channel
-                    .send(&FromParent::HooksDone { state: oci })
-                    .context("talking to the container's init")?;
+                for kind in [HookKind::Prestart, HookKind::CreateRuntime] {
+                    hooks::run_hooks(kind, hooks::hooks_of(all, kind), oci.as_bytes())?;
+                }
+                init.send(&FromParent::HooksDone { state: oci })?;
             }
             Some(FromChild::Ready) => return Ok(()),
-            Some(FromChild::Started) => {
+            Some(FromChild::Started | FromChild::Failed(_)) => {
                 return Err(Error::internal(
                     "container init: out-of-order start confirmation",
                 ))
             }
-            Some(FromChild::Failed(failure)) => {
-                return Err(Error::internal(format!("container init failed: {failure}")))
-            }
-            None => {
-                // Peek only: the cleanup guard reaps it, and must not kill
-                // a pid that was already reaped (and maybe reused).
-                let status = nix::sys::wait::waitid(
-                    nix::sys::wait::Id::Pid(child),
-                    nix::sys::wait::WaitPidFlag::WEXITED | nix::sys::wait::WaitPidFlag::WNOWAIT,
-                )
-                .map(|s| format!("{s:?}"))
-                .unwrap_or_default();
-                return Err(Error::internal(format!(
-                    "container init exited during setup ({status})"
-                )));
-            }
+            None => return Err(init.died()),
         }
     }
 }
@@ -384,12 +355,13 @@ fn receive_console(peer: &UnixStream) -> Result<OwnedFd> {
 /// not writable (rootless berth on cgroup v1, or v2 without delegation),
 /// a container that asks for no resource limits runs without a cgroup of
 /// its own, as runc's rootless mode does.
-fn container_cgroup(
-    spec: &oci_spec::runtime::Spec,
-    cgroups_path: Option<&str>,
-    id: &str,
-) -> Result<Box<dyn CgroupManager>> {
-    let manager = cgroups::new_manager(cgroups_path, id)?;
+fn container_cgroup(spec: &oci_spec::runtime::Spec, id: &str) -> Result<Box<dyn CgroupManager>> {
+    let cgroups_path = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.cgroups_path().as_ref())
+        .map(|p| p.to_string_lossy().into_owned());
+    let manager = cgroups::new_manager(cgroups_path.as_deref(), id)?;
     // A cgroup someone else froze is left alone (not even cleaned up).
     if manager.is_frozen().unwrap_or(false) {
         return Err(Error::precondition(

@@ -3,23 +3,21 @@
 //! unless the process description says otherwise.
 
 use std::fs::File;
-use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::os::fd::{AsFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 
-use nix::sys::signal::{kill, Signal};
-use nix::sys::wait::waitpid;
 use nix::unistd::Pid;
 use oci_spec::runtime::{LinuxNamespaceType, Process};
 
 use super::run::Forwarder;
 use crate::cgroups;
-use crate::channel::{self, Channel, FromChild, FromParent, InitFailure};
+use crate::channel::{FromChild, FromParent, InitFailure};
 use crate::error::{Context, Error, Result};
 use crate::process::{self, ExecPlan};
 use crate::seccomp::notify::Agent;
-use crate::state::{StateStore, Status};
-use crate::{namespaces, sys, terminal};
+use crate::state::{ContainerState, StateStore, Status};
+use crate::{namespaces, spawn, sys, terminal};
 
 /// What `exec` is asked to run.
 #[derive(Debug, Clone)]
@@ -56,20 +54,7 @@ const JOIN_ORDER: &[LinuxNamespaceType] = &[
 /// detached, once it has been exec'd).
 pub fn exec(store: &StateStore, id: &str, opts: &ExecOptions) -> Result<i32> {
     let c = super::load(store, id)?;
-    match c.status {
-        Status::Created | Status::Running => {}
-        Status::Paused if opts.ignore_paused => {}
-        Status::Paused => {
-            return Err(Error::precondition(format!(
-                "cannot exec in a paused container ({id:?}); resume it or use --ignore-paused"
-            )))
-        }
-        status => {
-            return Err(Error::precondition(format!(
-                "cannot exec in container {id:?}: it is {status}"
-            )))
-        }
-    }
+    check_status(id, c.status, opts.ignore_paused)?;
     if opts.preserve_fds > super::create::MAX_PRESERVED_FDS {
         return Err(Error::invalid(format!(
             "--preserve-fds {}: at most {}",
@@ -91,27 +76,7 @@ pub fn exec(store: &StateStore, id: &str, opts: &ExecOptions) -> Result<i32> {
         ));
     }
 
-    // Open every namespace of init before anything changes.
-    let mut join = Vec::new();
-    for ns in crate::spec::namespaces(&state.spec) {
-        // Until init execs, its time namespace is the one its program
-        // will get, which /proc shows as time_for_children.
-        let name = match ns.typ() {
-            LinuxNamespaceType::Time => "time_for_children",
-            other => namespaces::proc_name(other),
-        };
-        let path = format!("/proc/{}/ns/{name}", state.pid);
-        let file = File::open(&path).with_context(|| format!("opening {path}"))?;
-        join.push((ns.typ(), file));
-    }
-    // The pidfd pins init: if it is still ours after opening the
-    // namespaces, those namespaces are the container's.
-    let _pin = sys::pidfd_open(Pid::from_raw(state.pid)).ok();
-    if state.init_process().is_none() {
-        return Err(Error::precondition(format!(
-            "cannot exec in container {id:?}: it stopped"
-        )));
-    }
+    let join = open_namespaces(id, &state)?;
     let pid_for_children = match join.iter().find(|(t, _)| *t == LinuxNamespaceType::Pid) {
         Some((_, pidns)) => Some(namespaces::ChildrenInPidNamespace::enter(pidns)?),
         None => None,
@@ -128,45 +93,35 @@ pub fn exec(store: &StateStore, id: &str, opts: &ExecOptions) -> Result<i32> {
     let notify = agent.is_some();
     let cgroup = cgroups::from_state(&target_cgroup);
     let into_cgroup = cgroup.clone_into_fd();
-    let (parent_end, child_end) = channel::pair().context("creating the sync channel")?;
     // Not dumpable from the fork on: the container's processes share its
     // pid namespace and must not reach the host binary through /proc.
-    let _ = nix::sys::prctl::set_dumpable(false);
-    let (fork, born_in_cgroup) = sys::clone_fork(0, into_cgroup.as_ref().map(|f| f.as_fd()))
-        .context("forking the process to exec")?;
-    let child = match fork {
-        sys::CloneResult::Child => {
-            let _ = nix::unistd::close(parent_end.as_fd().as_raw_fd());
+    let child = spawn::spawn(
+        spawn::CloneArgs {
+            role: spawn::Role::Exec,
+            flags: 0,
+            cgroup: into_cgroup.as_ref().map(|f| f.as_fd()),
+            non_dumpable: true,
+        },
+        |end| {
             let failure = tenant(
-                &child_end,
+                &end,
                 &join,
                 console,
                 opts,
-                born_in_cgroup,
                 seccomp.as_ref(),
                 agent.map(|a| (a, oci_state)),
             );
-            let _ = child_end.send(&FromChild::Failed(failure));
+            let _ = end.channel.send(&FromChild::Failed(failure));
             sys::exit_now(127);
-        }
-        sys::CloneResult::Parent(pid) => pid,
-    };
+        },
+    )?;
     drop(pid_for_children);
-    drop(child_end);
-    drop(console);
-    drop(agent);
     drop(into_cgroup);
-    let guard = KillOnError(Some(child));
-    process::set_oom_score_adj(child, &opts.process)?;
-    if !born_in_cgroup {
-        cgroup.add_task(child.as_raw())?;
-        // If the child already failed, its report is what matters: it is
-        // read below, so a failed send is not an error here.
-        let _ = parent_end.send(&FromParent::CgroupJoined);
-    }
+    process::set_oom_score_adj(child.pid(), &opts.process)?;
+    child.join_cgroup(cgroup.as_ref())?;
     if notify {
-        let _ = parent_end.send(&FromParent::HostPid {
-            pid: child.as_raw(),
+        let _ = child.channel().send(&FromParent::HostPid {
+            pid: child.pid().as_raw(),
         });
     }
     let console_master = match &console_peer {
@@ -175,80 +130,96 @@ pub fn exec(store: &StateStore, id: &str, opts: &ExecOptions) -> Result<i32> {
         Some(peer) => match terminal::recv_fd(peer) {
             Ok(fd) => Some(fd),
             Err(e) => {
-                wait_for_exec(&parent_end)?;
+                wait_for_exec(&child)?;
                 return Err(Error::internal(format!("receiving the terminal: {e}")));
             }
         },
         None => None,
     };
-    wait_for_exec(&parent_end)?;
-    let guard = guard.disarm();
+    wait_for_exec(&child)?;
+    let (pid, _) = child.disarm();
     if let Some(pid_file) = &opts.pid_file {
-        crate::state::write_pid_file(pid_file, child.as_raw())?;
+        crate::state::write_pid_file(pid_file, pid.as_raw())?;
     }
-    drop(guard);
     match signals {
         None => Ok(0),
-        Some(signals) => signals.supervise(child, console_master.as_ref()),
+        Some(signals) => signals.supervise(pid, console_master.as_ref()),
     }
 }
 
-/// Kills and reaps the child if exec setup fails half-way.
-struct KillOnError(Option<Pid>);
-
-impl KillOnError {
-    fn disarm(mut self) -> Self {
-        self.0 = None;
-        self
-    }
-}
-
-impl Drop for KillOnError {
-    fn drop(&mut self) {
-        if let Some(pid) = self.0 {
-            let _ = kill(pid, Signal::SIGKILL);
-            let _ = waitpid(pid, None);
+/// Whether a container in `status` can take a new process.
+fn check_status(id: &str, status: Status, ignore_paused: bool) -> Result<()> {
+    match status {
+        Status::Created | Status::Running => {}
+        Status::Paused if ignore_paused => {}
+        Status::Paused => {
+            return Err(Error::precondition(format!(
+                "cannot exec in a paused container ({id:?}); resume it or use --ignore-paused"
+            )))
+        }
+        status => {
+            return Err(Error::precondition(format!(
+                "cannot exec in container {id:?}: it is {status}"
+            )))
         }
     }
+    Ok(())
+}
+
+/// Every namespace of the container's init, opened before anything
+/// changes, and checked to be its: init (pinned by a pidfd) is still the
+/// container's once they are open.
+fn open_namespaces(id: &str, state: &ContainerState) -> Result<Vec<(LinuxNamespaceType, File)>> {
+    let mut join = Vec::new();
+    for ns in crate::spec::namespaces(&state.spec) {
+        // Until init execs, its time namespace is the one its program
+        // will get, which /proc shows as time_for_children.
+        let name = match ns.typ() {
+            LinuxNamespaceType::Time => "time_for_children",
+            other => namespaces::proc_name(other),
+        };
+        let path = format!("/proc/{}/ns/{name}", state.pid);
+        let file = File::open(&path).with_context(|| format!("opening {path}"))?;
+        join.push((ns.typ(), file));
+    }
+    let _pin = sys::pidfd_open(Pid::from_raw(state.pid)).ok();
+    if state.init_process().is_none() {
+        return Err(Error::precondition(format!(
+            "cannot exec in container {id:?}: it stopped"
+        )));
+    }
+    Ok(join)
 }
 
 /// `Ready` then end-of-file (the channel is close-on-exec) means the
 /// program was exec'd; `Failed` says why not.
-fn wait_for_exec(channel: &Channel) -> Result<()> {
+fn wait_for_exec(child: &spawn::Spawned) -> Result<()> {
     let mut ready = false;
     loop {
-        match channel
-            .recv::<FromChild>()
-            .context("talking to the exec'd process")?
-        {
+        match child.next()? {
             Some(FromChild::Ready) => ready = true,
-            Some(FromChild::Failed(f)) => return Err(Error::internal(format!("exec failed: {f}"))),
             Some(other) => {
                 return Err(Error::internal(format!(
                     "exec: unexpected message {other:?}"
                 )))
             }
             None if ready => return Ok(()),
-            None => return Err(Error::internal("the exec'd process died during setup")),
+            None => return Err(child.died()),
         }
     }
 }
 
 /// The child: enter the container and become `opts.process`.
 fn tenant(
-    channel: &Channel,
+    end: &spawn::ChildEnd,
     join: &[(LinuxNamespaceType, File)],
     console: Option<UnixStream>,
     opts: &ExecOptions,
-    born_in_cgroup: bool,
     seccomp: Option<&crate::seccomp::Filter>,
     agent: Option<(Agent, String)>,
 ) -> InitFailure {
-    let fail = |stage: &str, e: Error| InitFailure {
-        stage: stage.to_string(),
-        errno: None,
-        message: e.to_string(),
-    };
+    let fail = |stage: &str, e: Error| spawn::failed_at(stage)(e);
+    let channel = &end.channel;
     let _ = nix::sys::prctl::set_dumpable(false);
     let _ = sys::cloexec_from(3 + RawFd::try_from(opts.preserve_fds).unwrap_or(0));
     // The user namespace first, then, while the host's /proc is still
@@ -276,28 +247,21 @@ fn tenant(
         Ok(p) => p,
         Err(e) => return fail("preparing the process", e),
     };
-    if !born_in_cgroup {
-        match channel.recv::<FromParent>() {
-            Ok(Some(FromParent::CgroupJoined)) => {}
-            _ => {
-                return fail(
-                    "waiting for the cgroup",
-                    Error::internal("the runtime went away"),
-                )
-            }
+    if !end.born_in_cgroup {
+        if let Err(failure) = spawn::wait_for_cgroup(channel) {
+            return failure;
         }
     }
     let agent = match agent {
         None => None,
         Some((agent, state)) => {
-            let pid = match channel.recv::<FromParent>() {
-                Ok(Some(FromParent::HostPid { pid })) => pid,
-                _ => {
-                    return fail(
-                        "waiting for our pid",
-                        Error::internal("the runtime went away"),
-                    )
-                }
+            let pid = spawn::wait_for(channel, "waiting for our pid", |m| match m {
+                FromParent::HostPid { pid } => Ok(pid),
+                other => Err(other),
+            });
+            let pid = match pid {
+                Ok(pid) => pid,
+                Err(failure) => return failure,
             };
             match agent.prepare(Some(pid), &state) {
                 Ok(handoff) => Some(handoff),

@@ -1,15 +1,17 @@
 //! Device nodes in the container's /dev: the default set every container
 //! gets, the spec's `linux.devices`, and the usual /dev symlinks.
 
-use std::os::unix::fs::symlink;
+use std::ffi::OsStr;
+use std::os::fd::AsFd;
 use std::path::Path;
 
-use nix::sys::stat::{makedev, mknod, Mode, SFlag};
-use nix::unistd::{chown, Gid, Uid};
+use nix::errno::Errno;
+use nix::fcntl::{openat, AtFlags, OFlag};
+use nix::sys::stat::{fstat, makedev, mknodat, Mode, SFlag};
+use nix::unistd::{fchownat, symlinkat, unlinkat, Gid, Uid, UnlinkatFlags};
 use oci_spec::runtime::{LinuxDevice, LinuxDeviceType};
 
-use super::mounts::{ensure_file, mkdir_all};
-use super::path::secure_join;
+use super::path::{Resolver, Target};
 use crate::error::{Context, Error, Result};
 
 /// The devices every container gets (type, major, minor, path).
@@ -31,7 +33,11 @@ const DEV_SYMLINKS: &[(&str, &str)] = &[
 
 /// Create the default devices, the spec's devices and the /dev symlinks
 /// (in a /dev of the container's own: the caller skips a bind-mounted one).
-pub fn create_devices(rootfs: &Path, spec_devices: &[LinuxDevice]) -> Result<()> {
+/// Every node is created with the *at() system calls in a directory
+/// resolved inside the rootfs by `rootfs`, so a symlink in the image (or
+/// one swapped in meanwhile) cannot make us create or chmod anything on
+/// the host.
+pub fn create_devices(rootfs: &Resolver, spec_devices: &[LinuxDevice]) -> Result<()> {
     for (path, major, minor) in DEFAULT_DEVICES {
         make_node(
             rootfs,
@@ -54,15 +60,22 @@ pub fn create_devices(rootfs: &Path, spec_devices: &[LinuxDevice]) -> Result<()>
         make_symlink(rootfs, "/proc/kcore", "/dev/core")?;
     }
     // /dev/ptmx must be the container's own devpts instance's.
-    let ptmx = secure_join(rootfs, Path::new("/dev/ptmx"))?;
-    if std::fs::symlink_metadata(&ptmx).is_ok() {
-        std::fs::remove_file(&ptmx).with_context(|| format!("removing {}", ptmx.display()))?;
-    }
-    symlink("pts/ptmx", &ptmx).with_context(|| format!("linking {}", ptmx.display()))?;
+    let (dev, name) = rootfs.parent_and_name(Path::new("/dev/ptmx"))?;
+    remove_non_dir(&dev, &name, "/dev/ptmx")?;
+    symlinkat("pts/ptmx", &dev.fd, name.as_os_str()).context("linking /dev/ptmx to pts/ptmx")?;
     Ok(())
 }
 
-fn make_spec_device(rootfs: &Path, dev: &LinuxDevice) -> Result<()> {
+/// Remove what is at `name` in `dir` (not following a symlink there),
+/// unless it is a directory or nothing.
+fn remove_non_dir(dir: &Target, name: &OsStr, shown: &str) -> Result<()> {
+    match unlinkat(&dir.fd, name, UnlinkatFlags::NoRemoveDir) {
+        Ok(()) | Err(Errno::ENOENT) => Ok(()),
+        Err(e) => Err(Error::internal(format!("replacing {shown}: {e}"))),
+    }
+}
+
+fn make_spec_device(rootfs: &Resolver, dev: &LinuxDevice) -> Result<()> {
     if !dev.path().is_absolute() || !dev.path().starts_with("/dev") {
         return Err(Error::invalid(format!(
             "path {}: devices must be under /dev",
@@ -94,9 +107,13 @@ fn make_spec_device(rootfs: &Path, dev: &LinuxDevice) -> Result<()> {
     )
 }
 
+/// Create the node `path` (of the container) as `kind` major:minor, with
+/// `mode` and owner `uid`:`gid`, replacing whatever non-directory is
+/// there. Where mknod is not allowed (a user namespace), the host's node
+/// of the same path is bind-mounted onto an empty file instead.
 #[allow(clippy::too_many_arguments)]
 fn make_node(
-    rootfs: &Path,
+    rootfs: &Resolver,
     path: &Path,
     kind: SFlag,
     major: u64,
@@ -105,43 +122,78 @@ fn make_node(
     uid: u32,
     gid: u32,
 ) -> Result<()> {
-    let dest = secure_join(rootfs, path)?;
-    if let Some(parent) = dest.parent() {
-        mkdir_all(parent)?;
-    }
-    if std::fs::symlink_metadata(&dest).is_ok() {
-        std::fs::remove_file(&dest).with_context(|| format!("replacing {}", dest.display()))?;
-    }
+    let shown = path.display().to_string();
+    let (dir, name) = rootfs.parent_and_name(path)?;
+    remove_non_dir(&dir, &name, &shown)?;
     let perm = Mode::from_bits_truncate(mode);
-    match mknod(&dest, kind, perm, makedev(major, minor)) {
+    match mknodat(&dir.fd, name.as_os_str(), kind, perm, makedev(major, minor)) {
         Ok(()) => {}
         // Not allowed to create device nodes: bind the host's node instead.
-        Err(nix::errno::Errno::EPERM) if kind != SFlag::S_IFIFO => {
-            ensure_file(&dest)?;
-            nix::mount::mount(
+        Err(Errno::EPERM) if kind != SFlag::S_IFIFO => {
+            openat(
+                &dir.fd,
+                name.as_os_str(),
+                OFlag::O_CREAT
+                    | OFlag::O_EXCL
+                    | OFlag::O_NOFOLLOW
+                    | OFlag::O_WRONLY
+                    | OFlag::O_CLOEXEC,
+                Mode::from_bits_truncate(0o644),
+            )
+            .with_context(|| format!("creating {shown} to bind the host's node on"))?;
+            let file = open_created(&dir, &name, SFlag::S_IFREG, &shown)?;
+            return nix::mount::mount(
                 Some(path),
-                &dest,
+                &file.path,
                 None::<&str>,
                 nix::mount::MsFlags::MS_BIND,
                 None::<&str>,
             )
-            .with_context(|| format!("bind-mounting {} on {}", path.display(), dest.display()))?;
-            return Ok(());
+            .with_context(|| format!("bind-mounting the host's {shown} on the container's"));
         }
-        Err(e) => return Err(Error::internal(format!("mknod {}: {e}", dest.display()))),
+        Err(e) => return Err(Error::internal(format!("mknod {shown}: {e}"))),
     }
+    let node = open_created(&dir, &name, kind, &shown)?;
+    // The umask may have trimmed the mode; chmod through the descriptor
+    // (fchmod refuses O_PATH ones, its /proc/self/fd link does not).
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(mode))
-        .with_context(|| format!("chmod {}", dest.display()))?;
-    chown(&dest, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))
-        .with_context(|| format!("chown {}", dest.display()))
+    std::fs::set_permissions(&node.path, std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("chmod {shown}"))?;
+    fchownat(
+        node.fd.as_fd(),
+        "",
+        Some(Uid::from_raw(uid)),
+        Some(Gid::from_raw(gid)),
+        AtFlags::AT_EMPTY_PATH,
+    )
+    .with_context(|| format!("chown {shown}"))
 }
 
-fn make_symlink(rootfs: &Path, target: &str, link: &str) -> Result<()> {
-    let dest = secure_join(rootfs, Path::new(link))?;
-    match symlink(target, &dest) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(Error::internal(format!("linking {}: {e}", dest.display()))),
+/// Open (O_PATH, not following a symlink) what we have just created at
+/// `name` in `dir`, and check it is still of the `kind` we made.
+fn open_created(dir: &Target, name: &OsStr, kind: SFlag, shown: &str) -> Result<Target> {
+    let fd = openat(
+        &dir.fd,
+        name,
+        OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .with_context(|| format!("opening {shown}"))?;
+    let st = fstat(&fd).with_context(|| format!("inspecting {shown}"))?;
+    if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != kind {
+        return Err(Error::internal(format!(
+            "{shown}: replaced by something else while it was being created"
+        )));
+    }
+    use std::os::fd::AsRawFd;
+    let path = format!("/proc/self/fd/{}", fd.as_raw_fd()).into();
+    Ok(Target { fd, path })
+}
+
+fn make_symlink(rootfs: &Resolver, target: &str, link: &str) -> Result<()> {
+    let (dir, name) = rootfs.parent_and_name(Path::new(link))?;
+    match symlinkat(target, &dir.fd, name.as_os_str()) {
+        Ok(()) | Err(Errno::EEXIST) => Ok(()),
+        Err(e) => Err(Error::internal(format!("linking {link} to {target}: {e}"))),
     }
 }

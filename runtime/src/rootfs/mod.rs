@@ -105,7 +105,7 @@ pub fn prepare(
     // A /dev bind-mounted from elsewhere (the host's, typically) is used
     // as it is: creating nodes in it would create them there.
     if !dev_is_bind {
-        devices::create_devices(ctx.rootfs, spec_devices)?;
+        devices::create_devices(&resolver, spec_devices)?;
     }
     if readonly_dev {
         let dev = resolver.open(Path::new("/dev"))?;

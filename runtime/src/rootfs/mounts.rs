@@ -5,10 +5,12 @@ use std::fs;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
+use nix::fcntl::OFlag;
 use nix::mount::{mount, MsFlags};
-use oci_spec::runtime::Mount;
+use oci_spec::runtime::{LinuxIdMapping, Mount};
+use std::os::fd::AsRawFd;
 
-use super::path::{secure_join, Resolver};
+use super::path::Resolver;
 use crate::cgroups::CgroupState;
 use crate::error::{Context, Error, Result};
 
@@ -99,11 +101,9 @@ impl MountOptions {
                 // runc's copy-up of the image's content into a tmpfs: the
                 // tmpfs itself is what matters; content copy is not done.
                 "tmpcopyup" => (MsFlags::empty(), MsFlags::empty()),
-                "idmap" | "ridmap" => {
-                    return Err(Error::unsupported(format!(
-                        "mount option {opt:?} (id-mapped mounts) is not supported yet"
-                    )))
-                }
+                // Id-mapped mounts: applied by the parent to the detached
+                // source (see `open_bind_sources`), nothing to do here.
+                "idmap" | "ridmap" => (MsFlags::empty(), MsFlags::empty()),
                 p => {
                     if let Some(flag) = propagation_flag(p) {
                         o.propagation.push(flag);
@@ -174,10 +174,19 @@ pub fn is_bind(m: &Mount) -> bool {
 /// where the container's root may not be allowed to reach a source the
 /// caller can; init attaches them with move_mount, which works across mount
 /// namespaces (a plain bind from a descriptor would not).
+///
+/// An id-mapped mount (`uidMappings`/`gidMappings`, `idmap`, `ridmap`; see
+/// [`crate::userns::validate_mounts`]) gets its mapping here, on the
+/// detached copy (mount_setattr MOUNT_ATTR_IDMAP through a user namespace
+/// with the mount's mappings, or the container's `container` ones when it
+/// has none of its own), so init attaches it already mapped.
 pub fn open_bind_sources(
     mounts: &[Mount],
     bundle: &Path,
+    container: (&[LinuxIdMapping], &[LinuxIdMapping]),
 ) -> Result<Vec<Option<std::os::fd::OwnedFd>>> {
+    // One user namespace per distinct pair of mappings.
+    let mut namespaces: Vec<(String, std::os::fd::OwnedFd)> = Vec::new();
     mounts
         .iter()
         .enumerate()
@@ -185,6 +194,7 @@ pub fn open_bind_sources(
             let Some(source) = m.source().as_ref().filter(|_| is_bind(m)) else {
                 return Ok(None);
             };
+            let field = format!("mounts[{i}] ({})", m.destination().display());
             let path = bundle.join(source);
             let recursive = m
                 .options()
@@ -192,20 +202,41 @@ pub fn open_bind_sources(
                 .unwrap_or(&[])
                 .iter()
                 .any(|o| o == "rbind");
-            match crate::sys::open_tree_clone(&path, recursive) {
-                Ok(tree) => Ok(Some(tree)),
+            let tree = match crate::sys::open_tree_clone(&path, recursive) {
+                Ok(tree) => tree,
                 // Without privileges (rootless) no copy can be made, and
                 // none is needed: the user reaches its own sources.
-                Err(nix::errno::Errno::EPERM) if crate::sys::geteuid() != 0 => Ok(None),
-                Err(e) => Err(e),
+                Err(nix::errno::Errno::EPERM) if crate::sys::geteuid() != 0 => return Ok(None),
+                Err(e) => {
+                    return Err(Error::invalid(format!(
+                        "{field}: source {}: {e}",
+                        path.display()
+                    )))
+                }
+            };
+            if let Some(idmap) = crate::userns::MountIdmap::of(m) {
+                let uids = idmap.uids.unwrap_or(container.0);
+                let gids = idmap.gids.unwrap_or(container.1);
+                let key = format!("{uids:?}/{gids:?}");
+                let index = match namespaces.iter().position(|(k, _)| *k == key) {
+                    Some(index) => index,
+                    None => {
+                        let userns = crate::userns::new_userns(uids, gids)
+                            .map_err(|e| e.context(format!("{field}: id mapping")))?;
+                        namespaces.push((key, userns));
+                        namespaces.len() - 1
+                    }
+                };
+                use std::os::fd::AsFd;
+                crate::sys::idmap_tree(tree.as_fd(), namespaces[index].1.as_fd(), idmap.recursive)
+                    .map_err(|e| {
+                        Error::invalid(format!(
+                            "{field}: id-mapping source {}: {e} (does its filesystem support id-mapped mounts?)",
+                            path.display()
+                        ))
+                    })?;
             }
-            .map_err(|e| {
-                Error::invalid(format!(
-                    "mounts[{i}] ({}): source {}: {e}",
-                    m.destination().display(),
-                    path.display()
-                ))
-            })
+            Ok(Some(tree))
         })
         .collect()
 }
@@ -224,19 +255,20 @@ pub fn mount_entry(
     let options = MountOptions::parse(m.options().as_deref().unwrap_or(&[]))
         .map_err(|e| e.context(&field))?;
     let typ = m.typ().as_deref().unwrap_or("none");
-    let dest = secure_join(ctx.rootfs, m.destination())?;
-    if matches!(typ, "proc" | "sysfs") && is_symlink_in(ctx.rootfs, m.destination()) {
+    let dest = m.destination();
+    if matches!(typ, "proc" | "sysfs") && resolver.is_symlink(dest) {
         return Err(Error::invalid(format!(
             "{field}: {typ} must be mounted on ordinary directory, not a symlink"
         )));
     }
     let result = if options.is_bind() || typ == "bind" {
-        bind_mount(ctx, index, m, &options, &dest, resolver)
+        bind_mount(ctx, index, m, &options, resolver)
     } else if typ == "cgroup" || typ == "cgroup2" {
-        mkdir_all(&dest).and_then(|_| mount_cgroup(ctx, &options, m.destination(), resolver))
+        resolver
+            .mkdir_all(dest)
+            .and_then(|_| mount_cgroup(ctx, &options, dest, resolver))
     } else {
-        mkdir_all(&dest).and_then(|_| {
-            let target = resolver.open(m.destination())?;
+        resolver.mkdir_all(dest).and_then(|target| {
             let source = m.source().clone().unwrap_or_else(|| PathBuf::from(typ));
             mount(
                 Some(&source),
@@ -277,9 +309,9 @@ fn bind_mount(
     index: usize,
     m: &Mount,
     options: &MountOptions,
-    dest: &Path,
     resolver: &Resolver,
 ) -> Result<()> {
+    let dest = m.destination();
     let source = m
         .source()
         .as_ref()
@@ -297,13 +329,12 @@ fn bind_mount(
     };
     let meta = fs::metadata(&source)
         .map_err(|e| Error::invalid(format!("source {}: {e}", shown.display())))?;
-    if meta.is_dir() {
-        mkdir_all(dest)?;
+    let target = if meta.is_dir() {
+        resolver.mkdir_all(dest)?
     } else {
-        ensure_file(dest)?;
-    }
+        resolver.ensure_file(dest)?
+    };
     let bind = options.flags & (MsFlags::MS_BIND | MsFlags::MS_REC) | MsFlags::MS_BIND;
-    let target = resolver.open(m.destination())?;
     match tree {
         Some(fd) => {
             use std::os::fd::AsFd;
@@ -405,7 +436,8 @@ fn mount_cgroup(
                 Some("mode=755"),
             )
             .with_context(|| format!("mounting tmpfs on {shown}"))?;
-            // Our fresh tmpfs: nothing else can have put links in it.
+            // Our fresh tmpfs: nothing else can have put links in it, and
+            // still everything in it is made relative to its descriptor.
             let tmpfs = resolver.open(container_dest)?;
             let dest = tmpfs.path.as_path();
             let mountpoints = v1_mountpoints();
@@ -418,8 +450,27 @@ fn mount_cgroup(
                     continue;
                 };
                 let Some(name) = mp.file_name() else { continue };
-                let sub = dest.join(name);
-                mkdir_all(&sub)?;
+                match nix::sys::stat::mkdirat(
+                    &tmpfs.fd,
+                    name,
+                    nix::sys::stat::Mode::from_bits_truncate(0o755),
+                ) {
+                    Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
+                    Err(e) => {
+                        return Err(Error::internal(format!(
+                            "creating {shown}/{}: {e}",
+                            name.to_string_lossy()
+                        )))
+                    }
+                }
+                let sub_fd = nix::fcntl::openat(
+                    &tmpfs.fd,
+                    name,
+                    OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                    nix::sys::stat::Mode::empty(),
+                )
+                .with_context(|| format!("opening {shown}/{}", name.to_string_lossy()))?;
+                let sub = PathBuf::from(format!("/proc/self/fd/{}", sub_fd.as_raw_fd()));
                 mount(
                     Some(path),
                     &sub,
@@ -434,17 +485,26 @@ fn mount_cgroup(
                         name.to_string_lossy()
                     )
                 })?;
+                // Reopen: the old descriptor is the directory under the mount.
+                let mounted = nix::fcntl::openat(
+                    &tmpfs.fd,
+                    name,
+                    OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                    nix::sys::stat::Mode::empty(),
+                )
+                .with_context(|| format!("opening {shown}/{}", name.to_string_lossy()))?;
                 remount_bind(
-                    &sub,
+                    Path::new(&format!("/proc/self/fd/{}", mounted.as_raw_fd())),
                     flags | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
                 )?;
                 let name = name.to_string_lossy();
                 if name.contains(',') {
                     for part in name.split(',') {
-                        let link = dest.join(part);
-                        if !link.exists() {
-                            std::os::unix::fs::symlink(name.as_ref(), &link)
-                                .with_context(|| format!("linking {shown}/{part}"))?;
+                        match nix::unistd::symlinkat(name.as_ref(), &tmpfs.fd, part) {
+                            Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
+                            Err(e) => {
+                                return Err(Error::internal(format!("linking {shown}/{part}: {e}")))
+                            }
                         }
                     }
                 }
@@ -486,19 +546,8 @@ fn v1_mountpoints() -> Vec<PathBuf> {
         .collect()
 }
 
-/// Whether the last component of `container_path` (its parents resolved
-/// inside `rootfs`) is a symlink.
-fn is_symlink_in(rootfs: &Path, container_path: &Path) -> bool {
-    let (Some(parent), Some(name)) = (container_path.parent(), container_path.file_name()) else {
-        return false;
-    };
-    secure_join(rootfs, parent)
-        .ok()
-        .and_then(|p| fs::symlink_metadata(p.join(name)).ok())
-        .is_some_and(|m| m.file_type().is_symlink())
-}
-
-/// mkdir -p with mode 0755.
+/// mkdir -p with mode 0755, by path: only for paths of the container
+/// after pivot_root (see [`Resolver::mkdir_all`] before it).
 pub fn mkdir_all(path: &Path) -> Result<()> {
     fs::DirBuilder::new()
         .recursive(true)
@@ -507,7 +556,8 @@ pub fn mkdir_all(path: &Path) -> Result<()> {
         .with_context(|| format!("creating directory {}", path.display()))
 }
 
-/// Make sure a regular file (or any non-directory) exists at `path`.
+/// Make sure a regular file (or any non-directory) exists at `path`; by
+/// path, like [`mkdir_all`].
 pub fn ensure_file(path: &Path) -> Result<()> {
     if let Some(parent) = path.parent() {
         mkdir_all(parent)?;
@@ -545,7 +595,9 @@ mod tests {
     }
 
     #[test]
-    fn idmap_is_refused() {
-        assert!(MountOptions::parse(&["idmap".to_string()]).is_err());
+    fn idmap_options_are_no_mount_flags() {
+        let o = opts(&["rbind", "idmap", "ridmap"]);
+        assert_eq!(o.flags, MsFlags::MS_BIND | MsFlags::MS_REC);
+        assert!(o.data.is_empty());
     }
 }
