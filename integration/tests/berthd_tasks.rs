@@ -373,7 +373,27 @@ fn detached_task_lifecycle_and_containers() {
 
 #[test]
 fn bad_requests_get_clear_errors() {
-    let Some(berthd) = Berthd::start("") else {
+    // Two broken shims: one that fails, one that prints garbage.
+    let shims = tempfile::tempdir().unwrap();
+    let failing = shims.path().join("failing-shim");
+    let garbage = shims.path().join("garbage-shim");
+    for (path, script) in [
+        (
+            &failing,
+            "#!/bin/sh\necho 'cannot start: broken on purpose' >&2\nexit 1\n",
+        ),
+        (&garbage, "#!/bin/sh\necho 'hello, I am no address'\n"),
+    ] {
+        std::fs::write(path, script).unwrap();
+        std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+    }
+    let Some(berthd) = Berthd::start(&format!(
+        "[runtimes.\"io.containerd.failing.v2\"]\nshim = \"{}\"\n\
+         [runtimes.\"io.containerd.garbage.v2\"]\nshim = \"{}\"\n",
+        failing.display(),
+        garbage.display()
+    )) else {
         return;
     };
     let err = berthd.ctr_err(&["task", "start", "nosuch"]);
@@ -403,6 +423,22 @@ fn bad_requests_get_clear_errors() {
     ]);
     assert!(err.contains("containerd-shim-nosuch-v9"), "{err}");
     let _ = berthd.ctr(&["containers", "rm", "noshim"]);
+    for (runtime, expected) in [
+        ("io.containerd.failing.v2", "broken on purpose"),
+        ("io.containerd.garbage.v2", "printed no address"),
+    ] {
+        let err = berthd.ctr_err(&["run", "--rm", "--runtime", runtime, IMAGE, "broken", "true"]);
+        assert!(err.contains(expected), "{runtime}: {err}");
+        let _ = berthd.ctr(&["containers", "rm", "broken"]);
+        assert!(
+            !berthd.bundles().iter().any(|b| b.ends_with("broken")),
+            "{:?}",
+            berthd.bundles()
+        );
+    }
+    // A second task for a container that has one.
+    let err = berthd.ctr_err(&["task", "start", "dup"]);
+    assert!(err.contains("already exists"), "{err}");
     berthd.ctr_ok(&["task", "kill", "-s", "KILL", "dup"]);
     berthd.wait_status("dup", "STOPPED");
     assert_eq!(berthd.task_rm("dup"), 137);
