@@ -300,6 +300,19 @@ mod tests {
     }
 
     #[test]
+    fn runtime_entries_need_a_shim() {
+        for text in [
+            "[runtimes.\"io.containerd.x.v2\"]\nbinary = \"/s\"\n",
+            "[runtimes.\"io.containerd.x.v2\"]\n",
+            "[runtimes.\"io.containerd.x.v2\"]\nshim = \"\"\n",
+        ] {
+            let file = write(text);
+            let err = Config::load(Some(file.path()), Overrides::default()).unwrap_err();
+            assert_eq!(err.kind, ErrorKind::InvalidArgument, "{text}");
+        }
+    }
+
+    #[test]
     fn an_empty_file_gives_the_defaults() {
         let empty = write("");
         let config = Config::load(Some(empty.path()), Overrides::default()).unwrap();

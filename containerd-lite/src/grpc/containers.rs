@@ -225,3 +225,230 @@ impl containers_server::Containers for ContainersService {
         Ok(Response::new(()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, Overrides};
+    use crate::events::Received;
+    use crate::grpc::Backend;
+    use berth_proto::containerd::services::containers::v1::containers_server::Containers;
+    use tokio_stream::StreamExt;
+    use tonic::Code;
+
+    fn backend(dir: &std::path::Path) -> Backend {
+        let file = dir.join("berthd.toml");
+        std::fs::write(&file, "").unwrap();
+        let config = Config::load(
+            Some(&file),
+            Overrides {
+                root: Some(dir.join("root")),
+                state: Some(dir.join("state")),
+                address: Some(dir.join("berthd.sock")),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        Backend::open(&config).unwrap()
+    }
+
+    fn service(backend: &Backend) -> ContainersService {
+        ContainersService::new(
+            backend.containers.clone(),
+            backend.events.clone(),
+            backend.gc.clone(),
+        )
+    }
+
+    fn in_ns<T>(namespace: &str, message: T) -> Request<T> {
+        let mut request = Request::new(message);
+        request
+            .metadata_mut()
+            .insert(request::NAMESPACE_HEADER, namespace.parse().unwrap());
+        request
+    }
+
+    fn wire(id: &str) -> WireContainer {
+        WireContainer {
+            id: id.into(),
+            image: "docker.io/library/busybox:latest".into(),
+            runtime: Some(container::Runtime {
+                name: "io.containerd.runc.v2".into(),
+                options: Some(prost_types::Any {
+                    type_url: "containerd.runc.v1.Options".into(),
+                    value: vec![0x0a, 0],
+                }),
+            }),
+            spec: Some(prost_types::Any {
+                type_url: "types.containerd.io/opencontainers/runtime-spec/1/Spec".into(),
+                value: b"{}".to_vec(),
+            }),
+            snapshotter: "overlayfs".into(),
+            snapshot_key: id.into(),
+            labels: [("app".to_string(), "web".to_string())].into(),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn records_round_trip_and_publish_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = backend(dir.path());
+        let svc = service(&backend);
+        let mut events = backend.events.subscribe();
+
+        let created = svc
+            .create(in_ns(
+                "default",
+                CreateContainerRequest {
+                    container: Some(wire("c1")),
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .container
+            .unwrap();
+        assert!(created.created_at.is_some());
+        let Some(Received::Event(envelope)) = events.next().await else {
+            panic!("no event");
+        };
+        assert_eq!(envelope.topic, "/containers/create");
+        assert_eq!(envelope.event.type_url, "containerd.events.ContainerCreate");
+
+        let got = svc
+            .get(in_ns("default", GetContainerRequest { id: "c1".into() }))
+            .await
+            .unwrap()
+            .into_inner()
+            .container
+            .unwrap();
+        assert_eq!(got, created);
+        assert_eq!(got.runtime.unwrap().options.unwrap().value, vec![0x0a, 0]);
+
+        let err = svc
+            .create(in_ns(
+                "default",
+                CreateContainerRequest {
+                    container: Some(wire("c1")),
+                },
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::AlreadyExists);
+
+        let listed = svc
+            .list(in_ns(
+                "default",
+                ListContainersRequest {
+                    filters: vec!["labels.app==web".into()],
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .containers;
+        assert_eq!(listed.len(), 1);
+        let streamed: Vec<_> = svc
+            .list_stream(in_ns("default", ListContainersRequest::default()))
+            .await
+            .unwrap()
+            .into_inner()
+            .collect()
+            .await;
+        assert_eq!(streamed.len(), 1);
+        assert_eq!(
+            streamed[0].as_ref().unwrap().container.as_ref().unwrap().id,
+            "c1"
+        );
+        // Other namespaces see nothing.
+        let other = svc
+            .list(in_ns("other", ListContainersRequest::default()))
+            .await
+            .unwrap()
+            .into_inner()
+            .containers;
+        assert!(other.is_empty());
+
+        let mut change = wire("c1");
+        change.labels = [("tier".to_string(), "front".to_string())].into();
+        let updated = svc
+            .update(in_ns(
+                "default",
+                UpdateContainerRequest {
+                    container: Some(change),
+                    update_mask: Some(prost_types::FieldMask {
+                        paths: vec!["labels.tier".into()],
+                    }),
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .container
+            .unwrap();
+        assert_eq!(updated.labels.len(), 2);
+
+        svc.delete(in_ns("default", DeleteContainerRequest { id: "c1".into() }))
+            .await
+            .unwrap();
+        let err = svc
+            .get(in_ns("default", GetContainerRequest { id: "c1".into() }))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::NotFound);
+        assert!(err.message().contains("c1"), "{}", err.message());
+    }
+
+    #[tokio::test]
+    async fn bad_requests_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = backend(dir.path());
+        let svc = service(&backend);
+        let err = svc
+            .create(Request::new(CreateContainerRequest {
+                container: Some(wire("c1")),
+            }))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::FailedPrecondition, "no namespace");
+        let err = svc
+            .create(in_ns("default", CreateContainerRequest { container: None }))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument);
+        let mut no_spec = wire("c2");
+        no_spec.spec = None;
+        let err = svc
+            .create(in_ns(
+                "default",
+                CreateContainerRequest {
+                    container: Some(no_spec),
+                },
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument);
+        let err = svc
+            .create(in_ns(
+                "default",
+                CreateContainerRequest {
+                    container: Some(wire("../escape")),
+                },
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument);
+        let err = svc
+            .update(in_ns(
+                "default",
+                UpdateContainerRequest {
+                    container: Some(wire("missing")),
+                    update_mask: None,
+                },
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::NotFound);
+    }
+}

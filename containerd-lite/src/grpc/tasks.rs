@@ -719,3 +719,186 @@ pub fn runtime_config(
         debug: matches!(config.log_level.as_str(), "debug" | "trace"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, Overrides};
+    use crate::grpc::Backend;
+    use crate::metadata::containers::{Payload, Runtime};
+    use crate::metadata::Container;
+    use berth_proto::containerd::services::tasks::v1::tasks_server::Tasks;
+    use tonic::Code;
+
+    fn backend(dir: &std::path::Path) -> Backend {
+        let file = dir.join("berthd.toml");
+        std::fs::write(&file, "").unwrap();
+        let config = Config::load(
+            Some(&file),
+            Overrides {
+                root: Some(dir.join("root")),
+                state: Some(dir.join("state")),
+                address: Some(dir.join("berthd.sock")),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        Backend::open(&config).unwrap()
+    }
+
+    fn in_ns<T>(message: T) -> Request<T> {
+        let mut request = Request::new(message);
+        request
+            .metadata_mut()
+            .insert(request::NAMESPACE_HEADER, "default".parse().unwrap());
+        request
+    }
+
+    fn service(backend: &Backend) -> TasksService {
+        TasksService::new(
+            backend.tasks.clone(),
+            backend.containers.clone(),
+            backend.snapshotters.clone(),
+        )
+    }
+
+    #[tokio::test]
+    async fn unknown_tasks_are_not_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let svc = service(&backend(dir.path()));
+        let id = || "nosuch".to_string();
+        let codes = [
+            svc.get(in_ns(GetRequest {
+                container_id: id(),
+                ..Default::default()
+            }))
+            .await
+            .unwrap_err(),
+            svc.start(in_ns(StartRequest {
+                container_id: id(),
+                ..Default::default()
+            }))
+            .await
+            .unwrap_err(),
+            svc.kill(in_ns(KillRequest {
+                container_id: id(),
+                signal: 9,
+                ..Default::default()
+            }))
+            .await
+            .unwrap_err(),
+            svc.wait(in_ns(WaitRequest {
+                container_id: id(),
+                ..Default::default()
+            }))
+            .await
+            .unwrap_err(),
+            svc.delete(in_ns(DeleteTaskRequest { container_id: id() }))
+                .await
+                .unwrap_err(),
+            // Task create for a container that does not exist.
+            svc.create(in_ns(CreateTaskRequest {
+                container_id: id(),
+                ..Default::default()
+            }))
+            .await
+            .unwrap_err(),
+        ];
+        for status in codes {
+            assert_eq!(status.code(), Code::NotFound, "{status:?}");
+            assert!(status.message().contains("nosuch"), "{status:?}");
+        }
+        let listed = svc
+            .list(in_ns(ListTasksRequest::default()))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(listed.tasks.is_empty());
+    }
+
+    #[tokio::test]
+    async fn refusals_name_what_is_wrong() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = backend(dir.path());
+        let svc = service(&backend);
+        let err = svc
+            .checkpoint(in_ns(CheckpointTaskRequest {
+                container_id: "c1".into(),
+                ..Default::default()
+            }))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::Unimplemented);
+        let err = svc
+            .delete_process(in_ns(DeleteProcessRequest {
+                container_id: "c1".into(),
+                exec_id: String::new(),
+            }))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument);
+        let err = svc
+            .exec(in_ns(ExecProcessRequest {
+                container_id: "c1".into(),
+                exec_id: "e1".into(),
+                ..Default::default()
+            }))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "no process spec");
+
+        // A container whose runtime has no shim: NotFound naming the
+        // binary, and no bundle left behind.
+        let container = Container::new(
+            "c1",
+            Runtime {
+                name: "io.containerd.nosuch.v7".into(),
+                options: None,
+            },
+            Payload {
+                type_url: "spec".into(),
+                value: b"{}".to_vec(),
+            },
+        );
+        backend.containers.create("default", container).unwrap();
+        let err = svc
+            .create(in_ns(CreateTaskRequest {
+                container_id: "c1".into(),
+                ..Default::default()
+            }))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::NotFound);
+        assert!(
+            err.message().contains("containerd-shim-nosuch-v7"),
+            "{}",
+            err.message()
+        );
+        let bundles = dir
+            .path()
+            .join("state/io.containerd.runtime.v2.task/default");
+        assert!(
+            std::fs::read_dir(&bundles).map_or(true, |mut d| d.next().is_none()),
+            "bundle left in {}",
+            bundles.display()
+        );
+    }
+
+    #[test]
+    fn shim_states_keep_containerds_numbers() {
+        for (shim, ours) in [
+            (api::Status::UNKNOWN, ProcessStatus::Unknown),
+            (api::Status::CREATED, ProcessStatus::Created),
+            (api::Status::RUNNING, ProcessStatus::Running),
+            (api::Status::STOPPED, ProcessStatus::Stopped),
+            (api::Status::PAUSED, ProcessStatus::Paused),
+            (api::Status::PAUSING, ProcessStatus::Pausing),
+        ] {
+            let state = api::StateResponse {
+                status: shim.into(),
+                ..Default::default()
+            };
+            assert_eq!(process_from_state("c", state).status, ours as i32);
+        }
+    }
+}
