@@ -64,13 +64,13 @@ impl TasksService {
         }
     }
 
-    /// The live task `id`; a task whose shim died is FailedPrecondition
-    /// (it can only be waited for, inspected or deleted), an unknown one
-    /// NotFound.
+    /// The live task `id`. A task whose shim died can only be waited for,
+    /// inspected or deleted: anything else is NotFound "process already
+    /// finished", as containerd answers for a stopped process.
     fn live(&self, namespace: &str, id: &str) -> Result<Arc<Task>> {
         self.manager.get(namespace, id).map_err(|err| {
             if self.manager.exited(namespace, id).is_some() {
-                Error::precondition(format!("task {id}: process already finished"))
+                Error::not_found(format!("task {id}: process already finished"))
             } else {
                 err
             }

@@ -17,7 +17,7 @@ pub mod shim;
 use crate::error::{Error, Result};
 use bundle::Bundle;
 use containerd_shim_protos::api;
-use containerd_shim_protos::events::task::TaskExit;
+use containerd_shim_protos::events::task::{TaskDelete, TaskExit};
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use containerd_shim_protos::protobuf::{Message, MessageField};
 use shim::{Shim, ShimBinaries};
@@ -205,13 +205,31 @@ impl TaskManager {
         exited
     }
 
-    /// Forget a task whose shim died (its delete): its exit, or NotFound.
+    /// Forget a task whose shim died (its delete), publishing the
+    /// `/tasks/delete` its shim can no longer send: its exit, or NotFound.
     pub fn delete_exited(&self, namespace: &str, id: &str) -> Result<ExitedTask> {
-        self.lock_exited()
+        let exited = self
+            .lock_exited()
             .remove(&(namespace.to_string(), id.to_string()))
             .ok_or_else(|| {
                 Error::not_found(format!("task {id} in namespace {namespace}: not found"))
-            })
+            })?;
+        self.publish(
+            namespace,
+            "/tasks/delete",
+            "containerd.events.TaskDelete",
+            TaskDelete {
+                container_id: exited.id.clone(),
+                id: exited.id.clone(),
+                pid: exited.pid,
+                exit_status: exited.exit.exit_status,
+                exited_at: MessageField::some(shim::timestamp(exited.exit.exited_at)),
+                ..Default::default()
+            }
+            .write_to_bytes()
+            .unwrap_or_default(),
+        );
+        Ok(exited)
     }
 
     pub fn get(&self, namespace: &str, id: &str) -> Result<Arc<Task>> {
