@@ -512,22 +512,40 @@ fn containers_outlive_a_killed_berthd() {
     let Some(mut berthd) = Berthd::start("") else {
         return;
     };
-    for id in ["k1", "k2", "k3"] {
+    let ids = ["k1", "k2", "k3", "k4", "k5"];
+    for id in ids {
         run_detached(&berthd, id);
     }
     let shims = berthd.shim_pids();
-    assert_eq!(shims.len(), 3, "{shims:?}");
+    assert_eq!(shims.len(), ids.len(), "{shims:?}");
+    let k5_pid: i32 = berthd
+        .ctr_ok(&["task", "ls"])
+        .lines()
+        .find(|l| l.starts_with("k5 "))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap()
+        .parse()
+        .unwrap();
 
     berthd.kill_hard();
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(berthd.shim_pids(), shims, "shims died with berthd");
+    // k5 ends while no berthd runs: its shim keeps the exit.
+    kill(Pid::from_raw(k5_pid), Signal::SIGTERM).unwrap();
     berthd.launch();
-    for id in ["k1", "k2", "k3"] {
+    for id in &ids[..4] {
         assert_eq!(berthd.task_status(id).as_deref(), Some("RUNNING"), "{id}");
     }
+    berthd.wait_status("k5", "STOPPED");
     assert_eq!(berthd.shim_pids(), shims);
+    assert_eq!(
+        berthd.task_rm("k5"),
+        9,
+        "the exit seen while berthd was down"
+    );
 
-    // Exits are still observed: by the shim's state and by a waiter.
+    // Exits after the restart are observed: by the shim's state and as
+    // events the shim forwards to the new berthd.
     let waiter = berthd
         .ctr_cmd(&["events"])
         .stdout(Stdio::piped())
@@ -543,12 +561,12 @@ fn containers_outlive_a_killed_berthd() {
     assert!(events.contains("/tasks/exit"), "no exit event: {events}");
     assert_eq!(berthd.task_rm("k1"), 9);
 
-    for id in ["k2", "k3"] {
+    for id in ["k2", "k3", "k4"] {
         berthd.ctr_ok(&["task", "kill", "-s", "KILL", id]);
         berthd.wait_status(id, "STOPPED");
         assert_eq!(berthd.task_rm(id), 137);
     }
-    for id in ["k1", "k2", "k3"] {
+    for id in ids {
         berthd.ctr_ok(&["containers", "rm", id]);
     }
     berthd.assert_no_leaks();
