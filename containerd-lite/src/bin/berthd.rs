@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use berthd::config::{Config, Overrides};
+use berthd::grpc::socket::BoundSocket;
 use berthd::grpc::{self, Backend};
 use clap::Parser;
 use tokio::signal::unix::{signal, SignalKind};
@@ -86,9 +87,12 @@ async fn run(config: Config) -> berthd::Result<()> {
     let backend = Backend::open(&config)?;
     // Shims forward their events here; it is up before any shim is
     // re-adopted, so none of theirs is lost to a missing endpoint.
-    let ttrpc_address = config.ttrpc_address();
-    let forward = berthd::runtime::forward::serve(
-        &ttrpc_address,
+    let mut ttrpc_socket = BoundSocket::bind(&config.ttrpc_address())?;
+    let listener = ttrpc_socket
+        .take_listener()
+        .ok_or_else(|| berthd::Error::internal("ttrpc listener already taken"))?;
+    let forward = berthd::runtime::forward::serve_on(
+        listener,
         Arc::new(grpc::tasks::ExchangeSink(backend.events.clone())),
     )
     .await?;
@@ -106,7 +110,7 @@ async fn run(config: Config) -> berthd::Result<()> {
     let served = grpc::serve(&config.address, &backend, shutdown).await;
     // Shims keep running without berthd; a later berthd re-adopts them.
     drop(forward);
-    let _ = std::fs::remove_file(&ttrpc_address);
+    drop(ttrpc_socket);
     served?;
     tracing::info!("berthd stopped");
     Ok(())

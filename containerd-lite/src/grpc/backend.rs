@@ -60,7 +60,7 @@ pub struct Backend {
     pub containers: ContainerStore,
     /// The runtime manager: one shim per task. Call
     /// [`TaskManager::restore`] and serve its event endpoint
-    /// ([`crate::runtime::forward::serve`]) before serving the API.
+    /// ([`crate::runtime::forward::serve_on`]) before serving the API.
     pub tasks: Arc<TaskManager>,
 }
 

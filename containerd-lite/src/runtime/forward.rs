@@ -65,12 +65,24 @@ pub async fn serve(socket: &Path, sink: Arc<dyn EventSink>) -> Result<Server> {
         tokio::net::UnixListener::bind(socket).context(format!("binding {}", socket.display()))?;
     std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))
         .context(format!("chmod {}", socket.display()))?;
+    serve_on(listener, sink)
+        .await
+        .map_err(|e| e.context(socket.display()))
+}
+
+/// Serve the endpoint on a listener the caller bound (berthd binds it like
+/// its gRPC socket: parents created, a live socket refused). The returned
+/// server stops when dropped.
+pub async fn serve_on(
+    listener: tokio::net::UnixListener,
+    sink: Arc<dyn EventSink>,
+) -> Result<Server> {
     let mut server = Server::new()
         .add_listener(Listener::from(listener))
         .register_service(create_events(Arc::new(Forwarder { sink })));
     server
         .start()
         .await
-        .map_err(|e| crate::Error::internal(format!("serving {}: {e}", socket.display())))?;
+        .map_err(|e| crate::Error::internal(format!("serving shim events: {e}")))?;
     Ok(server)
 }
