@@ -619,5 +619,47 @@ fn a_runtime_name_maps_to_the_real_runc_shim() {
         "from-runc",
     ]);
     assert_eq!(out.trim(), "from-runc");
+
+    // Detached, exec'd into, killed: and its socket (which the runc shim
+    // keeps outside our dir) is gone afterwards.
+    let mut args = vec![
+        "run",
+        "-d",
+        "--runtime",
+        "io.containerd.realrunc.v2",
+        IMAGE,
+        "runc2",
+    ];
+    args.extend(LOOP);
+    berthd.ctr_ok(&args);
+    berthd.wait_status("runc2", "RUNNING");
+    let address = std::fs::read_to_string(
+        berthd
+            .dir
+            .path()
+            .join("state/io.containerd.runtime.v2.task/default/runc2/address"),
+    )
+    .unwrap();
+    let socket = PathBuf::from(address.trim().trim_start_matches("unix://"));
+    assert!(socket.exists(), "{}", socket.display());
+    let out = berthd.ctr_ok(&[
+        "task",
+        "exec",
+        "--exec-id",
+        "e1",
+        "runc2",
+        "echo",
+        "in-runc",
+    ]);
+    assert_eq!(out.trim(), "in-runc");
+    berthd.ctr_ok(&["task", "kill", "runc2"]);
+    berthd.wait_status("runc2", "STOPPED");
+    assert_eq!(berthd.task_rm("runc2"), 9);
+    berthd.ctr_ok(&["containers", "rm", "runc2"]);
+    assert!(
+        !socket.exists(),
+        "runc shim socket left: {}",
+        socket.display()
+    );
     berthd.assert_no_leaks();
 }
