@@ -7,17 +7,12 @@
 //! <root>/
 //! ├── uuid                         the daemon's identity (introspection)
 //! ├── metadata.redb                namespaces, images, content records,
-//! │                                leases, overlayfs snapshots
+//! │                                leases, snapshots (tables per snapshotter)
 //! ├── content/                     blobs and ingests (see `content`)
 //! └── snapshotter/
 //!     ├── overlayfs/snapshots/<id>
-//!     └── native/                  its own metadata.redb (see below)
-//!         └── snapshots/<id>
+//!     └── native/snapshots/<id>
 //! ```
-//!
-//! `native` keeps its records in a database of its own: the snapshot
-//! tables are per database, not per snapshotter, so two snapshotters in one
-//! file would share keys and ids.
 
 use std::collections::BTreeMap;
 use std::fs::DirBuilder;
@@ -80,16 +75,13 @@ impl Backend {
         let overlayfs = Snapshotter::overlayfs(db.database().clone(), &overlay_dir)?;
         let native_dir = root.join("snapshotter/native");
         create_dir(&native_dir)?;
-        let native_db = Db::open(native_dir.join("metadata.redb"))?;
-        let native = Snapshotter::native(native_db.database().clone(), &native_dir)?;
+        let native = Snapshotter::native(db.database().clone(), &native_dir)?;
         let snapshotters = Snapshotters::new([overlayfs, native]);
         // A namespace holding snapshots is not empty: deleting it is refused.
         for snapshotter in snapshotters.all() {
             db.register_namespace_usage(
                 "snapshots",
-                Box::new(move |_, namespace| {
-                    Ok(!snapshotter.walk::<&str>(namespace, &[])?.is_empty())
-                }),
+                Box::new(move |txn, namespace| snapshotter.namespace_in_use(txn, namespace)),
             );
         }
 

@@ -48,7 +48,6 @@
 //! no record refers to, which [`Snapshotter::cleanup`] removes.
 
 mod backend;
-pub mod filter;
 pub mod mount;
 mod native;
 mod overlay;
@@ -69,8 +68,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Context, Error, Result};
 
+use crate::metadata::Fields;
+pub use crate::metadata::Filter;
 pub use backend::Backend;
-pub use filter::Filter;
 pub use mount::{mount_all, unmount_all, Mount, TempMount};
 pub use native::Native;
 pub use overlay::Overlay;
@@ -116,7 +116,7 @@ pub struct Info {
     pub updated: SystemTime,
 }
 
-impl filter::Fields for Info {
+impl Fields for Info {
     fn field(&self, path: &[String]) -> Option<String> {
         match path {
             [field] if field == "name" => Some(self.name.clone()),
@@ -171,7 +171,7 @@ impl Snapshotter {
         fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
         Ok(Snapshotter {
             dir,
-            store: Store::open(db)?,
+            store: Store::open(db, backend.name())?,
             backend,
             in_flight: Mutex::new(HashSet::new()),
         })
@@ -185,6 +185,13 @@ impl Snapshotter {
     /// The `native` (copying) snapshotter rooted at `root`.
     pub fn native(db: Arc<redb::Database>, root: &Path) -> Result<Self> {
         Self::new(db, root, Box::new(Native))
+    }
+
+    /// Whether namespace `ns` still has snapshots here, read in the caller's
+    /// write transaction: the check the metadata store runs before deleting
+    /// a namespace.
+    pub fn namespace_in_use(&self, txn: &redb::WriteTransaction, ns: &str) -> Result<bool> {
+        self.store.namespace_has_snapshots(txn, ns)
     }
 
     /// The snapshotter's name (`overlayfs`, `native`).
@@ -450,9 +457,9 @@ impl Snapshotter {
     }
 
     /// The snapshots of `ns` that pass `filters` (containerd's syntax, see
-    /// [`filter`]), ordered by name.
+    /// [`Filter`]), ordered by name.
     pub fn walk<S: AsRef<str>>(&self, ns: &str, filters: &[S]) -> Result<Vec<Info>> {
-        let filter = Filter::parse(filters)?;
+        let filter = Filter::parse_all(filters)?;
         Ok(self
             .store
             .list(ns)?
@@ -496,13 +503,6 @@ impl Snapshotter {
         }
         Ok(())
     }
-}
-
-/// Whether namespace `ns` still has snapshots (of any snapshotter sharing
-/// the database), read in the caller's write transaction: the check the
-/// metadata store runs before deleting a namespace.
-pub fn namespace_in_use(txn: &redb::WriteTransaction, ns: &str) -> Result<bool> {
-    store::namespace_has_snapshots(txn, ns)
 }
 
 /// Most bytes a label's key and value may take together, as containerd.

@@ -1,10 +1,11 @@
 //! Snapshot metadata in berthd's redb database.
 //!
-//! Tables (all names start with `snapshots.`; schema version 1):
+//! Tables, one set per snapshotter `<name>` (`overlayfs`, `native`), all in
+//! berthd's one database (schema version 1):
 //! ```text
-//! snapshots.v1.meta      "schema_version" -> 1, "next_id" -> next backend id
-//! snapshots.v1.records   (namespace, key) -> JSON Record
-//! snapshots.v1.children  (namespace, parent key, child key) -> ()
+//! snapshots.<name>.v1.meta      "schema_version" -> 1, "next_id" -> next backend id
+//! snapshots.<name>.v1.records   (namespace, key) -> JSON Record
+//! snapshots.<name>.v1.children  (namespace, parent key, child key) -> ()
 //! ```
 //! `children` indexes the parent links of `records`, so refusing to remove
 //! a parent is one range lookup. Every change to both is one transaction.
@@ -20,10 +21,35 @@ use crate::error::{Error, Result};
 
 use super::{Info, Kind, Usage};
 
-const META: TableDefinition<&str, u64> = TableDefinition::new("snapshots.v1.meta");
-const RECORDS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("snapshots.v1.records");
-const CHILDREN: TableDefinition<(&str, &str, &str), ()> =
-    TableDefinition::new("snapshots.v1.children");
+/// The names of one snapshotter's tables.
+#[derive(Debug, Clone)]
+struct Tables {
+    meta: String,
+    records: String,
+    children: String,
+}
+
+impl Tables {
+    fn of(snapshotter: &str) -> Tables {
+        Tables {
+            meta: format!("snapshots.{snapshotter}.v1.meta"),
+            records: format!("snapshots.{snapshotter}.v1.records"),
+            children: format!("snapshots.{snapshotter}.v1.children"),
+        }
+    }
+
+    fn meta(&self) -> TableDefinition<'_, &'static str, u64> {
+        TableDefinition::new(&self.meta)
+    }
+
+    fn records(&self) -> TableDefinition<'_, (&'static str, &'static str), &'static [u8]> {
+        TableDefinition::new(&self.records)
+    }
+
+    fn children(&self) -> TableDefinition<'_, (&'static str, &'static str, &'static str), ()> {
+        TableDefinition::new(&self.children)
+    }
+}
 
 const SCHEMA_VERSION: u64 = 1;
 
@@ -78,14 +104,16 @@ fn encode(record: &Record) -> Result<Vec<u8>> {
 #[derive(Debug, Clone)]
 pub(super) struct Store {
     db: Arc<Database>,
+    tables: Tables,
 }
 
 impl Store {
     /// Creates the tables if needed and checks the schema version.
-    pub fn open(db: Arc<Database>) -> Result<Self> {
+    pub fn open(db: Arc<Database>, snapshotter: &str) -> Result<Self> {
+        let tables = Tables::of(snapshotter);
         let txn = db.begin_write().map_err(db_error)?;
         {
-            let mut meta = txn.open_table(META).map_err(db_error)?;
+            let mut meta = txn.open_table(tables.meta()).map_err(db_error)?;
             let version = meta
                 .get("schema_version")
                 .map_err(db_error)?
@@ -101,18 +129,18 @@ impl Store {
                     )))
                 }
             }
-            txn.open_table(RECORDS).map_err(db_error)?;
-            txn.open_table(CHILDREN).map_err(db_error)?;
+            txn.open_table(tables.records()).map_err(db_error)?;
+            txn.open_table(tables.children()).map_err(db_error)?;
         }
         txn.commit().map_err(db_error)?;
-        Ok(Store { db })
+        Ok(Store { db, tables })
     }
 
     /// Reserves a new backend id (never handed out twice).
     pub fn allocate_id(&self) -> Result<u64> {
         let txn = self.db.begin_write().map_err(db_error)?;
         let id = {
-            let mut meta = txn.open_table(META).map_err(db_error)?;
+            let mut meta = txn.open_table(self.tables.meta()).map_err(db_error)?;
             let id = meta
                 .get("next_id")
                 .map_err(db_error)?
@@ -127,7 +155,7 @@ impl Store {
     /// The record of `key` and the backend ids of its ancestors, nearest first.
     pub fn get_with_ancestors(&self, ns: &str, key: &str) -> Result<(Record, Vec<u64>)> {
         let txn = self.db.begin_read().map_err(db_error)?;
-        let records = txn.open_table(RECORDS).map_err(db_error)?;
+        let records = txn.open_table(self.tables.records()).map_err(db_error)?;
         let get = |key: &str| -> Result<Record> {
             let value = records.get((ns, key)).map_err(db_error)?;
             let value = value.ok_or_else(|| not_found(ns, key))?;
@@ -152,7 +180,7 @@ impl Store {
     /// The record of `key`.
     pub fn get(&self, ns: &str, key: &str) -> Result<Record> {
         let txn = self.db.begin_read().map_err(db_error)?;
-        let records = txn.open_table(RECORDS).map_err(db_error)?;
+        let records = txn.open_table(self.tables.records()).map_err(db_error)?;
         let value = records.get((ns, key)).map_err(db_error)?;
         let value = value.ok_or_else(|| not_found(ns, key))?;
         decode(ns, key, value.value())
@@ -162,7 +190,7 @@ impl Store {
     /// Returns the ancestors' backend ids, nearest first.
     pub fn check_new(&self, ns: &str, key: &str, parent: Option<&str>) -> Result<Vec<u64>> {
         let txn = self.db.begin_read().map_err(db_error)?;
-        let records = txn.open_table(RECORDS).map_err(db_error)?;
+        let records = txn.open_table(self.tables.records()).map_err(db_error)?;
         if records.get((ns, key)).map_err(db_error)?.is_some() {
             return Err(Error::already_exists(format!(
                 "snapshot {key} in namespace {ns}: already exists"
@@ -197,7 +225,7 @@ impl Store {
     pub fn insert(&self, ns: &str, key: &str, record: &Record) -> Result<()> {
         let txn = self.db.begin_write().map_err(db_error)?;
         {
-            let mut records = txn.open_table(RECORDS).map_err(db_error)?;
+            let mut records = txn.open_table(self.tables.records()).map_err(db_error)?;
             if records.get((ns, key)).map_err(db_error)?.is_some() {
                 return Err(Error::already_exists(format!(
                     "snapshot {key} in namespace {ns}: already exists"
@@ -216,7 +244,7 @@ impl Store {
                     )));
                 }
                 drop(value);
-                let mut children = txn.open_table(CHILDREN).map_err(db_error)?;
+                let mut children = txn.open_table(self.tables.children()).map_err(db_error)?;
                 children.insert((ns, parent, key), ()).map_err(db_error)?;
             }
             records
@@ -241,7 +269,7 @@ impl Store {
     ) -> Result<Record> {
         let txn = self.db.begin_write().map_err(db_error)?;
         let committed = {
-            let mut records = txn.open_table(RECORDS).map_err(db_error)?;
+            let mut records = txn.open_table(self.tables.records()).map_err(db_error)?;
             let active = {
                 let value = records.get((ns, key)).map_err(db_error)?;
                 let value = value.ok_or_else(|| not_found(ns, key))?;
@@ -288,7 +316,7 @@ impl Store {
             records
                 .insert((ns, name), encode(&committed)?.as_slice())
                 .map_err(db_error)?;
-            let mut children = txn.open_table(CHILDREN).map_err(db_error)?;
+            let mut children = txn.open_table(self.tables.children()).map_err(db_error)?;
             if let Some(old_parent) = active.parent.as_deref() {
                 children.remove((ns, old_parent, key)).map_err(db_error)?;
             }
@@ -305,8 +333,8 @@ impl Store {
     pub fn remove(&self, ns: &str, key: &str) -> Result<Record> {
         let txn = self.db.begin_write().map_err(db_error)?;
         let removed = {
-            let mut records = txn.open_table(RECORDS).map_err(db_error)?;
-            let mut children = txn.open_table(CHILDREN).map_err(db_error)?;
+            let mut records = txn.open_table(self.tables.records()).map_err(db_error)?;
+            let mut children = txn.open_table(self.tables.children()).map_err(db_error)?;
             let record = {
                 let value = records.get((ns, key)).map_err(db_error)?;
                 let value = value.ok_or_else(|| not_found(ns, key))?;
@@ -346,7 +374,7 @@ impl Store {
     ) -> Result<Record> {
         let txn = self.db.begin_write().map_err(db_error)?;
         let record = {
-            let mut records = txn.open_table(RECORDS).map_err(db_error)?;
+            let mut records = txn.open_table(self.tables.records()).map_err(db_error)?;
             let mut record = {
                 let value = records.get((ns, key)).map_err(db_error)?;
                 let value = value.ok_or_else(|| not_found(ns, key))?;
@@ -366,7 +394,7 @@ impl Store {
     /// Every snapshot of namespace `ns`, by key.
     pub fn list(&self, ns: &str) -> Result<Vec<(String, Record)>> {
         let txn = self.db.begin_read().map_err(db_error)?;
-        let records = txn.open_table(RECORDS).map_err(db_error)?;
+        let records = txn.open_table(self.tables.records()).map_err(db_error)?;
         let mut out = Vec::new();
         for item in records.range((ns, "")..).map_err(db_error)? {
             let (k, v) = item.map_err(db_error)?;
@@ -382,7 +410,7 @@ impl Store {
     /// The backend ids some record, in any namespace, refers to.
     pub fn ids_in_use(&self) -> Result<HashSet<u64>> {
         let txn = self.db.begin_read().map_err(db_error)?;
-        let records = txn.open_table(RECORDS).map_err(db_error)?;
+        let records = txn.open_table(self.tables.records()).map_err(db_error)?;
         let mut ids = HashSet::new();
         for item in records.iter().map_err(db_error)? {
             let (k, v) = item.map_err(db_error)?;
@@ -393,16 +421,18 @@ impl Store {
     }
 }
 
-/// Whether `ns` has any snapshot, read inside the caller's write
-/// transaction (for the namespace deletion check of the metadata store).
-pub(super) fn namespace_has_snapshots(txn: &redb::WriteTransaction, ns: &str) -> Result<bool> {
-    let records = txn.open_table(RECORDS).map_err(db_error)?;
-    let first = records.range((ns, "")..).map_err(db_error)?.next();
-    match first {
-        None => Ok(false),
-        Some(item) => {
-            let (k, _) = item.map_err(db_error)?;
-            Ok(k.value().0 == ns)
+impl Store {
+    /// Whether `ns` has any snapshot, read inside the caller's write
+    /// transaction (for the namespace deletion check of the metadata store).
+    pub fn namespace_has_snapshots(&self, txn: &redb::WriteTransaction, ns: &str) -> Result<bool> {
+        let records = txn.open_table(self.tables.records()).map_err(db_error)?;
+        let first = records.range((ns, "")..).map_err(db_error)?.next();
+        match first {
+            None => Ok(false),
+            Some(item) => {
+                let (k, _) = item.map_err(db_error)?;
+                Ok(k.value().0 == ns)
+            }
         }
     }
 }

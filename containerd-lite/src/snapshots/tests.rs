@@ -230,7 +230,7 @@ fn contract_namespaces_are_separate(make: Make) {
     assert!(s.walk::<&str>("three", &[]).unwrap().is_empty());
     let in_use = |ns: &str| {
         let txn = f.db.begin_write().unwrap();
-        let used = namespace_in_use(&txn, ns).unwrap();
+        let used = s.namespace_in_use(&txn, ns).unwrap();
         txn.abort().unwrap();
         used
     };
@@ -567,4 +567,25 @@ impl FifoLike for fs::FileType {
         use std::os::unix::fs::FileTypeExt;
         self.is_fifo()
     }
+}
+
+#[test]
+fn snapshotters_sharing_one_database_keep_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Arc::new(redb::Database::create(dir.path().join("meta.redb")).unwrap());
+    let overlay = Snapshotter::overlayfs(db.clone(), &dir.path().join("overlayfs")).unwrap();
+    let native = Snapshotter::native(db.clone(), &dir.path().join("native")).unwrap();
+    // The same key in both: two snapshots, each visible only to its own.
+    overlay.prepare(NS, "k", None, no_labels()).unwrap();
+    native.prepare(NS, "k", None, no_labels()).unwrap();
+    assert_eq!(overlay.walk::<&str>(NS, &[]).unwrap().len(), 1);
+    assert_eq!(native.walk::<&str>(NS, &[]).unwrap().len(), 1);
+    overlay.remove(NS, "k").unwrap();
+    assert_eq!(overlay.stat(NS, "k").unwrap_err().kind, ErrorKind::NotFound);
+    assert!(native.stat(NS, "k").is_ok());
+    let txn = db.begin_write().unwrap();
+    assert!(!overlay.namespace_in_use(&txn, NS).unwrap());
+    assert!(native.namespace_in_use(&txn, NS).unwrap());
+    txn.abort().unwrap();
+    native.remove(NS, "k").unwrap();
 }
