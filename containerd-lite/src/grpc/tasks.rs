@@ -311,7 +311,8 @@ impl tasks_server::Tasks for TasksService {
     ) -> Result<Response<DeleteResponse>, Status> {
         let namespace = request::namespace(request.metadata())?;
         let id = request.into_inner().container_id;
-        if self.manager.get(&namespace, &id).is_err() {
+        let Ok(task) = self.manager.get(&namespace, &id) else {
+            // Not running: a task whose shim died, or NotFound.
             let exited = self.manager.delete_exited(&namespace, &id)?;
             return Ok(Response::new(DeleteResponse {
                 id: exited.id,
@@ -319,8 +320,7 @@ impl tasks_server::Tasks for TasksService {
                 exit_status: exited.exit.exit_status,
                 exited_at: time_to_wire(exited.exit.exited_at),
             }));
-        }
-        let task = self.manager.get(&namespace, &id)?;
+        };
         let pid = task.pid();
         let deleted = self.manager.delete(&namespace, &id).await?;
         Ok(Response::new(DeleteResponse {
