@@ -212,6 +212,18 @@ impl Berthd {
         processes_with_cmdline("containerd-shim", &self.socket.to_string_lossy())
     }
 
+    /// The pid of the shim serving task `id`.
+    fn shim_of(&self, id: &str) -> i32 {
+        let serving_id = processes_with_cmdline("containerd-shim", &format!("-id {id} "));
+        let ours: Vec<i32> = self
+            .shim_pids()
+            .into_iter()
+            .filter(|pid| serving_id.contains(pid))
+            .collect();
+        assert_eq!(ours.len(), 1, "shims of {id}: {ours:?}");
+        ours[0]
+    }
+
     fn bundles(&self) -> Vec<PathBuf> {
         let tasks = self.dir.path().join("state/io.containerd.runtime.v2.task");
         let mut found = Vec::new();
@@ -530,18 +542,32 @@ fn containers_outlive_a_killed_berthd() {
     berthd.kill_hard();
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(berthd.shim_pids(), shims, "shims died with berthd");
-    // k5 ends while no berthd runs: its shim keeps the exit.
+    // k5 ends while no berthd runs: its shim keeps the exit. k4's shim
+    // dies: the next berthd cleans up after it and reports it stopped.
     kill(Pid::from_raw(k5_pid), Signal::SIGTERM).unwrap();
+    let k4_shim = berthd.shim_of("k4");
+    kill(Pid::from_raw(k4_shim), Signal::SIGKILL).unwrap();
+    assert!(wait_until(Duration::from_secs(5), || !Path::new(&format!(
+        "/proc/{k4_shim}"
+    ))
+    .exists()));
     berthd.launch();
-    for id in &ids[..4] {
+    for id in &ids[..3] {
         assert_eq!(berthd.task_status(id).as_deref(), Some("RUNNING"), "{id}");
     }
     berthd.wait_status("k5", "STOPPED");
-    assert_eq!(berthd.shim_pids(), shims);
+    berthd.wait_status("k4", "STOPPED");
+    let alive: Vec<i32> = shims.iter().copied().filter(|p| *p != k4_shim).collect();
+    assert_eq!(berthd.shim_pids(), alive);
     assert_eq!(
         berthd.task_rm("k5"),
         9,
         "the exit seen while berthd was down"
+    );
+    assert_eq!(
+        berthd.task_rm("k4"),
+        137,
+        "a shim dead while berthd was down"
     );
 
     // Exits after the restart are observed: by the shim's state and as
@@ -561,7 +587,7 @@ fn containers_outlive_a_killed_berthd() {
     assert!(events.contains("/tasks/exit"), "no exit event: {events}");
     assert_eq!(berthd.task_rm("k1"), 9);
 
-    for id in ["k2", "k3", "k4"] {
+    for id in ["k2", "k3"] {
         berthd.ctr_ok(&["task", "kill", "-s", "KILL", id]);
         berthd.wait_status(id, "STOPPED");
         assert_eq!(berthd.task_rm(id), 137);

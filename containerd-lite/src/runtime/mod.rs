@@ -394,38 +394,54 @@ impl TaskManager {
             &task.bundle,
         )
         .await;
-        let (exit_status, exited_at) = match &response {
+        self.lock().remove(&key);
+        let _ = task.bundle.remove();
+        let gone = self.record_exit(&task.namespace, &task.id, task.pid(), &response);
+        task.gone.send_replace(Some(gone));
+    }
+
+    /// Keep a dead shim's task as exited (with the exit its `shim delete`
+    /// reported, or SIGKILL's 137 when it could not say) and publish the
+    /// `/tasks/exit` the shim could not.
+    fn record_exit(
+        &self,
+        namespace: &str,
+        id: &str,
+        pid: u32,
+        cleanup: &Result<api::DeleteResponse>,
+    ) -> ShimGone {
+        let (exit_status, exited_at, pid) = match cleanup {
             Ok(r) => (
                 r.exit_status,
                 r.exited_at
                     .as_ref()
                     .map(shim::to_system_time)
                     .unwrap_or_else(SystemTime::now),
+                if pid == 0 { r.pid } else { pid },
             ),
-            Err(_) => (128 + 9, SystemTime::now()),
+            Err(_) => (128 + 9, SystemTime::now(), pid),
         };
-        self.lock().remove(&key);
-        let _ = task.bundle.remove();
+        let gone = ShimGone {
+            exit_status,
+            exited_at,
+        };
         self.lock_exited().insert(
-            key,
+            (namespace.to_string(), id.to_string()),
             ExitedTask {
-                namespace: task.namespace.clone(),
-                id: task.id.clone(),
-                pid: task.pid(),
-                exit: ShimGone {
-                    exit_status,
-                    exited_at,
-                },
+                namespace: namespace.to_string(),
+                id: id.to_string(),
+                pid,
+                exit: gone,
             },
         );
         self.publish(
-            &task.namespace,
+            namespace,
             "/tasks/exit",
             "containerd.events.TaskExit",
             TaskExit {
-                container_id: task.id.clone(),
-                id: task.id.clone(),
-                pid: task.pid(),
+                container_id: id.to_string(),
+                id: id.to_string(),
+                pid,
                 exit_status,
                 exited_at: MessageField::some(shim::timestamp(exited_at)),
                 ..Default::default()
@@ -433,10 +449,7 @@ impl TaskManager {
             .write_to_bytes()
             .unwrap_or_default(),
         );
-        task.gone.send_replace(Some(ShimGone {
-            exit_status,
-            exited_at,
-        }));
+        gone
     }
 
     fn publish(&self, namespace: &str, topic: &str, type_url: &str, value: Vec<u8>) {
@@ -449,7 +462,8 @@ impl TaskManager {
         });
     }
 
-    /// Re-adopt the shims of a previous berthd; clean up after dead ones.
+    /// Re-adopt the shims of a previous berthd; clean up after dead ones
+    /// (whose tasks are then reported exited until deleted).
     /// Returns how many tasks were adopted and how many cleaned up.
     pub async fn restore(self: &Arc<Self>) -> Result<(usize, usize)> {
         let (mut adopted, mut cleaned) = (0, 0);
@@ -464,8 +478,11 @@ impl TaskManager {
                 }
                 Err(e) => {
                     tracing::warn!(%namespace, %id, error = %e, "shim of a previous run is gone; cleaning up");
-                    let _ = shim::cleanup(&self.config, &binary, &namespace, &id, &bundle).await;
+                    let response =
+                        shim::cleanup(&self.config, &binary, &namespace, &id, &bundle).await;
                     let _ = bundle.remove();
+                    // Reported stopped, with its exit, until deleted.
+                    self.record_exit(&namespace, &id, 0, &response);
                     cleaned += 1;
                 }
             }
