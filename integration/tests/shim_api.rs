@@ -384,10 +384,11 @@ fn binary_logger_gets_both_streams() {
         .unwrap();
     // A logging binary as containerd defines them: stdout on fd 3, stderr
     // on fd 4, ready once fd 5 is closed; its arguments from the URI query.
+    // It renames its last file into place, so the test sees it whole.
     let logger = work.path().join("logger.sh");
     std::fs::write(
         &logger,
-        "#!/bin/sh\nexec 5>&-\ncat <&3 >\"$2.out\" & cat <&4 >\"$2.err\" & wait\necho \"$CONTAINER_ID $CONTAINER_NAMESPACE\" >\"$2.env\"\n",
+        "#!/bin/sh\nexec 5>&-\ncat <&3 >\"$2.out\" & cat <&4 >\"$2.err\" & wait\necho \"$CONTAINER_ID $CONTAINER_NAMESPACE\" >\"$2.tmp\"\nmv \"$2.tmp\" \"$2.env\"\n",
     )
     .unwrap();
     std::fs::set_permissions(&logger, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
