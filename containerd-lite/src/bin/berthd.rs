@@ -34,8 +34,9 @@ struct Flags {
     #[arg(short, long, value_name = "LEVEL")]
     log_level: Option<String>,
     /// Docker API socket; "" serves none (not served yet) [default: /run/berth/docker.sock]
+    // A String, not a PathBuf: clap refuses an empty path, and "" is meaningful.
     #[arg(long, value_name = "SOCK")]
-    docker_address: Option<PathBuf>,
+    docker_address: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -44,7 +45,7 @@ fn main() -> ExitCode {
         root: flags.root,
         state: flags.state,
         address: flags.address,
-        docker_address: flags.docker_address,
+        docker_address: flags.docker_address.map(PathBuf::from),
         log_level: flags.log_level,
     };
     let config = match Config::load(flags.config.as_deref(), overrides) {
