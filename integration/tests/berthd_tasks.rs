@@ -689,3 +689,68 @@ fn a_runtime_name_maps_to_the_real_runc_shim() {
     );
     berthd.assert_no_leaks();
 }
+
+/// Open fds of a process.
+fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// 200 short-lived containers one after another, then 20 at once: every
+/// one runs, and afterwards no mount, shim, socket, bundle, cgroup,
+/// container or snapshot is left, and berthd holds no more fds than before.
+#[test]
+fn many_short_lived_containers_leave_nothing_behind() {
+    let Some(berthd) = Berthd::start("") else {
+        return;
+    };
+    let daemon = berthd.child.as_ref().map(|c| c.id()).unwrap();
+    // One run first: lazily opened files (logs, databases) are open from now on.
+    berthd.ctr_ok(&["run", "--rm", IMAGE, "warm", "true"]);
+    let fds_before = fd_count(daemon);
+
+    for i in 0..200 {
+        let id = format!("seq-{i}");
+        berthd.ctr_ok(&["run", "--rm", IMAGE, &id, "true"]);
+    }
+    let children: Vec<_> = (0..20)
+        .map(|i| {
+            let id = format!("par-{i}");
+            berthd
+                .ctr_cmd(&["run", "--rm", IMAGE, &id, "sh", "-c", "echo $0", &id])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for (i, child) in children.into_iter().enumerate() {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "par-{i}: {out:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            format!("par-{i}")
+        );
+    }
+
+    assert_eq!(berthd.ctr_ok(&["containers", "ls", "-q"]).trim(), "");
+    assert_eq!(berthd.ctr_ok(&["task", "ls", "-q"]).trim(), "");
+    let snapshots = berthd.ctr_ok(&["snapshots", "ls"]);
+    assert!(
+        !snapshots.contains("seq-") && !snapshots.contains("par-"),
+        "{snapshots}"
+    );
+    berthd.assert_no_leaks();
+    // ctr puts each task in the cgroup /default/<id>: all removed.
+    for id in ["seq-0", "seq-199", "par-0", "par-19"] {
+        let left = berth_integration::leak::cgroup_dirs_named(id);
+        assert!(left.is_empty(), "cgroups of {id} left: {left:?}");
+    }
+    let settled = wait_until(Duration::from_secs(10), || fd_count(daemon) <= fds_before);
+    assert!(
+        settled,
+        "berthd holds {} fds, {fds_before} before the runs",
+        fd_count(daemon)
+    );
+}

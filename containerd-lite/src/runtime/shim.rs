@@ -164,6 +164,7 @@ pub struct Shim {
     pid: u32,
     task_pid: u32,
     pidfd: Option<AsyncFd<Pollable>>,
+    _log: Option<LogRelay>,
 }
 
 /// A pidfd for tokio's reactor; it owns the fd it lends.
@@ -185,7 +186,7 @@ impl Shim {
         bundle: &Bundle,
         options: &[u8],
     ) -> Result<Shim> {
-        relay_log(bundle);
+        let log = relay_log(bundle);
         let mut cmd = command(config, binary, namespace, id, bundle, "start");
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -223,17 +224,17 @@ impl Shim {
                 binary.display()
             ))
         })?;
-        Shim::connect(&address, id).await
+        Shim::connect(&address, id, log).await
     }
 
     /// Connect to the shim of a bundle a previous berthd started.
     pub async fn reconnect(bundle: &Bundle) -> Result<Shim> {
         let address = bundle.address()?;
-        relay_log(bundle);
-        Shim::connect(&address, bundle.id()).await
+        let log = relay_log(bundle);
+        Shim::connect(&address, bundle.id(), log).await
     }
 
-    async fn connect(address: &str, id: &str) -> Result<Shim> {
+    async fn connect(address: &str, id: &str, log: Option<LogRelay>) -> Result<Shim> {
         let client = Client::connect(address)
             .await
             .map_err(|e| Error::unavailable(format!("connecting to shim at {address}: {e}")))?;
@@ -264,6 +265,7 @@ impl Shim {
             pid: info.shim_pid,
             task_pid: info.task_pid,
             pidfd,
+            _log: log,
         })
     }
 
@@ -315,27 +317,36 @@ fn parse_address(text: &str) -> Option<String> {
     Some(line.trim().to_string())
 }
 
-/// Copy what the shim writes to the bundle's `log` fifo into our log.
-fn relay_log(bundle: &Bundle) {
+/// Copies what the shim writes to the bundle's `log` fifo into our log;
+/// stops when the shim closes it (exits) or when dropped.
+pub struct LogRelay(tokio::task::JoinHandle<()>);
+
+impl Drop for LogRelay {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Start relaying the bundle's `log` fifo (made if missing). Opened
+/// read-only and non-blocking: it waits in the reactor until the shim opens
+/// it and ends when the shim closes it, so no fd outlives the shim.
+fn relay_log(bundle: &Bundle) -> Option<LogRelay> {
     let path = bundle.path().join("log");
     if !path.exists()
         && nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600)).is_err()
     {
-        return;
+        return None;
     }
-    let Ok(reader) = tokio::net::unix::pipe::OpenOptions::new()
-        .read_write(true)
+    let reader = tokio::net::unix::pipe::OpenOptions::new()
         .open_receiver(&path)
-    else {
-        return;
-    };
+        .ok()?;
     let id = bundle.id().to_string();
-    tokio::spawn(async move {
+    Some(LogRelay(tokio::spawn(async move {
         let mut lines = tokio::io::BufReader::new(reader).lines();
         while let Ok(Some(line)) = lines.next_line().await {
             tracing::info!(target: "shim", task = %id, "{line}");
         }
-    });
+    })))
 }
 
 /// Run the shim's `delete` action: what containerd does after a shim died.
