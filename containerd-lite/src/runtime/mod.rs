@@ -371,7 +371,7 @@ impl TaskManager {
             .await
             .map_err(|e| shim::status_error(e).context(format!("deleting task {id}")))?;
         self.lock().remove(&(namespace.to_string(), id.to_string()));
-        task.shim.shutdown().await;
+        task.shim.request_shutdown().await;
         task.bundle.remove()?;
         Ok(response)
     }

@@ -294,6 +294,15 @@ impl Shim {
 
     /// Ask the shim to exit and wait (bounded) until it has.
     pub async fn shutdown(&self) {
+        self.request_shutdown().await;
+        let _ = tokio::time::timeout(SHUTDOWN_TIMEOUT, self.exited()).await;
+    }
+
+    /// Ask the shim to exit, without waiting until it has: after a normal
+    /// Delete nothing of the task depends on the shim process any more (its
+    /// rootfs is unmounted, its socket is its own to remove), and the pidfd
+    /// watch still notices the exit.
+    pub async fn request_shutdown(&self) {
         let _ = self
             .client
             .shutdown(
@@ -303,7 +312,6 @@ impl Shim {
                 },
             )
             .await;
-        let _ = tokio::time::timeout(SHUTDOWN_TIMEOUT, self.exited()).await;
     }
 }
 
