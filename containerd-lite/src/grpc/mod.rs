@@ -21,6 +21,7 @@ pub mod request;
 pub mod snapshots;
 pub mod socket;
 pub mod status;
+pub mod transfer;
 pub mod version;
 
 use std::collections::{BTreeMap, HashMap};
@@ -121,6 +122,7 @@ pub fn router(backend: &Backend) -> Router {
             backend.leases.clone(),
             backend.gc.clone(),
         )))
+        .add_service(transfer::server(backend))
 }
 
 /// How long calls in flight may take to finish once the daemon stops.
