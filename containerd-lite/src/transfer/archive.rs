@@ -111,7 +111,6 @@ impl Archive {
                 break;
             }
         }
-        drop(archive);
         Ok(Archive { file, files })
     }
 
