@@ -837,6 +837,10 @@ fn a_pull_killed_by_sigkill_completes_on_retry() {
     assert!(!content.contains(&big_digest[7..]), "{content}");
     let images = daemon.ctr_ok(&["-n", "dst", "images", "ls", "-q"]);
     assert!(images.trim().is_empty(), "{images}");
+    // Nor as a snapshot: the big layer's extraction had not begun (it
+    // waits for the blob), so none is left active.
+    let snapshots = daemon.ctr_ok(&["-n", "dst", "snapshots", "ls"]);
+    assert!(!snapshots.contains("Active"), "{snapshots}");
 
     let retried = daemon.ok(&["-n", "dst", "images", "pull", "--plain-http", &remote]);
     let chain_id = Berthd::unpacked(&retried);

@@ -3,7 +3,7 @@
 //! the config (`containerd.io/gc.ref.snapshot.<snapshotter>`) and each
 //! layer's diffID on its blob (`containerd.io/uncompressed`).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::sync::{Condvar, Mutex};
 use std::time::Duration;
@@ -15,7 +15,8 @@ use crate::content::Digest;
 use crate::metadata::ContentStore;
 use crate::snapshots::Snapshotter;
 use crate::unpack::{
-    gc_snapshot_label, unpack, LayerDescriptor, LayerSource, UnpackOptions, UNCOMPRESSED_LABEL,
+    chain_ids, gc_snapshot_label, unpack, LayerDescriptor, LayerSource, UnpackOptions,
+    UNCOMPRESSED_LABEL,
 };
 use crate::{Error, Result};
 
@@ -77,14 +78,19 @@ impl Arrivals {
     }
 }
 
-/// Layers read from the content store (after waiting for them to land
-/// when `arrivals` is given); snapshots held by the transfer's lease.
+/// Layers read from the content store; snapshots held by the transfer's
+/// lease. With `arrivals`, a layer's snapshots are not made before its
+/// blob has landed: the unpacker names the layer's chain ID to
+/// `hold_snapshot` before it prepares anything for it, and that waits, so
+/// a download cut short leaves no empty extraction snapshot waiting.
 struct ContentLayers<'a> {
     content: &'a ContentStore,
     namespace: &'a str,
     lease: &'a TransferLease,
     snapshotter: &'a str,
     arrivals: Option<&'a Arrivals>,
+    /// Each layer's blob digest by its chain ID.
+    blob_of_chain: HashMap<String, String>,
 }
 
 impl LayerSource for ContentLayers<'_> {
@@ -99,7 +105,11 @@ impl LayerSource for ContentLayers<'_> {
     }
 
     fn hold_snapshot(&self, key: &str) -> Result<()> {
-        self.lease.hold_snapshot(self.snapshotter, key)
+        self.lease.hold_snapshot(self.snapshotter, key)?;
+        match (self.arrivals, self.blob_of_chain.get(key)) {
+            (Some(arrivals), Some(blob)) => arrivals.wait(blob),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -126,12 +136,17 @@ pub(super) fn unpack_image(
     }
     let config = read_document(content, namespace, &image.config.digest)?;
     let diff_ids = diff_ids(&image.config.digest, &config)?;
+    let blob_of_chain = chain_ids(&diff_ids)
+        .into_iter()
+        .zip(image.layers.iter().map(|layer| layer.digest.to_string()))
+        .collect();
     let source = ContentLayers {
         content,
         namespace,
         lease: target.lease,
         snapshotter: target.snapshotter.name(),
         arrivals,
+        blob_of_chain,
     };
     let unpacked = unpack(
         target.snapshotter,
