@@ -13,7 +13,6 @@ use berth_proto::berth::transfer::v1::{
     Credentials as WireCredentials, ExportChunk, ExportRequest, ImportRequest, ImportResult,
     Progress, PullRequest, PushRequest, TransferredImage,
 };
-use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::{ReceiverStream, UnboundedReceiverStream};
 use tokio_stream::Stream;
@@ -164,14 +163,9 @@ impl ChunkWriter {
         if self.buffer.is_empty() {
             return Ok(());
         }
-        let data = Bytes::from(std::mem::replace(
-            &mut self.buffer,
-            Vec::with_capacity(EXPORT_CHUNK),
-        ));
+        let data = std::mem::replace(&mut self.buffer, Vec::with_capacity(EXPORT_CHUNK));
         self.sender
-            .blocking_send(Ok(ExportChunk {
-                data: data.to_vec(),
-            }))
+            .blocking_send(Ok(ExportChunk { data }))
             .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the client went away"))
     }
 }
