@@ -17,6 +17,7 @@ pub mod metadata;
 pub mod registry;
 pub mod runtime;
 pub mod snapshots;
+pub mod transfer;
 pub mod unpack;
 
 pub use error::{Error, ErrorKind, Result};

@@ -115,6 +115,10 @@ mod tests {
     #[test]
     fn method_paths_match_containerds() {
         let expected = [
+            "/berth.transfer.v1.Transfer/Export",
+            "/berth.transfer.v1.Transfer/Import",
+            "/berth.transfer.v1.Transfer/Pull",
+            "/berth.transfer.v1.Transfer/Push",
             "/containerd.services.containers.v1.Containers/Create",
             "/containerd.services.containers.v1.Containers/Delete",
             "/containerd.services.containers.v1.Containers/Get",

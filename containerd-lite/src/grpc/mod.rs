@@ -23,6 +23,7 @@ pub mod snapshots;
 pub mod socket;
 pub mod status;
 pub mod tasks;
+pub mod transfer;
 pub mod version;
 
 use std::collections::{BTreeMap, HashMap};
@@ -138,6 +139,7 @@ pub fn router(backend: &Backend) -> Router {
             backend.containers.clone(),
             backend.snapshotters.clone(),
         )))
+        .add_service(transfer::server(backend))
 }
 
 /// How long calls in flight may take to finish once the daemon stops.

@@ -4,7 +4,8 @@ use std::collections::BTreeMap;
 
 use berth_proto::containerd::services::snapshots::v1::snapshots_client::SnapshotsClient;
 use berth_proto::containerd::services::snapshots::v1::{
-    Info as SnapshotInfo, Kind, ListSnapshotsRequest, RemoveSnapshotRequest, UsageRequest,
+    Info as SnapshotInfo, Kind, ListSnapshotsRequest, PrepareSnapshotRequest,
+    RemoveSnapshotRequest, UsageRequest,
 };
 use clap::Subcommand;
 use serde_json::json;
@@ -29,6 +30,11 @@ pub(crate) enum SnapshotsCommand {
     Usage { keys: Vec<String> },
     /// Snapshots as a tree of parents and children
     Tree,
+    /// Make an active snapshot on PARENT and print the command that
+    /// mounts it (append the target directory), as `ctr snapshots
+    /// prepare --mounts` does. It is labelled `containerd.io/gc.root`, so
+    /// it stays until removed
+    Prepare { key: String, parent: String },
 }
 
 /// Runs one `snapshots` verb on `snapshotter`.
@@ -39,6 +45,28 @@ pub(crate) async fn snapshots(
 ) -> Result<(), String> {
     match command {
         SnapshotsCommand::Ls(args) => snapshots_ls(client, snapshotter, args).await,
+        SnapshotsCommand::Prepare { key, parent } => {
+            let mounts = SnapshotsClient::new(client)
+                .prepare(PrepareSnapshotRequest {
+                    snapshotter,
+                    key,
+                    parent,
+                    labels: [("containerd.io/gc.root".to_owned(), "berthctl".to_owned())].into(),
+                })
+                .await
+                .map_err(readable)?
+                .into_inner()
+                .mounts;
+            for mount in mounts {
+                let options = if mount.options.is_empty() {
+                    String::new()
+                } else {
+                    format!(" -o {}", mount.options.join(","))
+                };
+                println!("mount -t {} {}{options}", mount.r#type, mount.source);
+            }
+            Ok(())
+        }
         SnapshotsCommand::Rm { keys } => {
             let mut snapshots = SnapshotsClient::new(client);
             for key in keys {
