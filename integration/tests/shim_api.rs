@@ -20,6 +20,8 @@ use std::time::Duration;
 const NS: &str = "berth-api-test";
 
 struct Shim {
+    /// Set once the test shut the shim down itself.
+    shut_down: bool,
     dir: tempfile::TempDir,
     address: String,
     client: TaskClient,
@@ -85,6 +87,7 @@ impl Shim {
         assert_eq!(mode.unwrap() & 0o777, 0o600, "socket must be 0600");
         let client = TaskClient::new(Client::connect(&address).unwrap());
         Shim {
+            shut_down: false,
             dir,
             address,
             client,
@@ -102,7 +105,8 @@ impl Shim {
         }
     }
 
-    fn shutdown(self) {
+    fn shutdown(mut self) {
+        self.shut_down = true;
         let _ = self.client.shutdown(
             ctx(),
             &api::ShutdownRequest {
@@ -115,6 +119,22 @@ impl Shim {
             berth_integration::wait_until(Duration::from_secs(10), || !socket.exists()),
             "the shim did not exit and remove its socket"
         );
+    }
+}
+
+/// A test that failed half-way must not leave its shim running.
+impl Drop for Shim {
+    fn drop(&mut self) {
+        if !self.shut_down {
+            let _ = self.client.shutdown(
+                ctx(),
+                &api::ShutdownRequest {
+                    id: self.id.clone(),
+                    now: true,
+                    ..Default::default()
+                },
+            );
+        }
     }
 }
 
