@@ -16,6 +16,7 @@ pub mod containerd;
 pub mod harness;
 pub mod leak;
 pub mod locate;
+pub mod registry;
 pub mod runtime;
 
 pub use bundle::Bundle;
