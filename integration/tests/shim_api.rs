@@ -105,6 +105,42 @@ impl Shim {
         }
     }
 
+    /// Start the created task, wait for it, delete it; its exit status.
+    fn start_wait_delete(&self) -> u32 {
+        let id = self.id.clone();
+        self.client
+            .start(
+                ctx(),
+                &api::StartRequest {
+                    id: id.clone(),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        let waited = self
+            .client
+            .wait(
+                ctx(),
+                &api::WaitRequest {
+                    id: id.clone(),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        let deleted = self
+            .client
+            .delete(
+                ctx(),
+                &api::DeleteRequest {
+                    id,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        assert_eq!(deleted.exit_status, waited.exit_status);
+        waited.exit_status
+    }
+
     fn shutdown(mut self) {
         self.shut_down = true;
         let _ = self.client.shutdown(
@@ -291,35 +327,7 @@ fn rootfs_mounts_are_mounted_and_unmounted() {
         bundle.path().join("rootfs/marker").exists(),
         "rootfs not mounted"
     );
-    shim.client
-        .start(
-            ctx(),
-            &api::StartRequest {
-                id: shim.id.clone(),
-                ..Default::default()
-            },
-        )
-        .unwrap();
-    let waited = shim
-        .client
-        .wait(
-            ctx(),
-            &api::WaitRequest {
-                id: shim.id.clone(),
-                ..Default::default()
-            },
-        )
-        .unwrap();
-    assert_eq!(waited.exit_status, 0);
-    shim.client
-        .delete(
-            ctx(),
-            &api::DeleteRequest {
-                id: shim.id.clone(),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+    assert_eq!(shim.start_wait_delete(), 0);
     assert_eq!(
         std::fs::read_to_string(&out_file).unwrap(),
         "from the mount\n"
@@ -420,35 +428,7 @@ fn binary_logger_gets_both_streams() {
     req.stdout = uri.clone();
     req.stderr = uri;
     shim.client.create(ctx(), &req).unwrap();
-    shim.client
-        .start(
-            ctx(),
-            &api::StartRequest {
-                id: shim.id.clone(),
-                ..Default::default()
-            },
-        )
-        .unwrap();
-    let waited = shim
-        .client
-        .wait(
-            ctx(),
-            &api::WaitRequest {
-                id: shim.id.clone(),
-                ..Default::default()
-            },
-        )
-        .unwrap();
-    assert_eq!(waited.exit_status, 0);
-    shim.client
-        .delete(
-            ctx(),
-            &api::DeleteRequest {
-                id: shim.id.clone(),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+    assert_eq!(shim.start_wait_delete(), 0);
     let env_file = prefix.with_extension("env");
     assert!(
         berth_integration::wait_until(Duration::from_secs(10), || env_file.exists()),
