@@ -187,7 +187,12 @@ fn rootless_run_as_an_unprivileged_user() {
     assert!(status.success());
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::remove_file(dir.join("config.json")).ok();
-    let bin = h.rt.bin.display().to_string();
+    // The checkout may sit below a directory nobody cannot enter (CI clones
+    // into `mktemp -d`, mode 0700): run a copy from the bundle dir it owns.
+    let bin_copy = dir.join("berth");
+    std::fs::copy(&h.rt.bin, &bin_copy).expect("copying the runtime binary");
+    std::fs::set_permissions(&bin_copy, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = bin_copy.display().to_string();
     let script = format!(
         "set -e; cd {dir}; {bin} spec --rootless; \
          sed -i 's/\"terminal\": true/\"terminal\": false/; s/\"sh\"$/\"sh\", \"-c\", \"id -u; cat \\/proc\\/self\\/uid_map\"/' config.json; \
