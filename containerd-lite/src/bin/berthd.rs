@@ -59,7 +59,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(tracing_subscriber::EnvFilter::new(format!(
-            "berthd={0},berth_proto={0},warn",
+            "berthd={0},berth_proto={0},shim={0},tower_http::trace={0},warn",
             config.log_level
         )))
         .init();

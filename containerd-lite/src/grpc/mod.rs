@@ -47,6 +47,10 @@ use tokio_stream::wrappers::UnixListenerStream;
 use tonic::transport::server::Router;
 use tonic::transport::Server;
 use tonic::Status;
+use tower::layer::util::{Identity, Stack};
+use tower_http::classify::{GrpcErrorsAsFailures, SharedClassifier};
+use tower_http::trace::{DefaultMakeSpan, OnResponse, TraceLayer};
+use tracing::Level;
 
 use crate::diff::ApplyOptions;
 use crate::{Error, Result};
@@ -91,11 +95,59 @@ fn plugins(backend: &Backend) -> Vec<Plugin> {
     plugins
 }
 
-/// Every service, ready to serve.
-pub fn router(backend: &Backend) -> Router {
+/// The request-logging layer: one debug line per request, in a span naming
+/// the method, with its latency and, for errors, the gRPC status.
+type RequestLog = TraceLayer<
+    SharedClassifier<GrpcErrorsAsFailures>,
+    DefaultMakeSpan,
+    (),
+    LogResponse,
+    (),
+    (),
+    (),
+>;
+
+/// The router of every service behind the request log.
+pub type ApiRouter = Router<Stack<RequestLog, Identity>>;
+
+fn request_log() -> RequestLog {
+    TraceLayer::new_for_grpc()
+        .make_span_with(DefaultMakeSpan::new().level(Level::DEBUG))
+        .on_request(())
+        .on_response(LogResponse)
+        .on_body_chunk(())
+        .on_eos(())
+        .on_failure(())
+}
+
+/// Logs an answered request. Errors are answers too (a NotFound is routine
+/// for clients that probe), so they are logged at debug level like the rest;
+/// an error of a unary call travels in the response headers, which is where
+/// its status is read from.
+#[derive(Debug, Clone, Copy)]
+pub struct LogResponse;
+
+impl<B> OnResponse<B> for LogResponse {
+    fn on_response(self, response: &http::Response<B>, latency: Duration, _: &tracing::Span) {
+        let latency_us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        match response
+            .headers()
+            .get("grpc-status")
+            .and_then(|v| v.to_str().ok())
+        {
+            Some(status) => tracing::debug!(latency_us, grpc_status = status, "answered"),
+            None => tracing::debug!(latency_us, "answered"),
+        }
+    }
+}
+
+/// Every service, ready to serve; each request is logged at debug level
+/// with its latency and gRPC status.
+pub fn router(backend: &Backend) -> ApiRouter {
     let introspection = IntrospectionService::new(plugins(backend), backend.uuid.clone());
     let events = backend.events.clone();
     Server::builder()
+        .layer(request_log())
         .add_service(VersionServer::new(version::VersionService))
         .add_service(IntrospectionServer::new(introspection))
         .add_service(EventsServer::new(events::EventsService::new(
@@ -118,7 +170,6 @@ pub fn router(backend: &Backend) -> Router {
         .add_service(SnapshotsServer::new(snapshots::SnapshotsService::new(
             backend.snapshotters.clone(),
             backend.db.clone(),
-            backend.leases.clone(),
             events,
         )))
         .add_service(DiffServer::new(diff::DiffService::new(

@@ -21,7 +21,8 @@ use tonic::{Request, Response, Status};
 use super::backend::Snapshotters;
 use super::{blocking, field_paths, labels_from_wire, labels_to_wire, request, timestamp};
 use crate::events::Exchange;
-use crate::metadata::{namespaces, Db, LeaseManager, LeaseResource};
+use crate::metadata::leases::add_resource_in;
+use crate::metadata::{namespaces, Db, LeaseResource};
 use crate::snapshots::{Info, Kind, Mount, Snapshotter};
 use crate::{Error, Result};
 
@@ -33,16 +34,14 @@ const LIST_CHUNK: usize = 100;
 pub struct SnapshotsService {
     snapshotters: Snapshotters,
     db: Db,
-    leases: LeaseManager,
     events: Exchange,
 }
 
 impl SnapshotsService {
-    pub fn new(snapshotters: Snapshotters, db: Db, leases: LeaseManager, events: Exchange) -> Self {
+    pub fn new(snapshotters: Snapshotters, db: Db, events: Exchange) -> Self {
         SnapshotsService {
             snapshotters,
             db,
-            leases,
             events,
         }
     }
@@ -60,24 +59,31 @@ impl SnapshotsService {
     /// snapshot `key` to the request's lease, if any.
     fn record(
         db: &Db,
-        leases: &LeaseManager,
         namespace: &str,
         lease: Option<&str>,
         snapshotter: &str,
         key: &str,
     ) -> Result<()> {
-        db.write(|txn| namespaces::ensure(txn, namespace))?;
-        if let Some(lease) = lease {
-            leases.add_resource(
-                namespace,
-                lease,
-                &LeaseResource::Snapshot {
-                    snapshotter: snapshotter.to_string(),
-                    key: key.to_string(),
-                },
-            )?;
+        // One commit (one flush) for both, and none when there is nothing
+        // to write: a snapshot into an existing namespace outside a lease.
+        if lease.is_none() && namespaces::exists(db, namespace)? {
+            return Ok(());
         }
-        Ok(())
+        db.write(|txn| {
+            namespaces::ensure(txn, namespace)?;
+            match lease {
+                Some(lease) => add_resource_in(
+                    txn,
+                    namespace,
+                    lease,
+                    &LeaseResource::Snapshot {
+                        snapshotter: snapshotter.to_string(),
+                        key: key.to_string(),
+                    },
+                ),
+                None => Ok(()),
+            }
+        })
     }
 
     /// Prepare and View: the same but for the kind and the event.
@@ -95,7 +101,7 @@ impl SnapshotsService {
         if key.is_empty() {
             return Err(Error::invalid("snapshot key: must not be empty").into());
         }
-        let (db, leases) = (self.db.clone(), self.leases.clone());
+        let db = self.db.clone();
         let (ns, k, p, s) = (
             namespace.clone(),
             key.clone(),
@@ -103,7 +109,7 @@ impl SnapshotsService {
             snapshotter.clone(),
         );
         let mounts = blocking(move || {
-            Self::record(&db, &leases, &ns, lease.as_deref(), s.name(), &k)?;
+            Self::record(&db, &ns, lease.as_deref(), s.name(), &k)?;
             let parent = (!p.is_empty()).then_some(p.as_str());
             let labels = labels_from_wire(labels);
             match kind {
@@ -229,7 +235,7 @@ impl snapshots_server::Snapshots for SnapshotsService {
         let CommitSnapshotRequest {
             name, key, labels, ..
         } = request.into_inner();
-        let (db, leases) = (self.db.clone(), self.leases.clone());
+        let db = self.db.clone();
         let (ns, n, k, s) = (
             namespace.clone(),
             name.clone(),
@@ -238,7 +244,7 @@ impl snapshots_server::Snapshots for SnapshotsService {
         );
         blocking(move || {
             s.commit(&ns, &n, &k, labels_from_wire(labels))?;
-            Self::record(&db, &leases, &ns, lease.as_deref(), s.name(), &n)
+            Self::record(&db, &ns, lease.as_deref(), s.name(), &n)
         })
         .await?;
         self.events.publish(

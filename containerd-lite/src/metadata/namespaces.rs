@@ -56,6 +56,12 @@ pub fn ensure(txn: &WriteTransaction, namespace: &str) -> Result<()> {
     Ok(())
 }
 
+/// Whether `namespace` exists, read without taking the write lock: callers
+/// skip a commit (and its flush) when there is nothing to create.
+pub fn exists(db: &Db, namespace: &str) -> Result<bool> {
+    db.read(|txn| Ok(txn.open_table(NAMESPACES)?.get(namespace)?.is_some()))
+}
+
 /// The namespaces service: create, inspect, relabel and delete namespaces.
 #[derive(Debug, Clone)]
 pub struct NamespaceStore {

@@ -169,12 +169,17 @@ impl Snapshotter {
     pub fn new(db: Arc<redb::Database>, root: &Path, backend: Box<dyn Backend>) -> Result<Self> {
         let dir = root.join("snapshots");
         fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
-        Ok(Snapshotter {
+        let snapshotter = Snapshotter {
             dir,
             store: Store::open(db, backend.name())?,
             backend,
             in_flight: Mutex::new(HashSet::new()),
-        })
+        };
+        // Leftovers of a crash go before any id is handed out again: an id
+        // reserved but never recorded may be reserved anew (see
+        // `Store::allocate_id`), and its old directory must not be in the way.
+        snapshotter.cleanup()?;
+        Ok(snapshotter)
     }
 
     /// The `overlayfs` snapshotter rooted at `root`.

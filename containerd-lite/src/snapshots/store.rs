@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -136,9 +136,14 @@ impl Store {
         Ok(Store { db, tables })
     }
 
-    /// Reserves a new backend id (never handed out twice).
+    /// Reserves a new backend id, never handed out twice to recorded
+    /// snapshots. The reservation is not flushed to disk by itself: the
+    /// durable commit of the record that uses the id carries it along. An id
+    /// lost in a crash was therefore used by no record and may come again;
+    /// the snapshotter removes its leftover directory when it opens.
     pub fn allocate_id(&self) -> Result<u64> {
-        let txn = self.db.begin_write().map_err(db_error)?;
+        let mut txn = self.db.begin_write().map_err(db_error)?;
+        txn.set_durability(Durability::None).map_err(db_error)?;
         let id = {
             let mut meta = txn.open_table(self.tables.meta()).map_err(db_error)?;
             let id = meta
