@@ -139,9 +139,11 @@ fn load(filter: &DeviceFilter) -> std::result::Result<OwnedFd, Failure> {
     match again {
         // Refused once, accepted now: take it.
         Ok(fd) => Ok(fd),
-        Err(e) => Err(Failure {
+        // The first error is the one to report: the second attempt fails
+        // with ENOSPC when the log does not fit.
+        Err(_) => Err(Failure {
             step,
-            os: e.into(),
+            os: first.into(),
             verifier_log: Some(text).filter(|t| !t.is_empty()),
         }),
     }
