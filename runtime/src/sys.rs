@@ -450,3 +450,286 @@ pub fn mount_setattr_recursive(path: &std::path::Path, set: u64, clear: u64) -> 
     };
     Errno::result(ret).map(drop)
 }
+
+/// bpf(2) commands berth uses.
+const BPF_PROG_LOAD: libc::c_int = 5;
+const BPF_PROG_ATTACH: libc::c_int = 8;
+const BPF_PROG_DETACH: libc::c_int = 9;
+const BPF_PROG_GET_FD_BY_ID: libc::c_int = 13;
+const BPF_OBJ_GET_INFO_BY_FD: libc::c_int = 15;
+const BPF_PROG_QUERY: libc::c_int = 16;
+
+/// The kernel's `union bpf_attr` is a union of per-command structs that
+/// grows with each release, and some commands write results back into it.
+/// Each command's fields go first, followed by zeros well past the size of
+/// today's union: the kernel accepts a larger attr whose excess is zero,
+/// and anything it writes back lands in memory we own.
+#[repr(C)]
+struct BpfAttr<T> {
+    fields: T,
+    zero_tail: [u64; 48],
+}
+
+impl<T> BpfAttr<T> {
+    fn new(fields: T) -> Self {
+        Self {
+            fields,
+            zero_tail: [0; 48],
+        }
+    }
+}
+
+/// The `BPF_PROG_LOAD` part of `union bpf_attr`, up to `expected_attach_type`.
+#[repr(C)]
+struct ProgLoadAttr {
+    prog_type: u32,
+    insn_cnt: u32,
+    insns: u64,
+    license: u64,
+    log_level: u32,
+    log_size: u32,
+    log_buf: u64,
+    kern_version: u32,
+    prog_flags: u32,
+    prog_name: [u8; 16],
+    prog_ifindex: u32,
+    expected_attach_type: u32,
+}
+
+/// The `BPF_PROG_ATTACH` / `BPF_PROG_DETACH` part of `union bpf_attr`.
+#[repr(C)]
+struct ProgAttachAttr {
+    target_fd: u32,
+    attach_bpf_fd: u32,
+    attach_type: u32,
+    attach_flags: u32,
+    replace_bpf_fd: u32,
+    relative_fd: u32,
+}
+
+/// The `BPF_PROG_QUERY` part of `union bpf_attr`, up to `prog_cnt`.
+#[repr(C)]
+struct ProgQueryAttr {
+    target_fd: u32,
+    attach_type: u32,
+    query_flags: u32,
+    attach_flags: u32,
+    prog_ids: u64,
+    prog_cnt: u32,
+    padding: u32,
+}
+
+/// The `BPF_PROG_GET_FD_BY_ID` part of `union bpf_attr`.
+#[repr(C)]
+struct GetFdByIdAttr {
+    prog_id: u32,
+    next_id: u32,
+    open_flags: u32,
+    padding: u32,
+}
+
+/// The `BPF_OBJ_GET_INFO_BY_FD` part of `union bpf_attr`.
+#[repr(C)]
+struct ObjInfoAttr {
+    bpf_fd: u32,
+    info_len: u32,
+    info: u64,
+}
+
+/// `struct bpf_prog_info` up to `name`: the part berth reads.
+#[repr(C)]
+#[derive(Default)]
+struct ProgInfo {
+    prog_type: u32,
+    id: u32,
+    tag: [u8; 8],
+    jited_prog_len: u32,
+    xlated_prog_len: u32,
+    jited_prog_insns: u64,
+    xlated_prog_insns: u64,
+    load_time: u64,
+    created_by_uid: u32,
+    nr_map_ids: u32,
+    map_ids: u64,
+    name: [u8; 16],
+}
+
+/// Run bpf(2) command `cmd` on `attr`.
+fn bpf<T>(cmd: libc::c_int, attr: &mut BpfAttr<T>) -> nix::Result<libc::c_long> {
+    // SAFETY: every `T` passed here is one of the `repr(C)` command structs
+    // above, laid out as the kernel's `union bpf_attr` member for `cmd` and
+    // followed by zeros; any pointer fields in it point at buffers the
+    // caller keeps alive across this call, with the lengths it states. The
+    // kernel writes back only inside `attr`, which is big enough for that.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            attr as *mut BpfAttr<T>,
+            std::mem::size_of::<BpfAttr<T>>(),
+        )
+    };
+    Errno::result(ret)
+}
+
+/// The descriptor number of `fd` as the u32 `bpf_attr` fields take.
+fn attr_fd(fd: BorrowedFd<'_>) -> u32 {
+    // Descriptors are never negative.
+    fd.as_raw_fd() as u32
+}
+
+/// What to load with [`bpf_prog_load`].
+#[derive(Debug)]
+pub struct BpfProgram<'a> {
+    /// `BPF_PROG_TYPE_*`.
+    pub prog_type: u32,
+    /// The instructions, each as the 8 bytes of a `struct bpf_insn`.
+    pub insns: &'a [[u8; 8]],
+    /// The license the program is under (matters only for GPL-only helpers).
+    pub license: &'a std::ffi::CStr,
+    /// The program's name, NUL-padded (`[A-Za-z0-9_.]`, at most 15 bytes).
+    pub name: [u8; 16],
+    /// `BPF_*` attach type the program is meant for (0 for most types).
+    pub expected_attach_type: u32,
+}
+
+/// Load an eBPF program (bpf(2) `BPF_PROG_LOAD`). With `log`, the
+/// verifier writes its log there (NUL-terminated; at least 128 bytes).
+pub fn bpf_prog_load(program: &BpfProgram<'_>, log: Option<&mut [u8]>) -> nix::Result<OwnedFd> {
+    let insn_cnt = u32::try_from(program.insns.len()).map_err(|_| Errno::E2BIG)?;
+    let (log_level, log_size, log_buf) = match log {
+        Some(buf) => (
+            1,
+            u32::try_from(buf.len()).map_err(|_| Errno::EINVAL)?,
+            buf.as_mut_ptr() as u64,
+        ),
+        None => (0, 0, 0),
+    };
+    let mut attr = BpfAttr::new(ProgLoadAttr {
+        prog_type: program.prog_type,
+        insn_cnt,
+        insns: program.insns.as_ptr() as u64,
+        license: program.license.as_ptr() as u64,
+        log_level,
+        log_size,
+        log_buf,
+        kern_version: 0,
+        prog_flags: 0,
+        prog_name: program.name,
+        prog_ifindex: 0,
+        expected_attach_type: program.expected_attach_type,
+    });
+    let fd = bpf(BPF_PROG_LOAD, &mut attr)? as RawFd;
+    // SAFETY: BPF_PROG_LOAD returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Attach the program `prog` to `target` (a cgroup directory for cgroup
+/// attach types) as `attach_type` with `BPF_F_*` `flags` (`BPF_PROG_ATTACH`).
+pub fn bpf_prog_attach(
+    target: BorrowedFd<'_>,
+    prog: BorrowedFd<'_>,
+    attach_type: u32,
+    flags: u32,
+) -> nix::Result<()> {
+    let mut attr = BpfAttr::new(ProgAttachAttr {
+        target_fd: attr_fd(target),
+        attach_bpf_fd: attr_fd(prog),
+        attach_type,
+        attach_flags: flags,
+        replace_bpf_fd: 0,
+        relative_fd: 0,
+    });
+    bpf(BPF_PROG_ATTACH, &mut attr).map(drop)
+}
+
+/// Detach the program `prog` attached to `target` as `attach_type`
+/// (`BPF_PROG_DETACH`).
+pub fn bpf_prog_detach(
+    target: BorrowedFd<'_>,
+    prog: BorrowedFd<'_>,
+    attach_type: u32,
+) -> nix::Result<()> {
+    let mut attr = BpfAttr::new(ProgAttachAttr {
+        target_fd: attr_fd(target),
+        attach_bpf_fd: attr_fd(prog),
+        attach_type,
+        attach_flags: 0,
+        replace_bpf_fd: 0,
+        relative_fd: 0,
+    });
+    bpf(BPF_PROG_DETACH, &mut attr).map(drop)
+}
+
+/// The ids of the programs attached directly to `target` as `attach_type`
+/// (`BPF_PROG_QUERY`; programs inherited from ancestors are not listed).
+pub fn bpf_prog_query(target: BorrowedFd<'_>, attach_type: u32) -> nix::Result<Vec<u32>> {
+    let mut ids: Vec<u32> = vec![0; 16];
+    loop {
+        let capacity = u32::try_from(ids.len()).map_err(|_| Errno::E2BIG)?;
+        let mut attr = BpfAttr::new(ProgQueryAttr {
+            target_fd: attr_fd(target),
+            attach_type,
+            query_flags: 0,
+            attach_flags: 0,
+            prog_ids: ids.as_mut_ptr() as u64,
+            prog_cnt: capacity,
+            padding: 0,
+        });
+        let result = bpf(BPF_PROG_QUERY, &mut attr);
+        let total = attr.fields.prog_cnt;
+        // The kernel sets prog_cnt to how many there are, and fails with
+        // ENOSPC when they did not all fit: ask again with room for all.
+        match result {
+            Ok(_) | Err(Errno::ENOSPC) if total > capacity => ids.resize(total as usize, 0),
+            Ok(_) => {
+                ids.truncate(total as usize);
+                return Ok(ids);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// A new descriptor of the loaded program with id `id`
+/// (`BPF_PROG_GET_FD_BY_ID`; `ENOENT` when no such program is loaded).
+pub fn bpf_prog_get_fd_by_id(id: u32) -> nix::Result<OwnedFd> {
+    let mut attr = BpfAttr::new(GetFdByIdAttr {
+        prog_id: id,
+        next_id: 0,
+        open_flags: 0,
+        padding: 0,
+    });
+    let fd = bpf(BPF_PROG_GET_FD_BY_ID, &mut attr)? as RawFd;
+    // SAFETY: BPF_PROG_GET_FD_BY_ID returned a new descriptor that nothing
+    // else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// What the kernel tells about a loaded program.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BpfProgInfo {
+    /// `BPF_PROG_TYPE_*`.
+    pub prog_type: u32,
+    /// The program's id.
+    pub id: u32,
+    /// The name it was loaded with.
+    pub name: String,
+}
+
+/// Type, id and name of the program `prog` (`BPF_OBJ_GET_INFO_BY_FD`).
+pub fn bpf_prog_info(prog: BorrowedFd<'_>) -> nix::Result<BpfProgInfo> {
+    let mut info = ProgInfo::default();
+    let mut attr = BpfAttr::new(ObjInfoAttr {
+        bpf_fd: attr_fd(prog),
+        info_len: std::mem::size_of::<ProgInfo>() as u32,
+        info: &mut info as *mut ProgInfo as u64,
+    });
+    bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr)?;
+    let name_len = info.name.iter().position(|&b| b == 0).unwrap_or(16);
+    Ok(BpfProgInfo {
+        prog_type: info.prog_type,
+        id: info.id,
+        name: String::from_utf8_lossy(&info.name[..name_len]).into_owned(),
+    })
+}

@@ -124,6 +124,23 @@ pub enum Error {
         /// The state we waited for.
         wanted: String,
     },
+    /// Loading, attaching or detaching the eBPF device filter of a cgroup
+    /// v2 directory failed (`linux.resources.devices`).
+    #[error(
+        "cgroups: {step} for {} (linux.resources.devices): {os}{}",
+        path.display(),
+        verifier_log.as_deref().map(|log| format!("; verifier log:\n{log}")).unwrap_or_default()
+    )]
+    DeviceFilter {
+        /// The cgroup directory.
+        path: PathBuf,
+        /// The bpf(2) step that failed.
+        step: String,
+        /// The OS error.
+        os: io::Error,
+        /// What the kernel's verifier said, when it refused the program.
+        verifier_log: Option<String>,
+    },
 }
 
 impl Error {
@@ -134,7 +151,8 @@ impl Error {
             | Error::Read { os, .. }
             | Error::Create { os, .. }
             | Error::Remove { os, .. }
-            | Error::Notify { os, .. } => Some(os),
+            | Error::Notify { os, .. }
+            | Error::DeviceFilter { os, .. } => Some(os),
             _ => None,
         }
     }

@@ -7,6 +7,7 @@
 //! - `convert.rs`: OCI values to cgroup file values
 //! - `v1.rs` / `v1_apply.rs`: legacy manager and its resource writers
 //! - `v2.rs` / `v2_apply.rs`: unified manager and its resource writers
+//! - `v2_devices/`: device rules on v2, an eBPF program per cgroup
 //! - `fsutil.rs`: file helpers (write/read with context, rmdir retry)
 //! - `stats.rs` / `stats_v1.rs` / `stats_v2.rs`: usage statistics
 //!   ([`CgroupManager::stats`], shaped like `runc events --stats`)
@@ -32,6 +33,7 @@ mod v1;
 mod v1_apply;
 mod v2;
 mod v2_apply;
+pub mod v2_devices;
 
 #[cfg(test)]
 mod tests_common;

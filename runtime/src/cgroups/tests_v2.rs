@@ -277,19 +277,16 @@ fn missing_controller_file_names_field() {
 }
 
 #[test]
-fn unified_written_as_is_and_devices_skipped() {
+fn unified_written_as_is_and_last() {
     let fake = FakeV2::new();
     let (m, dir) = fake.created(&[("memory.high", ""), ("memory.max", "")]);
-    let r = res(
-        r#"{"devices":[{"allow":false,"access":"rwm"}],"network":{"classID":1},
-        "memory":{"limit":100},"unified":{"memory.high":"50","memory.max":"max"}}"#,
-    );
+    // (Device rules, an eBPF program on v2, are tested in v2_devices.)
+    let r = res(r#"{"network":{"classID":1},
+        "memory":{"limit":100},"unified":{"memory.high":"50","memory.max":"max"}}"#);
     m.apply(&r).expect("apply");
     assert_eq!(read(&dir, "memory.high"), "50");
     // unified is written last and wins over memory.limit
     assert_eq!(read(&dir, "memory.max"), "max");
-    let w = writes();
-    assert!(w.iter().all(|(f, _)| !f.starts_with("devices")), "{w:?}");
     let err = m.apply(&res(r#"{"unified":{"../escape":"1"}}"#));
     assert!(matches!(err, Err(Error::InvalidValue { .. })), "{err:?}");
     let err = m

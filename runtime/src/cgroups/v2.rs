@@ -8,27 +8,45 @@ use std::fs;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use oci_spec::runtime::LinuxResources;
 
 use super::error::{Error, Result};
 use super::fsutil::{collect_pids, has_file, read_file, remove_tree, wait_until, write_file};
+use super::v2_devices::{DeviceFilterInstaller, KernelInstaller};
 use super::{CgroupManager, CgroupState};
 
 /// How long `freeze` waits for `cgroup.events` to confirm.
 const FREEZE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A v2 cgroup directory.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct V2Manager {
     path: PathBuf,
+    devices: Arc<dyn DeviceFilterInstaller>,
 }
 
+/// Two managers are equal when they manage the same directory.
+impl PartialEq for V2Manager {
+    fn eq(&self, other: &Self) -> bool {
+        self.path == other.path
+    }
+}
+
+impl Eq for V2Manager {}
+
 impl V2Manager {
-    /// Manager for the absolute cgroup directory `path`.
+    /// Manager for the absolute cgroup directory `path`, enforcing device
+    /// rules with eBPF programs ([`KernelInstaller`]).
     pub fn new(path: PathBuf) -> Self {
-        Self { path }
+        Self::with_device_installer(path, Arc::new(KernelInstaller))
+    }
+
+    /// Manager for `path` that puts device filters in force with `devices`.
+    pub fn with_device_installer(path: PathBuf, devices: Arc<dyn DeviceFilterInstaller>) -> Self {
+        Self { path, devices }
     }
 
     /// The cgroup directory.
@@ -124,7 +142,7 @@ impl CgroupManager for V2Manager {
     }
 
     fn apply(&self, resources: &LinuxResources) -> Result<()> {
-        super::v2_apply::apply(&self.path, resources)
+        super::v2_apply::apply(&self.path, resources, self.devices.as_ref())
     }
 
     fn add_task(&self, pid: i32) -> Result<()> {

@@ -1,7 +1,10 @@
 //! Writing `linux.resources` into cgroup v2 control files.
 //!
-//! Not supported on v2 and skipped with a debug log: device rules (these
-//! need an eBPF program, not implemented), memory swappiness and
+//! Device rules become an eBPF program attached to the directory (see
+//! `v2_devices`): `devices` = None leaves the current one in force, Some
+//! (even empty) replaces it with deny-all + spec rules + the defaults.
+//!
+//! Not supported on v2 and skipped with a debug log: memory swappiness and
 //! disableOOMKiller, realtime CPU, blkio leaf weights, net_cls/net_prio.
 //! `linux.resources.unified` is written last, as-is, so it can override.
 
@@ -13,6 +16,7 @@ use oci_spec::runtime::{LinuxBlockIo, LinuxCpu, LinuxMemory, LinuxResources};
 use super::convert::{self, v2_limit};
 use super::error::{Error, Result};
 use super::fsutil::{has_file, write_file};
+use super::v2_devices::{DeviceFilter, DeviceFilterInstaller};
 
 /// Error unless `file` exists (i.e. the controller is enabled here).
 fn need(dir: &Path, file: &str, controller: &str, field: &str) -> Result<()> {
@@ -32,8 +36,19 @@ fn set(dir: &Path, controller: &str, file: &str, value: &str, field: &str) -> Re
     write_file(dir, file, value, field)
 }
 
-/// Apply every controller the spec sets to the cgroup at `dir`.
-pub(crate) fn apply(dir: &Path, r: &LinuxResources) -> Result<()> {
+/// Apply every controller the spec sets to the cgroup at `dir`, device
+/// rules through `devices`.
+pub(crate) fn apply(
+    dir: &Path,
+    r: &LinuxResources,
+    devices: &dyn DeviceFilterInstaller,
+) -> Result<()> {
+    // Compiled first: a bad rule is refused before anything is written.
+    let device_filter = r
+        .devices()
+        .as_deref()
+        .map(DeviceFilter::for_container)
+        .transpose()?;
     if let Some(mem) = r.memory() {
         memory(dir, mem)?;
     }
@@ -71,8 +86,8 @@ pub(crate) fn apply(dir: &Path, r: &LinuxResources) -> Result<()> {
             }
         }
     }
-    if r.devices().as_ref().is_some_and(|d| !d.is_empty()) {
-        tracing::debug!("cgroup v2 device rules need eBPF; not implemented, skipped");
+    if let Some(filter) = &device_filter {
+        devices.install(dir, filter)?;
     }
     if r.network().is_some() {
         tracing::debug!("net_cls/net_prio do not exist on cgroup v2; network ignored");
