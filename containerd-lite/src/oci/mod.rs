@@ -93,6 +93,16 @@ pub fn merge_env(env: &mut Vec<String>, overrides: &[String]) {
     }
 }
 
+/// Checks one `KEY=VALUE` environment entry (the key must not be empty).
+pub fn check_env(var: &str) -> Result<()> {
+    match var.split_once('=') {
+        Some((key, _)) if !key.is_empty() => Ok(()),
+        _ => Err(Error::invalid(format!(
+            "environment variable {var:?}: expected KEY=VALUE"
+        ))),
+    }
+}
+
 /// Builds one container's spec, step by step (see the module docs).
 #[derive(Debug, Clone)]
 pub struct SpecBuilder {
@@ -165,14 +175,7 @@ impl SpecBuilder {
     /// Sets environment variables (`KEY=VALUE`) over the image's.
     pub fn env(mut self, vars: &[String]) -> Result<SpecBuilder> {
         for var in vars {
-            match var.split_once('=') {
-                Some((key, _)) if !key.is_empty() => {}
-                _ => {
-                    return Err(Error::invalid(format!(
-                        "environment variable {var:?}: expected KEY=VALUE"
-                    )))
-                }
-            }
+            check_env(var)?;
         }
         merge_env(self.env_mut(), vars);
         Ok(self)
