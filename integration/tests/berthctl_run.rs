@@ -17,7 +17,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 use berth_integration::containerd::{image_archive, target_binary, IMAGE};
-use berth_integration::leak::{mounts_mentioning, processes_with_cmdline};
+use berth_integration::leak::{cgroup_dirs_named, mounts_mentioning, processes_with_cmdline};
 use berth_integration::wait_until;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -189,7 +189,7 @@ impl Berthd {
         self.ctr_ok(&["containers", "rm", id]);
     }
 
-    /// Containers, snapshots, tasks and leases named after runs: none.
+    /// Containers, snapshots, tasks, leases and cgroups of these runs: none.
     fn assert_records_gone(&self, ids: &[&str]) {
         assert_eq!(self.ctr_ok(&["containers", "ls", "-q"]).trim(), "");
         assert_eq!(self.ctr_ok(&["task", "ls", "-q"]).trim(), "");
@@ -202,6 +202,10 @@ impl Berthd {
         }
         let leases = self.ctr_ok(&["leases", "ls", "-q"]);
         assert_eq!(leases.trim(), "", "leases left");
+        for id in ids {
+            let gone = wait_until(Duration::from_secs(10), || cgroup_dirs_named(id).is_empty());
+            assert!(gone, "cgroups of {id} left: {:?}", cgroup_dirs_named(id));
+        }
     }
 
     fn shim_pids(&self) -> Vec<i32> {
@@ -606,9 +610,8 @@ fn the_default_spec_confines_the_container() {
         "grep '^Seccomp:' /proc/self/status; unshare -U true; echo unshare=$?",
     ]);
     let text = String::from_utf8_lossy(&out.stdout);
-    if text.contains("Seccomp:\t0") {
-        assert!(text.contains("unshare=0"), "{text}");
-    }
+    assert!(text.contains("Seccomp:\t0"), "{out:?}");
+    assert!(text.contains("unshare=0"), "{out:?}");
     berthd.assert_records_gone(&["sec1", "nosec"]);
     berthd.assert_no_leaks();
 }

@@ -140,16 +140,15 @@ pub(crate) async fn run(
 ) -> Result<ExitCode, String> {
     let checked = check(&args)?;
     let image = resolve(&client, &args.image).await?;
-    let containers = ContainersClient::new(client.clone());
-    if containers
-        .clone()
+    let existing = ContainersClient::new(client.clone())
         .get(GetContainerRequest {
             id: args.id.clone(),
         })
-        .await
-        .is_ok()
-    {
-        return Err(format!("container {:?}: already exists", args.id));
+        .await;
+    match existing {
+        Ok(_) => return Err(format!("container {:?}: already exists", args.id)),
+        Err(status) if status.code() == tonic::Code::NotFound => {}
+        Err(status) => return Err(format!("container {:?}: {}", args.id, readable(status))),
     }
 
     let mut made = Made::new(client.clone(), &args);

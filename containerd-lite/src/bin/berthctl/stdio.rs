@@ -134,8 +134,8 @@ impl Outputs {
     }
 }
 
-/// Copies berthctl's stdin into `fifo` until end-of-file; resolves then.
-pub(crate) fn relay_stdin(mut fifo: pipe::Sender) -> JoinHandle<()> {
+/// Copies berthctl's stdin into `fifo` until end-of-file, then closes it.
+pub(crate) fn relay_stdin(mut fifo: pipe::Sender) {
     let (chunks, mut received) = mpsc::channel::<Vec<u8>>(4);
     std::thread::spawn(move || {
         let mut stdin = std::io::stdin().lock();
@@ -159,5 +159,5 @@ pub(crate) fn relay_stdin(mut fifo: pipe::Sender) -> JoinHandle<()> {
                 return;
             }
         }
-    })
+    });
 }
