@@ -352,6 +352,12 @@ fn run_passes_output_exit_codes_stdin_and_env() {
         info["Spec"]["linux"]["cgroupsPath"], "/default/kept",
         "{info}"
     );
+    // Root, with the groups the image's /etc/group gives it.
+    assert_eq!(
+        info["Spec"]["process"]["user"],
+        serde_json::json!({"uid": 0, "gid": 0, "additionalGids": [0]}),
+        "{info}"
+    );
     berthd.ctr_ok(&["containers", "rm", "kept"]);
 
     berthd.assert_records_gone(&["r1", "r2", "r3", "r4", "kept"]);

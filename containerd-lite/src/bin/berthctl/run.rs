@@ -620,3 +620,73 @@ async fn attach(made: &mut Made, args: &RunArgs) -> Result<ExitCode, String> {
         u8::try_from(exit_status & 0xff).unwrap_or(u8::MAX),
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wire(r#type: &str, options: &[&str]) -> WireMount {
+        WireMount {
+            r#type: r#type.into(),
+            source: r#type.into(),
+            options: options.iter().map(|o| (*o).to_owned()).collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn snapshot_mounts_become_read_only() {
+        let overlay = readonly(&wire(
+            "overlay",
+            &[
+                "index=off",
+                "workdir=/s/2/work",
+                "upperdir=/s/2/fs",
+                "lowerdir=/s/1/fs",
+            ],
+        ));
+        assert_eq!(overlay.options, ["index=off", "lowerdir=/s/2/fs:/s/1/fs"]);
+        assert_eq!(overlay.target, None);
+        let bind = readonly(&wire("bind", &["rw", "rbind"]));
+        assert_eq!(bind.options, ["rbind", "ro"]);
+        assert!(bind.is_readonly());
+        // A view is read-only already and stays as it is (plus `ro`).
+        let view = readonly(&wire("overlay", &["lowerdir=/s/2/fs:/s/1/fs"]));
+        assert_eq!(view.options, ["lowerdir=/s/2/fs:/s/1/fs"]);
+    }
+
+    #[test]
+    fn flags_are_checked_before_anything_else() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            run: RunArgs,
+        }
+        let parse = |args: &[&str]| {
+            let mut argv = vec!["run"];
+            argv.extend(args);
+            Cli::try_parse_from(argv).map(|cli| cli.run)
+        };
+        let args = parse(&["--env", "A=1", "img", "id", "sh", "-c", "echo -n x"]).unwrap();
+        assert_eq!(args.args, ["sh", "-c", "echo -n x"]);
+        assert_eq!(args.runtime, DEFAULT_RUNTIME);
+        assert!(check(&args).is_ok());
+        for (flags, says) in [
+            (vec!["--env", "A"], "KEY=VALUE"),
+            (vec!["--mount", "type=bind,dst=/x"], "absolute source"),
+            (vec!["--cpus=-1"], "positive"),
+            (
+                vec!["--memory-limit", "18446744073709551615"],
+                "out of range",
+            ),
+        ] {
+            let mut argv = flags.clone();
+            argv.extend(["img", "id"]);
+            let err = check(&parse(&argv).unwrap()).err().unwrap();
+            assert!(err.contains(says), "{flags:?}: {err}");
+        }
+        assert!(parse(&["-d", "--rm", "img", "id"]).is_err());
+        assert!(parse(&["-d", "-t", "img", "id"]).is_err());
+    }
+}
