@@ -339,6 +339,21 @@ fn run_passes_output_exit_codes_stdin_and_env() {
     ]);
     assert_eq!(out, "hello world|/bin\n");
 
+    // An image whose target is an index: the host's manifest is picked.
+    let index_name = "docker.io/library/berth-index:latest";
+    berthd.ctr_ok(&[
+        "images",
+        "import",
+        "--index-name",
+        index_name,
+        &image_archive().to_string_lossy(),
+    ]);
+    let images = berthd.ctr_ok(&["images", "ls"]);
+    let index_line = images.lines().find(|l| l.starts_with(index_name)).unwrap();
+    assert!(index_line.contains("image.index"), "{images}");
+    let out = berthd.berthctl_ok(&["run", "--rm", index_name, "r5", "echo", "via-index"]);
+    assert_eq!(out, "via-index\n");
+
     // Without --rm the container and its snapshot stay; the task goes.
     berthd.berthctl_ok(&["run", IMAGE, "kept", "true"]);
     assert_eq!(berthd.ctr_ok(&["containers", "ls", "-q"]).trim(), "kept");
@@ -360,7 +375,7 @@ fn run_passes_output_exit_codes_stdin_and_env() {
     );
     berthd.ctr_ok(&["containers", "rm", "kept"]);
 
-    berthd.assert_records_gone(&["r1", "r2", "r3", "r4", "kept"]);
+    berthd.assert_records_gone(&["r1", "r2", "r3", "r4", "r5", "kept"]);
     berthd.assert_no_leaks();
 }
 
