@@ -510,6 +510,38 @@ fn detached_tasks_run_until_ctr_stops_them() {
 }
 
 #[test]
+fn signals_reach_a_task_without_a_terminal() {
+    let Some(berthd) = Berthd::start() else {
+        return;
+    };
+    for (id, signal, code) in [("sig1", Signal::SIGTERM, 9), ("sig2", Signal::SIGINT, 8)] {
+        let mut child = berthd
+            .berthctl_cmd(&[
+                "run",
+                "--rm",
+                IMAGE,
+                id,
+                "sh",
+                "-c",
+                "trap 'exit 9' TERM; trap 'exit 8' INT; echo ready; \
+                 while true; do sleep 0.1; done",
+            ])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdout = child.stdout.take().unwrap();
+        let mut ready = [0u8; 6];
+        stdout.read_exact(&mut ready).unwrap();
+        assert_eq!(&ready, b"ready\n");
+        kill(Pid::from_raw(child.id() as i32), signal).unwrap();
+        let status = child.wait().unwrap();
+        assert_eq!(status.code(), Some(code), "{id}: {signal}");
+    }
+    berthd.assert_records_gone(&["sig1", "sig2"]);
+    berthd.assert_no_leaks();
+}
+
+#[test]
 fn tty_session_through_a_pty() {
     let Some(berthd) = Berthd::start() else {
         return;
