@@ -650,7 +650,7 @@ mod tests {
         let bind = readonly(&wire("bind", &["rw", "rbind"]));
         assert_eq!(bind.options, ["rbind", "ro"]);
         assert!(bind.is_readonly());
-        // A view is read-only already and stays as it is (plus `ro`).
+        // A view (no upper dir) is read-only by construction: unchanged.
         let view = readonly(&wire("overlay", &["lowerdir=/s/2/fs:/s/1/fs"]));
         assert_eq!(view.options, ["lowerdir=/s/2/fs:/s/1/fs"]);
     }
