@@ -8,7 +8,11 @@ mod leases;
 mod namespaces;
 mod output;
 mod progress;
+mod resolve;
+mod run;
 mod snapshots;
+mod stdio;
+mod tty;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -71,6 +75,8 @@ enum Command {
     /// Leases that keep resources from garbage collection
     #[command(subcommand)]
     Leases(ListOnly),
+    /// Run a container of an image, as `ctr run` does
+    Run(run::RunArgs),
 }
 
 fn main() -> ExitCode {
@@ -86,7 +92,7 @@ fn main() -> ExitCode {
         }
     };
     match runtime.block_on(run(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(message) => {
             eprintln!("berthctl: {message}");
             ExitCode::FAILURE
@@ -101,11 +107,11 @@ fn readable(status: tonic::Status) -> String {
 
 type Namespaced = InterceptedService<Channel, WithNamespace>;
 
-async fn run(cli: Cli) -> Result<(), String> {
+async fn run(cli: Cli) -> Result<ExitCode, String> {
     let channel = connect(&cli.address).await.map_err(|e| e.to_string())?;
     let with_namespace = WithNamespace::new(&cli.namespace).map_err(|e| e.to_string())?;
     let namespaced = InterceptedService::new(channel.clone(), with_namespace);
-    match cli.command {
+    let done = match cli.command {
         Command::Version => version(channel).await,
         Command::Images(command) => images::images(namespaced, command).await,
         Command::Content(command) => content::content(namespaced, command).await,
@@ -115,7 +121,10 @@ async fn run(cli: Cli) -> Result<(), String> {
         } => snapshots::snapshots(namespaced, snapshotter, command).await,
         Command::Namespaces(command) => namespaces::namespaces(channel, command).await,
         Command::Leases(ListOnly::Ls(args)) => leases::leases_ls(namespaced, args).await,
-    }
+        // The one verb whose exit code is not ours: the task's.
+        Command::Run(args) => return run::run(namespaced, &cli.namespace, args).await,
+    };
+    done.map(|()| ExitCode::SUCCESS)
 }
 
 async fn version(channel: Channel) -> Result<(), String> {
