@@ -79,6 +79,20 @@ fn echo_and_exit_codes(flavor: Flavor) {
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success());
     assert_eq!(String::from_utf8_lossy(&out.stdout), "through stdin\n");
+    // ctr sends CloseIO as soon as it has written everything into the fifo:
+    // what the fifo still holds must reach the container all the same.
+    let mut child = ctd
+        .ctr_cmd(&run_args(flavor, &["--rm", IMAGE, "wc1", "wc", "-c"]))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || stdin.write_all(&vec![b'x'; 1 << 20]));
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap().unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1048576");
     ctd.assert_no_leaks();
 }
 

@@ -15,8 +15,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::unix::pipe;
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 /// The stdio fields of a create or exec request.
@@ -326,7 +327,7 @@ impl Prepared {
                 }
                 if let Some((fifo, write)) = stdin {
                     *io.stdin.get_mut().unwrap_or_else(|p| p.into_inner()) =
-                        Some(tokio::spawn(relay_stdin_pipe(fifo, write)));
+                        StdinRelay::pipe(fifo, write);
                 }
                 Ok(io)
             }
@@ -351,10 +352,10 @@ impl Prepared {
                 let master = PtyMaster::new(master);
                 let output = master.handle().context("pty master")?;
                 let input = match &stdin {
-                    Some(fifo) => Some(tokio::spawn(relay_pty_input(
+                    Some(fifo) => Some(StdinRelay::spawn(
                         fifo.clone(),
                         master.handle().context("pty master")?,
-                    ))),
+                    )),
                     None => None,
                 };
                 Ok(Io {
@@ -376,21 +377,61 @@ impl Prepared {
     }
 }
 
+/// The relay from the client's stdin fifo into the process, and the way to
+/// tell it the client is done writing.
+struct StdinRelay {
+    task: JoinHandle<()>,
+    closed: oneshot::Sender<()>,
+}
+
+impl StdinRelay {
+    fn spawn(fifo: PathBuf, writer: impl AsyncWrite + Unpin + Send + 'static) -> StdinRelay {
+        let (closed, when_closed) = oneshot::channel();
+        StdinRelay {
+            task: tokio::spawn(relay_input(fifo, writer, when_closed)),
+            closed,
+        }
+    }
+
+    /// A relay into the write end of the process's stdin pipe.
+    fn pipe(fifo: PathBuf, write: OwnedFd) -> Option<StdinRelay> {
+        match pipe::Sender::from_owned_fd(write) {
+            Ok(writer) => Some(StdinRelay::spawn(fifo, writer)),
+            Err(e) => {
+                crate::log::warn(format!("stdin pipe: {e}"));
+                None
+            }
+        }
+    }
+}
+
 /// The live relays of one process.
 #[derive(Default)]
 pub struct Io {
-    stdin: Mutex<Option<JoinHandle<()>>>,
+    stdin: Mutex<Option<StdinRelay>>,
     outputs: Vec<JoinHandle<()>>,
     console: Option<PtyMaster>,
     _logger: Option<Logger>,
 }
 
 impl Io {
-    /// CloseIO: the process sees end-of-file on stdin.
+    /// CloseIO: the client wrote all it will. What it wrote is still
+    /// delivered (the fifo may hold some); then the process sees end-of-file.
     pub fn close_stdin(&self) {
-        if let Some(task) = self.stdin.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            task.abort();
+        if let Some(relay) = self.take_stdin() {
+            let _ = relay.closed.send(());
         }
+    }
+
+    /// The process is gone: stop relaying its stdin at once.
+    fn stop_stdin(&self) {
+        if let Some(relay) = self.take_stdin() {
+            relay.task.abort();
+        }
+    }
+
+    fn take_stdin(&self) -> Option<StdinRelay> {
+        self.stdin.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 
     pub fn resize(&self, width: u32, height: u32) -> Result<()> {
@@ -414,13 +455,13 @@ impl Io {
         for a in aborts {
             a.abort();
         }
-        self.close_stdin();
+        self.stop_stdin();
     }
 }
 
 impl Drop for Io {
     fn drop(&mut self) {
-        self.close_stdin();
+        self.stop_stdin();
         for h in &self.outputs {
             h.abort();
         }
@@ -476,18 +517,52 @@ async fn open_stdin(fifo: &Path) -> std::io::Result<pipe::Receiver> {
     pipe::OpenOptions::new().open_receiver(fifo)
 }
 
-async fn relay_stdin_pipe(fifo: PathBuf, write: OwnedFd) {
-    let Ok(mut writer) = pipe::Sender::from_owned_fd(write) else {
-        return;
+/// Copies the client's stdin fifo into `writer` until the client closes the
+/// fifo, or until CloseIO (`closed`) — then whatever the fifo still holds is
+/// delivered before `writer` is dropped, which is the process's end-of-file.
+async fn relay_input(
+    fifo: PathBuf,
+    mut writer: impl AsyncWrite + Unpin,
+    mut closed: oneshot::Receiver<()>,
+) {
+    let reader = match open_stdin(&fifo).await {
+        Ok(r) => r,
+        Err(e) => {
+            crate::log::warn(format!("opening stdin {}: {e}", fifo.display()));
+            return;
+        }
     };
-    match open_stdin(&fifo).await {
-        Ok(mut reader) => pump(&mut reader, &mut writer).await,
-        Err(e) => crate::log::warn(format!("opening stdin {}: {e}", fifo.display())),
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        let n = tokio::select! {
+            read = reader.readable() => match read.and_then(|()| reader.try_read(&mut buf)) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(_) => 0,
+            },
+            _ = &mut closed => {
+                drain(&reader, &mut writer, &mut buf).await;
+                return;
+            }
+        };
+        if n == 0 || deliver(&mut writer, &buf[..n]).await.is_err() {
+            return;
+        }
     }
 }
 
-async fn pump(reader: &mut (impl AsyncRead + Unpin), writer: &mut (impl AsyncWrite + Unpin)) {
-    let _ = tokio::io::copy(reader, writer).await;
+/// Delivers what the fifo holds right now, without waiting for more.
+async fn drain(reader: &pipe::Receiver, writer: &mut (impl AsyncWrite + Unpin), buf: &mut [u8]) {
+    while let Ok(n) = reader.try_read(buf) {
+        if n == 0 || deliver(writer, &buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn deliver(writer: &mut (impl AsyncWrite + Unpin), bytes: &[u8]) -> std::io::Result<()> {
+    writer.write_all(bytes).await?;
+    writer.flush().await
 }
 
 async fn relay_pty_output(mut master: tokio::fs::File, dest: Destination) {
@@ -506,22 +581,6 @@ async fn relay_pty_output(mut master: tokio::fs::File, dest: Destination) {
         }
     }
     let _ = writer.flush().await;
-}
-
-async fn relay_pty_input(fifo: PathBuf, mut master: tokio::fs::File) {
-    let mut reader = match open_stdin(&fifo).await {
-        Ok(r) => r,
-        Err(e) => {
-            crate::log::warn(format!("opening stdin {}: {e}", fifo.display()));
-            return;
-        }
-    };
-    let mut buf = vec![0u8; 32 * 1024];
-    while let Ok(n) = reader.read(&mut buf).await {
-        if n == 0 || master.write_all(&buf[..n]).await.is_err() || master.flush().await.is_err() {
-            break;
-        }
-    }
 }
 
 /// The pty master. Reads and writes go through tokio's blocking pool (one
