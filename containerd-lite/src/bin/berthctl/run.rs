@@ -39,7 +39,8 @@ use berth_proto::containerd::services::snapshots::v1::{
 };
 use berth_proto::containerd::services::tasks::v1::tasks_client::TasksClient;
 use berth_proto::containerd::services::tasks::v1::{
-    CreateTaskRequest, DeleteTaskRequest, KillRequest, ResizePtyRequest, StartRequest, WaitRequest,
+    CloseIoRequest, CreateTaskRequest, DeleteTaskRequest, KillRequest, ResizePtyRequest,
+    StartRequest, WaitRequest,
 };
 use berth_proto::containerd::types::Mount as WireMount;
 use berthd::grpc::request::LEASE_HEADER;
@@ -582,13 +583,24 @@ async fn attach(made: &mut Made, args: &RunArgs) -> Result<ExitCode, String> {
     let mut wait = tokio::spawn(async move { waiter.wait(wait_request).await });
     start_task(&mut tasks, &id).await?;
 
-    // Our end-of-file closes the fifo, which is the shim's end-of-file
-    // once it has passed on everything before it. (CloseIO would cut that
-    // short: the shim drops what it has not copied yet.)
-    relay_stdin(fifos.open_stdin()?);
+    // At our end-of-file the fifo is closed and the shim told with CloseIO
+    // (as ctr does: a shim may hold the fifo open itself); it passes on what
+    // the fifo still holds, then ends the task's stdin.
+    let mut stdin_copy = relay_stdin(fifos.open_stdin()?);
+    let mut stdin_open = true;
 
     let exit_status = loop {
         tokio::select! {
+            _ = &mut stdin_copy, if stdin_open => {
+                stdin_open = false;
+                let _ = tasks
+                    .close_io(CloseIoRequest {
+                        container_id: id.clone(),
+                        exec_id: String::new(),
+                        stdin: true,
+                    })
+                    .await;
+            }
             waited = &mut wait => {
                 let response = waited
                     .map_err(|e| format!("waiting for task {id}: {e}"))?

@@ -134,8 +134,9 @@ impl Outputs {
     }
 }
 
-/// Copies berthctl's stdin into `fifo` until end-of-file, then closes it.
-pub(crate) fn relay_stdin(mut fifo: pipe::Sender) {
+/// Copies berthctl's stdin into `fifo` until end-of-file, then closes it;
+/// the handle finishes then (the moment to send CloseIO).
+pub(crate) fn relay_stdin(mut fifo: pipe::Sender) -> tokio::task::JoinHandle<()> {
     let (chunks, mut received) = mpsc::channel::<Vec<u8>>(4);
     std::thread::spawn(move || {
         let mut stdin = std::io::stdin().lock();
@@ -159,5 +160,5 @@ pub(crate) fn relay_stdin(mut fifo: pipe::Sender) {
                 return;
             }
         }
-    });
+    })
 }
