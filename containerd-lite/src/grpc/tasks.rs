@@ -223,6 +223,30 @@ impl Fields for TaskFields<'_> {
     }
 }
 
+/// What ListTasks filters see of a task: `id`, `container_id`, `pid`,
+/// `status` (`running`, `stopped`, ... as `ctr task ls` prints them, in
+/// lower case) and `exit_status`.
+struct ProcessFields<'a>(&'a Process);
+
+impl Fields for ProcessFields<'_> {
+    fn field(&self, path: &[String]) -> Option<String> {
+        let process = self.0;
+        match path {
+            [one] => match one.as_str() {
+                "id" => Some(process.id.clone()),
+                "container_id" => Some(process.container_id.clone()),
+                "pid" => Some(process.pid.to_string()),
+                "status" => ProcessStatus::try_from(process.status)
+                    .ok()
+                    .map(|status| status.as_str_name().to_ascii_lowercase()),
+                "exit_status" => Some(process.exit_status.to_string()),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl tasks_server::Tasks for TasksService {
     async fn create(
@@ -397,6 +421,10 @@ impl tasks_server::Tasks for TasksService {
         request: Request<ListTasksRequest>,
     ) -> Result<Response<ListTasksResponse>, Status> {
         let namespace = request::namespace(request.metadata())?;
+        let filter = match request.get_ref().filter.as_str() {
+            "" => Filter::default(),
+            text => Filter::parse(text)?,
+        };
         let mut tasks = Vec::new();
         for task in self.manager.list(&namespace) {
             match state(&task, "").await {
@@ -417,6 +445,7 @@ impl tasks_server::Tasks for TasksService {
                 .iter()
                 .map(process_of_exited),
         );
+        tasks.retain(|process| filter.matches(&ProcessFields(process)));
         tasks.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(Response::new(ListTasksResponse { tasks }))
     }
@@ -882,6 +911,37 @@ mod tests {
             "bundle left in {}",
             bundles.display()
         );
+    }
+
+    #[test]
+    fn list_filters_see_ids_pids_and_statuses() {
+        let process = |id: &str, pid: u32, status: ProcessStatus| Process {
+            container_id: id.into(),
+            id: id.into(),
+            pid,
+            status: status as i32,
+            ..Default::default()
+        };
+        let tasks = [
+            process("web-1", 41, ProcessStatus::Running),
+            process("web-2", 42, ProcessStatus::Stopped),
+            process("db", 43, ProcessStatus::Paused),
+        ];
+        let matching = |filter: &str| -> Vec<&str> {
+            let filter = Filter::parse(filter).unwrap();
+            tasks
+                .iter()
+                .filter(|p| filter.matches(&ProcessFields(p)))
+                .map(|p| p.id.as_str())
+                .collect()
+        };
+        assert_eq!(matching("status==running"), ["web-1"]);
+        assert_eq!(matching("status!=running"), ["web-2", "db"]);
+        assert_eq!(matching("id~=^web"), ["web-1", "web-2"]);
+        assert_eq!(matching("container_id==db"), ["db"]);
+        assert_eq!(matching("pid==42"), ["web-2"]);
+        assert_eq!(matching("id~=^web,status==stopped"), ["web-2"]);
+        assert!(matching("nosuchfield==x").is_empty());
     }
 
     #[test]
