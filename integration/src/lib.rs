@@ -9,6 +9,7 @@
 //! directory, the bundles of the test and, when dropped, checks that nothing
 //! was leaked (mounts, cgroups, processes, state directories).
 
+pub mod berthd;
 pub mod bundle;
 pub mod caps;
 pub mod console;
