@@ -17,6 +17,7 @@ pub mod containerd;
 pub mod harness;
 pub mod leak;
 pub mod locate;
+pub mod pty;
 pub mod registry;
 pub mod runtime;
 
