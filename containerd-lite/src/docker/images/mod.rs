@@ -1,0 +1,493 @@
+//! Image endpoints: list, inspect, history, tag, remove, prune here;
+//! pull and push in [`pull`], save and load in [`archive`]. Images are the
+//! `moby` namespace's records seen through [`catalog::Catalog`]; changes
+//! go through [`records::Records`] so names, dangling images and events
+//! stay as dockerd keeps them.
+
+pub mod archive;
+pub mod catalog;
+pub mod pull;
+pub mod records;
+
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+
+use super::error::ApiResult;
+use super::events::DockerEvent;
+use super::query::Query;
+use super::reference::{familiar, is_dangling, ImageRef, Lookup};
+use super::{Frontend, NAMESPACE};
+use crate::metadata::Filter;
+use crate::{Error, Result};
+use catalog::{Catalog, DockerImage};
+use records::Records;
+
+/// The filters `GET /images/json` knows.
+const LIST_FILTERS: &[&str] = &["dangling", "label", "reference", "before", "since"];
+/// The filters `POST /images/prune` knows.
+const PRUNE_FILTERS: &[&str] = &["dangling", "label", "until"];
+
+/// Runs blocking store work off the reactor.
+pub(crate) async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|err| Error::internal(format!("docker API worker: {err}")))?
+}
+
+/// An RFC 3339 time with nanoseconds, as docker prints `Created`.
+fn rfc3339(time: std::time::SystemTime) -> String {
+    time::OffsetDateTime::from(time)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// An image as `GET /images/json` lists it.
+pub fn summary(image: &DockerImage) -> Value {
+    let (tags, digests) = if image.is_dangling() {
+        (
+            vec!["<none>:<none>".to_owned()],
+            vec!["<none>@<none>".to_owned()],
+        )
+    } else {
+        (image.repo_tags(), image.repo_digests())
+    };
+    let labels = image.config.labels();
+    json!({
+        "Id": image.id.as_str(),
+        "ParentId": "",
+        "RepoTags": tags,
+        "RepoDigests": digests,
+        "Created": image.config.created_unix(),
+        "Size": image.size,
+        "VirtualSize": image.size,
+        "SharedSize": -1,
+        "Labels": if labels.is_empty() { Value::Null } else { json!(labels) },
+        "Containers": -1,
+    })
+}
+
+/// `GET /images/json`.
+pub async fn list(
+    State(frontend): State<Frontend>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Json<Value>> {
+    let query = Query::parse(raw.as_deref());
+    let filters = query.filters(LIST_FILTERS)?;
+    let dangling = filters.bool("dangling")?;
+    let references: Vec<glob::Pattern> = filters
+        .values("reference")
+        .map(|pattern| {
+            glob::Pattern::new(pattern).map_err(|err| {
+                Error::invalid(format!("invalid filter 'reference={pattern}': {err}"))
+            })
+        })
+        .collect::<Result<_>>()?;
+    let catalog = frontend.catalog.clone();
+    let before: Vec<String> = filters.values("before").map(str::to_owned).collect();
+    let since: Vec<String> = filters.values("since").map(str::to_owned).collect();
+    let images = blocking(move || {
+        let created_of =
+            |text: &String| catalog.find(text).map(|image| image.config.created_unix());
+        let before = before.iter().map(created_of).collect::<Result<Vec<_>>>()?;
+        let since = since.iter().map(created_of).collect::<Result<Vec<_>>>()?;
+        let images = catalog.list()?;
+        Ok(images
+            .into_iter()
+            .filter(|image| dangling.is_none_or(|want| image.is_dangling() == want))
+            .filter(|image| filters.labels_match("label", &image.config.labels()))
+            .filter(|image| before.iter().all(|t| image.config.created_unix() < *t))
+            .filter(|image| since.iter().all(|t| image.config.created_unix() > *t))
+            .filter(|image| references.is_empty() || matches_reference(image, &references))
+            .collect::<Vec<_>>())
+    })
+    .await?;
+    Ok(Json(Value::Array(images.iter().map(summary).collect())))
+}
+
+/// Whether a name of `image` matches a `reference` pattern, tried on the
+/// familiar `repo:tag` and on the repository alone, as dockerd does.
+fn matches_reference(image: &DockerImage, patterns: &[glob::Pattern]) -> bool {
+    let options = glob::MatchOptions {
+        require_literal_separator: true,
+        ..glob::MatchOptions::new()
+    };
+    image.repo_tags().iter().any(|tagged| {
+        let repository = tagged.rsplit_once(':').map_or(tagged.as_str(), |(r, _)| r);
+        patterns
+            .iter()
+            .any(|p| p.matches_with(tagged, options) || p.matches_with(repository, options))
+    })
+}
+
+/// `GET /images/{name}/json`, `/history`, `/get`.
+pub async fn by_name_get(
+    State(frontend): State<Frontend>,
+    Path(path): Path<String>,
+) -> ApiResult<Response> {
+    if let Some(name) = path.strip_suffix("/json") {
+        return inspect(frontend, name.to_owned()).await;
+    }
+    if let Some(name) = path.strip_suffix("/history") {
+        return history(frontend, name.to_owned()).await;
+    }
+    if let Some(name) = path.strip_suffix("/get") {
+        return archive::save(frontend, vec![name.to_owned()]).await;
+    }
+    Err(Error::not_found("page not found").into())
+}
+
+/// `POST /images/{name}/tag`, `/push`.
+pub async fn by_name_post(
+    State(frontend): State<Frontend>,
+    Path(path): Path<String>,
+    RawQuery(raw): RawQuery,
+    headers: axum::http::HeaderMap,
+) -> ApiResult<Response> {
+    let query = Query::parse(raw.as_deref());
+    if let Some(name) = path.strip_suffix("/tag") {
+        return tag(frontend, name.to_owned(), &query).await;
+    }
+    if let Some(name) = path.strip_suffix("/push") {
+        return pull::push(frontend, name.to_owned(), &query, &headers).await;
+    }
+    Err(Error::not_found("page not found").into())
+}
+
+async fn find(catalog: &Catalog, name: String) -> Result<DockerImage> {
+    let catalog = catalog.clone();
+    blocking(move || catalog.find(&name)).await
+}
+
+/// `GET /images/{name}/json`.
+async fn inspect(frontend: Frontend, name: String) -> ApiResult<Response> {
+    let image = find(&frontend.catalog, name).await?;
+    let config = &image.config;
+    let run_config = config.config.clone().unwrap_or_else(|| json!({}));
+    let (tags, digests) = (image.repo_tags(), image.repo_digests());
+    Ok(Json(json!({
+        "Id": image.id.as_str(),
+        "RepoTags": tags,
+        "RepoDigests": digests,
+        "Parent": "",
+        "Comment": config.history.last().and_then(|h| h.comment.clone()).unwrap_or_default(),
+        "Created": config.created.clone().unwrap_or_else(|| "0001-01-01T00:00:00Z".to_owned()),
+        "Container": "",
+        "ContainerConfig": run_config,
+        "DockerVersion": "",
+        "Author": config.author.clone().unwrap_or_default(),
+        "Config": run_config,
+        "Architecture": config.architecture,
+        "Variant": config.variant,
+        "Os": config.os,
+        "Size": image.size,
+        "VirtualSize": image.size,
+        "GraphDriver": { "Name": crate::grpc::backend::DEFAULT_SNAPSHOTTER, "Data": null },
+        "RootFS": { "Type": "layers", "Layers": config.rootfs.diff_ids },
+        "Metadata": { "LastTagTime": rfc3339(image.last_tag_time()) },
+    }))
+    .into_response())
+}
+
+/// `GET /images/{name}/history`: newest step first; the top step carries
+/// the image ID and tags, older ones `<missing>` as with pulled images.
+async fn history(frontend: Frontend, name: String) -> ApiResult<Response> {
+    let catalog = frontend.catalog.clone();
+    let (image, sizes) = blocking(move || {
+        let image = catalog.find(&name)?;
+        let sizes = catalog.layer_sizes(&image);
+        Ok((image, sizes))
+    })
+    .await?;
+    let mut sizes = sizes.into_iter();
+    let steps: Vec<_> = if image.config.history.is_empty() {
+        image
+            .layers
+            .iter()
+            .map(|_| catalog::History::default())
+            .collect()
+    } else {
+        image.config.history.clone()
+    };
+    let mut entries: Vec<Value> = steps
+        .iter()
+        .map(|step| {
+            let size = if step.empty_layer {
+                0
+            } else {
+                sizes.next().unwrap_or(0)
+            };
+            let created = step
+                .created
+                .as_deref()
+                .and_then(|t| {
+                    time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
+                        .ok()
+                })
+                .map_or(0, |t| t.unix_timestamp());
+            json!({
+                "Id": "<missing>",
+                "Created": created,
+                "CreatedBy": step.created_by.clone().unwrap_or_default(),
+                "Tags": null,
+                "Size": size,
+                "Comment": step.comment.clone().unwrap_or_default(),
+            })
+        })
+        .collect();
+    entries.reverse();
+    if let Some(top) = entries.first_mut() {
+        top["Id"] = json!(image.id.as_str());
+        let tags = image.repo_tags();
+        top["Tags"] = if tags.is_empty() {
+            Value::Null
+        } else {
+            json!(tags)
+        };
+    }
+    Ok(Json(Value::Array(entries)).into_response())
+}
+
+/// `POST /images/{name}/tag?repo=&tag=`: 201 with no body.
+async fn tag(frontend: Frontend, name: String, query: &Query) -> ApiResult<Response> {
+    let repo = query.str("repo");
+    if repo.is_empty() {
+        return Err(Error::invalid("repository name must have at least one component").into());
+    }
+    let new = ImageRef::with_tag(repo, query.str("tag"))?;
+    if new.digest().is_some() {
+        return Err(Error::invalid("refusing to create a tag with a digest reference").into());
+    }
+    let backend = frontend.backend.clone();
+    let catalog = frontend.catalog.clone();
+    let new_name = new.name();
+    let image = blocking(move || {
+        let image = catalog.find(&name)?;
+        // The record the name given stands for, else any of the image's.
+        let source = match Lookup::parse(&name)? {
+            Lookup::Reference(parsed, _) => image
+                .records
+                .iter()
+                .find(|r| r.name == parsed.name())
+                .or_else(|| image.records.first()),
+            _ => image.records.first(),
+        }
+        .ok_or_else(|| Error::not_found(format!("No such image: {name}")))?;
+        Records::new(&backend).set(&new_name, &source.target)?;
+        Ok(image)
+    })
+    .await?;
+    frontend.journal.record(DockerEvent::image(
+        "tag",
+        image.id.as_str(),
+        &new.familiar(),
+    ));
+    Ok(StatusCode::CREATED.into_response())
+}
+
+/// The containers (in docker's namespace) made from `image`.
+fn containers_using(frontend: &Frontend, image: &DockerImage) -> Result<Vec<String>> {
+    let names: Vec<String> = image.records.iter().map(|r| r.name.clone()).collect();
+    Ok(frontend
+        .backend
+        .containers
+        .list(NAMESPACE, &Filter::everything())?
+        .into_iter()
+        .filter(|c| {
+            c.image == image.id.as_str()
+                || names.contains(&c.image)
+                || ImageRef::parse(&c.image).is_ok_and(|r| names.contains(&r.name()))
+        })
+        .map(|c| c.id)
+        .collect())
+}
+
+/// What a removal did, in the order dockerd reports it.
+#[derive(Debug, Default)]
+struct Removed {
+    untagged: Vec<String>,
+    deleted: Option<String>,
+}
+
+impl Removed {
+    fn to_json(&self) -> Vec<Value> {
+        let mut items: Vec<Value> = self
+            .untagged
+            .iter()
+            .map(|name| json!({ "Untagged": name }))
+            .collect();
+        if let Some(id) = &self.deleted {
+            items.push(json!({ "Deleted": id }));
+        }
+        items
+    }
+}
+
+/// Untags `name` or deletes the image it names, as `docker rmi` does:
+/// a reference untags just that name unless it is the image's last one;
+/// an ID deletes every name, refused without `force` when there are
+/// several; an image containers use is refused without `force`, and with
+/// it only loses its names.
+fn remove_image(frontend: &Frontend, text: &str, force: bool) -> Result<Removed> {
+    let image = frontend.catalog.find(text)?;
+    let records = Records::new(&frontend.backend);
+    let named: Vec<_> = image
+        .records
+        .iter()
+        .filter(|r| !is_dangling(&r.name))
+        .collect();
+    let by_reference = match Lookup::parse(text)? {
+        Lookup::Reference(parsed, _) => image.records.iter().find(|r| r.name == parsed.name()),
+        _ => None,
+    };
+    let users = containers_using(frontend, &image)?;
+    let short = image.short_id();
+    let mut removed = Removed::default();
+
+    if let Some(record) = by_reference {
+        if named.len() > 1 {
+            records.remove(&record.name)?;
+            removed.untagged.push(familiar(&record.name));
+            return Ok(removed);
+        }
+        if let (Some(user), false) = (users.first(), force) {
+            return Err(Error::precondition(format!(
+                "conflict: unable to remove repository reference {text:?} (must force) - container {} is using its referenced image {short}",
+                user.chars().take(12).collect::<String>()
+            )));
+        }
+    } else {
+        if named.len() > 1 && !force {
+            return Err(Error::precondition(format!(
+                "conflict: unable to delete {short} (must be forced) - image is referenced in multiple repositories"
+            )));
+        }
+        if let (Some(user), false) = (users.first(), force) {
+            return Err(Error::precondition(format!(
+                "conflict: unable to delete {short} (must be forced) - image is being used by stopped container {}",
+                user.chars().take(12).collect::<String>()
+            )));
+        }
+    }
+    for record in &image.records {
+        records.remove(&record.name)?;
+        if !is_dangling(&record.name) {
+            removed.untagged.push(familiar(&record.name));
+            if let Ok(parsed) = ImageRef::parse(&record.name) {
+                if parsed.digest().is_none() {
+                    removed.untagged.push(format!(
+                        "{}@{}",
+                        parsed.familiar_repository(),
+                        record.target.digest
+                    ));
+                }
+            }
+        }
+    }
+    removed.untagged.dedup();
+    if users.is_empty() {
+        removed.deleted = Some(image.id.to_string());
+    } else if let Some(record) = image.records.first() {
+        // Containers still need it: it stays, unnamed.
+        records.keep_if_unnamed(&record.target)?;
+    }
+    Ok(removed)
+}
+
+/// Journals a removal's events: an `untag` per name, then `delete`.
+fn journal_removal(frontend: &Frontend, id: &str, removed: &Removed) {
+    for _ in &removed.untagged {
+        frontend.journal.record(DockerEvent::image("untag", id, id));
+    }
+    if removed.deleted.is_some() {
+        frontend
+            .journal
+            .record(DockerEvent::image("delete", id, id));
+    }
+}
+
+/// `DELETE /images/{name}?force=&noprune=`.
+pub async fn remove(
+    State(frontend): State<Frontend>,
+    Path(name): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Response> {
+    let query = Query::parse(raw.as_deref());
+    let force = query.flag("force");
+    let worker = frontend.clone();
+    let (id, removed) = blocking(move || {
+        let id = worker.catalog.find(&name)?.id.to_string();
+        let removed = remove_image(&worker, &name, force)?;
+        Ok((id, removed))
+    })
+    .await?;
+    journal_removal(&frontend, &id, &removed);
+    if removed.deleted.is_some() {
+        // Collected now, so the image's snapshots and blobs are gone when
+        // `docker rmi` returns.
+        frontend.backend.gc.collect().await?;
+    }
+    Ok(Json(removed.to_json()).into_response())
+}
+
+/// `POST /images/prune`: removes dangling images (with `dangling=false`,
+/// every image no container uses), optionally by label and age.
+pub async fn prune(
+    State(frontend): State<Frontend>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Response> {
+    let query = Query::parse(raw.as_deref());
+    let filters = query.filters(PRUNE_FILTERS)?;
+    let only_dangling = filters.bool("dangling")?.unwrap_or(true);
+    let until = filters
+        .values("until")
+        .map(|value| super::events::parse_timestamp("until", value))
+        .collect::<Result<Vec<_>>>()?;
+    let worker = frontend.clone();
+    let pruned = blocking(move || {
+        let mut pruned = Vec::new();
+        for image in worker.catalog.list()? {
+            let created = std::time::UNIX_EPOCH
+                + std::time::Duration::from_secs(image.config.created_unix().max(0) as u64);
+            if (only_dangling && !image.is_dangling())
+                || !filters.labels_match("label", &image.config.labels())
+                || until.iter().any(|until| created >= *until)
+                || !containers_using(&worker, &image)?.is_empty()
+            {
+                continue;
+            }
+            let id = image.id.to_string();
+            let mut removed = Removed::default();
+            let records = Records::new(&worker.backend);
+            for record in &image.records {
+                records.remove(&record.name)?;
+                if !is_dangling(&record.name) {
+                    removed.untagged.push(familiar(&record.name));
+                }
+            }
+            removed.deleted = Some(id.clone());
+            pruned.push((id, image.size, removed));
+        }
+        Ok(pruned)
+    })
+    .await?;
+    let mut deleted = Vec::new();
+    let mut reclaimed = 0;
+    for (id, size, removed) in &pruned {
+        journal_removal(&frontend, id, removed);
+        deleted.extend(removed.to_json());
+        reclaimed += size;
+    }
+    if !pruned.is_empty() {
+        frontend.backend.gc.collect().await?;
+    }
+    Ok(Json(json!({
+        "ImagesDeleted": if deleted.is_empty() { Value::Null } else { json!(deleted) },
+        "SpaceReclaimed": reclaimed,
+    }))
+    .into_response())
+}
