@@ -4,11 +4,11 @@
 #![forbid(unsafe_code)]
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use berthd::config::{Config, Overrides};
+use berthd::config::{Config, Overrides, DEFAULT_DOCKER_ADDRESS};
 use berthd::docker;
 use berthd::grpc::socket::BoundSocket;
 use berthd::grpc::{self, Backend};
@@ -81,6 +81,53 @@ fn main() -> ExitCode {
     }
 }
 
+/// The Docker API server running beside the gRPC one, and its socket
+/// (removed when dropped).
+type DockerApi = (BoundSocket, tokio::task::JoinHandle<berthd::Result<()>>);
+
+/// Serves the Docker API on `address` (made and removed as the gRPC socket
+/// is) until `shutdown`; `None` when another daemon holds the default
+/// socket.
+fn start_docker_api(
+    address: &Path,
+    config: &Config,
+    backend: &Backend,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> berthd::Result<Option<DockerApi>> {
+    let Some(mut socket) = bind_docker_socket(address)? else {
+        return Ok(None);
+    };
+    let listener = socket
+        .take_listener()
+        .ok_or_else(|| berthd::Error::internal("docker API listener already taken"))?;
+    tracing::info!(address = %address.display(), "serving the Docker Engine API");
+    let served = tokio::spawn(docker::serve(
+        listener,
+        backend.clone(),
+        docker::Settings::from_config(config),
+        shutdown,
+    ));
+    Ok(Some((socket, served)))
+}
+
+/// Binds the Docker API socket. A daemon already serving on the default
+/// path (another berthd started without `--docker-address`) is not fatal:
+/// this one serves no Docker API and says so. Any other failure, or a
+/// socket asked for explicitly, is.
+fn bind_docker_socket(address: &Path) -> berthd::Result<Option<BoundSocket>> {
+    match BoundSocket::bind(address) {
+        Ok(socket) => Ok(Some(socket)),
+        Err(err)
+            if err.kind == berthd::ErrorKind::Unavailable
+                && address == Path::new(DEFAULT_DOCKER_ADDRESS) =>
+        {
+            tracing::warn!("not serving the Docker API: {err}");
+            Ok(None)
+        }
+        Err(err) => Err(err),
+    }
+}
+
 async fn run(config: Config) -> berthd::Result<()> {
     tracing::info!(
         root = %config.root.display(),
@@ -115,22 +162,9 @@ async fn run(config: Config) -> berthd::Result<()> {
     let until_stopped = |mut stopping: watch::Receiver<bool>| async move {
         let _ = stopping.wait_for(|stopped| *stopped).await;
     };
-    // The Docker API beside the gRPC one, on its own socket (made and
-    // removed as the gRPC socket is).
     let docker_api = match &config.docker_address {
         Some(address) => {
-            let mut socket = BoundSocket::bind(address)?;
-            let listener = socket
-                .take_listener()
-                .ok_or_else(|| berthd::Error::internal("docker API listener already taken"))?;
-            tracing::info!(address = %address.display(), "serving the Docker Engine API");
-            let served = tokio::spawn(docker::serve(
-                listener,
-                backend.clone(),
-                docker::Settings::from_config(&config),
-                until_stopped(stopping.clone()),
-            ));
-            Some((socket, served))
+            start_docker_api(address, &config, &backend, until_stopped(stopping.clone()))?
         }
         None => None,
     };
