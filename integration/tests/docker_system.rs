@@ -1,0 +1,192 @@
+//! berthd's Docker API, system side, with the real docker CLIs (Debian's
+//! docker.io 20.10 and the current one when installed): `docker version`
+//! and `docker info` see Berth's engine, `/_ping` negotiates 1.41, the
+//! socket is root's and goes away with the daemon, and bad requests get
+//! dockerd's status codes and messages while berthd keeps answering.
+
+#![allow(clippy::unwrap_used)]
+
+mod docker_support;
+
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+
+use docker_support::{clis, Berthd};
+use serde_json::Value;
+
+#[test]
+fn docker_version_and_info_see_berths_engine() {
+    let Some(daemon) = Berthd::start() else {
+        return;
+    };
+    let clis = clis();
+    assert!(
+        !clis.is_empty(),
+        "no docker CLI installed (hack/test installs docker.io)"
+    );
+    for cli in &clis {
+        let api = daemon.ok(cli, &["version", "--format", "{{.Server.APIVersion}}"]);
+        assert_eq!(api.trim(), "1.41", "{}", cli.name);
+        let version = daemon.ok(cli, &["version"]);
+        assert!(version.contains("Server: Berth"), "{}: {version}", cli.name);
+        assert!(
+            version.contains("minimum version 1.24"),
+            "{}: {version}",
+            cli.name
+        );
+        let client_api = daemon.ok(cli, &["version", "--format", "{{.Client.APIVersion}}"]);
+        assert_eq!(
+            client_api.trim(),
+            "1.41",
+            "{}: the client negotiates down",
+            cli.name
+        );
+
+        let info = daemon.ok(
+            cli,
+            &[
+                "info",
+                "--format",
+                "{{.Driver}}|{{.Images}}|{{.Containers}}|{{.DockerRootDir}}|{{.OSType}}|{{.DefaultRuntime}}|{{.CgroupDriver}}",
+            ],
+        );
+        let root = daemon.root().display().to_string();
+        assert_eq!(
+            info.trim(),
+            format!("overlayfs|0|0|{root}|linux|runc|cgroupfs"),
+            "{}",
+            cli.name
+        );
+        let text = daemon.ok(cli, &["info"]);
+        for line in [
+            "Storage Driver: overlayfs",
+            "Docker Root Dir:",
+            "Kernel Version:",
+            "CPUs:",
+        ] {
+            assert!(
+                text.contains(line),
+                "{}: {line} missing from:\n{text}",
+                cli.name
+            );
+        }
+        let df = daemon.ok(
+            cli,
+            &["system", "df", "--format", "{{.Type}} {{.TotalCount}}"],
+        );
+        assert!(df.contains("Images 0"), "{}: {df}", cli.name);
+    }
+}
+
+#[test]
+fn the_socket_is_roots_and_ping_carries_the_negotiation_headers() {
+    let Some(daemon) = Berthd::start() else {
+        return;
+    };
+    let meta = std::fs::symlink_metadata(&daemon.docker_socket).unwrap();
+    assert!(meta.file_type().is_socket());
+    assert_eq!(meta.mode() & 0o777, 0o660);
+    assert_eq!((meta.uid(), meta.gid()), (0, 0));
+    let (status, body) = daemon.http("GET", "/_ping", b"");
+    assert_eq!((status, body.as_str()), (200, "OK"));
+    let (status, _) = daemon.http("HEAD", "/v1.41/_ping", b"");
+    assert_eq!(status, 200);
+    let (status, body) = daemon.http("GET", "/v1.24/version", b"");
+    assert_eq!(status, 200);
+    let version: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(version["ApiVersion"], "1.41");
+    assert_eq!(version["Components"][0]["Name"], "Engine");
+    // Dropping the daemon checks both sockets are removed.
+}
+
+#[test]
+fn bad_requests_get_dockerds_answers_and_berthd_keeps_serving() {
+    let Some(daemon) = Berthd::start() else {
+        return;
+    };
+    let still_up = |after: &str| {
+        let (status, body) = daemon.http("GET", "/_ping", b"");
+        assert_eq!(
+            (status, body.as_str()),
+            (200, "OK"),
+            "berthd stopped answering after {after}"
+        );
+    };
+    let message = |body: &str| -> String {
+        let value: Value =
+            serde_json::from_str(body).unwrap_or_else(|_| panic!("not JSON: {body}"));
+        value["message"].as_str().unwrap().to_owned()
+    };
+
+    let (status, body) = daemon.http("GET", "/v1.99/version", b"");
+    assert_eq!(status, 400);
+    assert_eq!(
+        message(&body),
+        "client version 1.99 is too new. Maximum supported API version is 1.41"
+    );
+    still_up("a too-new version");
+
+    let (status, body) = daemon.http("GET", "/v1.10/info", b"");
+    assert_eq!(status, 400);
+    assert!(message(&body).contains("is too old"), "{body}");
+    still_up("a too-old version");
+
+    let (status, body) = daemon.http("GET", "/v1.41/images/json?filters=%7Bnot-json", b"");
+    assert_eq!(status, 400);
+    assert!(message(&body).starts_with("invalid filters"), "{body}");
+    still_up("malformed filters JSON");
+
+    let (status, body) = daemon.http(
+        "GET",
+        "/v1.41/images/json?filters=%7B%22colour%22%3A%5B%22x%22%5D%7D",
+        b"",
+    );
+    assert_eq!(
+        (status, message(&body).as_str()),
+        (400, "invalid filter 'colour'")
+    );
+    still_up("an unknown filter");
+
+    let (status, body) = daemon.http(
+        "GET",
+        "/v1.41/images/json?filters=%7B%22dangling%22%3A%5B%22maybe%22%5D%7D",
+        b"",
+    );
+    assert_eq!(status, 400, "{body}");
+    still_up("an unknown filter value");
+
+    let (status, body) = daemon.http("GET", "/v1.41/images/nosuch/json", b"");
+    assert_eq!(
+        (status, message(&body).as_str()),
+        (404, "No such image: nosuch:latest")
+    );
+    still_up("an unknown image");
+
+    let (status, body) = daemon.http("POST", "/v1.41/images/load", b"{\"this is\": not a tar");
+    assert_eq!(status, 400, "{body}");
+    assert!(message(&body).contains("docker load"), "{body}");
+    still_up("a malformed archive");
+
+    let (status, body) = daemon.http("GET", "/v1.41/no/such/endpoint", b"");
+    assert_eq!((status, message(&body).as_str()), (404, "page not found"));
+
+    let (status, body) = daemon.http("GET", "/v1.41/events?since=last-week", b"");
+    assert_eq!(status, 400, "{body}");
+    still_up("a bad since");
+
+    for cli in clis() {
+        let err = daemon.fails(&cli, &["image", "inspect", "nosuch"]);
+        assert!(err.contains("No such image: nosuch"), "{}: {err}", cli.name);
+        // The CLI words a 404 itself, from the name it was given.
+        let err = daemon.fails(&cli, &["rmi", "nosuch"]);
+        assert!(err.contains("No such image: nosuch"), "{}: {err}", cli.name);
+        let err = daemon.fails(&cli, &["tag", "nosuch", "other:1"]);
+        assert!(err.contains("No such image: nosuch"), "{}: {err}", cli.name);
+        let err = daemon.fails(&cli, &["images", "--filter", "colour=red"]);
+        assert!(
+            err.contains("invalid filter 'colour'"),
+            "{}: {err}",
+            cli.name
+        );
+        still_up(cli.name);
+    }
+}
