@@ -102,26 +102,53 @@ pub async fn list(
             .filter(|image| filters.labels_match("label", &image.config.labels()))
             .filter(|image| before.iter().all(|t| image.config.created_unix() < *t))
             .filter(|image| since.iter().all(|t| image.config.created_unix() > *t))
-            .filter(|image| references.is_empty() || matches_reference(image, &references))
             .collect::<Vec<_>>())
     })
     .await?;
-    Ok(Json(Value::Array(images.iter().map(summary).collect())))
+    let summaries = images.iter().filter_map(|image| {
+        if references.is_empty() {
+            return Some(summary(image));
+        }
+        // As dockerd: only the names that match are listed.
+        let tags: Vec<String> = image
+            .repo_tags()
+            .into_iter()
+            .filter(|tagged| matches_reference(tagged, &references))
+            .collect();
+        if tags.is_empty() {
+            return None;
+        }
+        let repositories: Vec<&str> = tags
+            .iter()
+            .map(|tagged| tagged.rsplit_once(':').map_or(tagged.as_str(), |(r, _)| r))
+            .collect();
+        let digests: Vec<String> = image
+            .repo_digests()
+            .into_iter()
+            .filter(|d| {
+                d.split_once('@')
+                    .is_some_and(|(r, _)| repositories.contains(&r))
+            })
+            .collect();
+        let mut listed = summary(image);
+        listed["RepoTags"] = json!(tags);
+        listed["RepoDigests"] = json!(digests);
+        Some(listed)
+    });
+    Ok(Json(Value::Array(summaries.collect())))
 }
 
-/// Whether a name of `image` matches a `reference` pattern, tried on the
-/// familiar `repo:tag` and on the repository alone, as dockerd does.
-fn matches_reference(image: &DockerImage, patterns: &[glob::Pattern]) -> bool {
+/// Whether a familiar `repo:tag` matches a `reference` pattern, tried on
+/// the whole name and on the repository alone, as dockerd does.
+fn matches_reference(tagged: &str, patterns: &[glob::Pattern]) -> bool {
     let options = glob::MatchOptions {
         require_literal_separator: true,
         ..glob::MatchOptions::new()
     };
-    image.repo_tags().iter().any(|tagged| {
-        let repository = tagged.rsplit_once(':').map_or(tagged.as_str(), |(r, _)| r);
-        patterns
-            .iter()
-            .any(|p| p.matches_with(tagged, options) || p.matches_with(repository, options))
-    })
+    let repository = tagged.rsplit_once(':').map_or(tagged, |(r, _)| r);
+    patterns
+        .iter()
+        .any(|p| p.matches_with(tagged, options) || p.matches_with(repository, options))
 }
 
 /// `GET /images/{name}/json`, `/history`, `/get`.
