@@ -554,3 +554,124 @@ fn image_lifecycle_with_the_current_docker_cli() {
         image_lifecycle(&cli);
     }
 }
+
+/// An image a container (made through containerd's API in the `moby`
+/// namespace, as containers will be) uses: `rmi` is refused with
+/// dockerd's conflict messages, `rmi -f` only takes its names, and once
+/// the container is gone `image prune` removes it. A pull of what the
+/// registry lacks fails with its message.
+#[test]
+fn an_image_in_use_is_kept_and_failed_pulls_say_why() {
+    let Some(registry) = Registry::start() else {
+        return;
+    };
+    let Some(daemon) = Berthd::start() else {
+        return;
+    };
+    let ctr = Path::new("/usr/bin/ctr");
+    for cli in docker_support::clis() {
+        let missing = format!("{}/berth/nothing:1", registry.address);
+        let err = daemon.fails(&cli, &["pull", &missing]);
+        assert!(err.contains("manifest unknown"), "{}: {err}", cli.name);
+        let unreachable = daemon.fails(&cli, &["pull", "127.0.0.1:1/berth/nothing:1"]);
+        assert!(
+            unreachable.contains("127.0.0.1:1"),
+            "{}: {unreachable}",
+            cli.name
+        );
+
+        if !ctr.exists() {
+            eprintln!(
+                "skipped: {} (containerd's ctr) is not installed",
+                ctr.display()
+            );
+            continue;
+        }
+        let loaded = daemon.ok(&cli, &["load", "-i", image_archive().to_str().unwrap()]);
+        assert_eq!(
+            loaded, "Loaded image: berth-busybox:latest\n",
+            "{}",
+            cli.name
+        );
+        let id = daemon.ok(
+            &cli,
+            &["image", "inspect", "--format", "{{.Id}}", "berth-busybox"],
+        );
+        let id = id.trim();
+        let short = &id["sha256:".len().."sha256:".len() + 12];
+        let ctr_ok = |args: &[&str]| {
+            let out = std::process::Command::new(ctr)
+                .arg("--address")
+                .arg(&daemon.socket)
+                .args(["--namespace", "moby"])
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "ctr {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        ctr_ok(&["containers", "create", IMAGE, "user"]);
+
+        let err = daemon.fails(&cli, &["rmi", "berth-busybox"]);
+        assert!(
+            err.contains(&format!(
+                "conflict: unable to remove repository reference \"berth-busybox\" (must force) - container user is using its referenced image {short}"
+            )),
+            "{}: {err}",
+            cli.name
+        );
+        let err = daemon.fails(&cli, &["rmi", short]);
+        assert!(
+            err.contains("image is being used by stopped container user"),
+            "{}: {err}",
+            cli.name
+        );
+        let forced = daemon.ok(&cli, &["rmi", "--force", "berth-busybox"]);
+        assert!(
+            forced.contains("Untagged: berth-busybox:latest"),
+            "{}: {forced}",
+            cli.name
+        );
+        assert!(!forced.contains("Deleted"), "{}: {forced}", cli.name);
+        let kept = daemon.ok(
+            &cli,
+            &[
+                "images",
+                "--all",
+                "--format",
+                "{{.Repository}}:{{.Tag}} {{.ID}}",
+            ],
+        );
+        assert_eq!(
+            lines(&kept),
+            [format!("<none>:<none> {short}")],
+            "{}",
+            cli.name
+        );
+        // Still in use: prune leaves it.
+        let pruned = daemon.ok(&cli, &["image", "prune", "--force"]);
+        assert!(!pruned.contains(id), "{}: {pruned}", cli.name);
+
+        ctr_ok(&["containers", "rm", "user"]);
+        let pruned = daemon.ok(&cli, &["image", "prune", "--force"]);
+        assert!(
+            pruned.contains(&format!("deleted: {id}")),
+            "{}: {pruned}",
+            cli.name
+        );
+        assert_eq!(
+            daemon.ok(&cli, &["images", "--all", "--quiet"]),
+            "",
+            "{}",
+            cli.name
+        );
+    }
+    assert!(
+        wait_until(SECS10, || daemon.files_under("content").is_empty()),
+        "blobs left: {:?}",
+        daemon.files_under("content")
+    );
+}

@@ -88,11 +88,20 @@ impl DockerEvent {
             && any("image", &|image| {
                 self.kind == "image"
                     && (image == self.actor
-                        || self.attributes.get("name").is_some_and(|name| {
-                            name == image || name.split(':').next() == Some(image)
-                        }))
+                        || self
+                            .attributes
+                            .get("name")
+                            .is_some_and(|name| name == image || without_tag(name) == image))
             })
             && filters.labels_match("label", &self.attributes)
+    }
+}
+
+/// `repo` of `repo:tag` (a registry port is not a tag).
+fn without_tag(name: &str) -> &str {
+    match name.rsplit_once(':') {
+        Some((repository, tag)) if !tag.contains('/') => repository,
+        _ => name,
     }
 }
 
@@ -267,6 +276,9 @@ mod tests {
         let f = |json: &str| Filters::parse(json).unwrap();
         assert!(event.matches(&f(r#"{"type":["image"],"event":["pull"]}"#)));
         assert!(event.matches(&f(r#"{"image":["busybox"]}"#)));
+        let local = DockerEvent::image("push", "localhost:5000/x:1", "localhost:5000/x:1");
+        assert!(local.matches(&f(r#"{"image":["localhost:5000/x"]}"#)));
+        assert!(!local.matches(&f(r#"{"image":["localhost"]}"#)));
         assert!(!event.matches(&f(r#"{"event":["delete"]}"#)));
         assert!(!event.matches(&f(r#"{"type":["container"]}"#)));
         let value = event.to_json();

@@ -35,7 +35,7 @@ use axum::http::{StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
-use axum::{Extension, Router, ServiceExt};
+use axum::{Router, ServiceExt};
 use tokio::net::UnixListener;
 use tower::Layer;
 
@@ -233,9 +233,6 @@ pub async fn serve(
         }
     }
 }
-
-/// The version a request speaks (set by [`versioned`]).
-pub type RequestVersion = Extension<ApiVersion>;
 
 #[cfg(test)]
 mod tests;

@@ -22,7 +22,9 @@ use crate::docker::error::ApiResult;
 use crate::docker::events::DockerEvent;
 use crate::docker::progress::Messages;
 use crate::docker::query::Query;
-use crate::docker::reference::{dangling_name, familiar, is_dangling, ImageRef, Lookup};
+use crate::docker::reference::{
+    dangling_name, familiar, is_dangling, ImageRef, Lookup, DANGLING_PREFIX,
+};
 use crate::docker::{Frontend, NAMESPACE};
 use crate::grpc::backend::DEFAULT_SNAPSHOTTER;
 use crate::transfer::ImportOptions;
@@ -187,7 +189,10 @@ pub async fn load(State(frontend): State<Frontend>, body: Body) -> ApiResult<Res
         let records = Records::new(&worker.backend);
         let mut loaded = Vec::new();
         for image in imported {
-            if image.name.starts_with("import-") || ImageRef::parse(&image.name).is_err() {
+            let unnamed = image.name.starts_with("import-")
+                || familiar(&image.name).starts_with(DANGLING_PREFIX)
+                || ImageRef::parse(&image.name).is_err();
+            if unnamed {
                 // Unnamed in the archive: kept as a dangling image.
                 records.remove(&image.name)?;
                 let name = dangling_name(image.target.digest.as_str());

@@ -74,15 +74,14 @@ impl ImageConfig {
 
     /// The creation time in Unix seconds (0 when the config has none).
     pub fn created_unix(&self) -> i64 {
-        self.created
-            .as_deref()
-            .and_then(parse_time)
-            .map_or(0, |t| t.unix_timestamp())
+        self.created.as_deref().map_or(0, unix_time)
     }
 }
 
-fn parse_time(text: &str) -> Option<time::OffsetDateTime> {
-    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()
+/// An RFC 3339 time of a config in Unix seconds; 0 when unreadable.
+pub fn unix_time(text: &str) -> i64 {
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .map_or(0, |t| t.unix_timestamp())
 }
 
 /// One docker image: a config and every record pointing at it.

@@ -248,14 +248,7 @@ async fn history(frontend: Frontend, name: String) -> ApiResult<Response> {
             } else {
                 sizes.next().unwrap_or(0)
             };
-            let created = step
-                .created
-                .as_deref()
-                .and_then(|t| {
-                    time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
-                        .ok()
-                })
-                .map_or(0, |t| t.unix_timestamp());
+            let created = step.created.as_deref().map_or(0, catalog::unix_time);
             json!({
                 "Id": "<missing>",
                 "Created": created,
@@ -316,9 +309,23 @@ async fn tag(frontend: Frontend, name: String, query: &Query) -> ApiResult<Respo
     Ok(StatusCode::CREATED.into_response())
 }
 
-/// The containers (in docker's namespace) made from `image`.
+/// The containers (in docker's namespace) made from `image`: those that
+/// name it (by a name it has or its ID), and those whose root filesystem
+/// sits on its top layer, which still holds after its names are gone.
 fn containers_using(frontend: &Frontend, image: &DockerImage) -> Result<Vec<String>> {
     let names: Vec<String> = image.records.iter().map(|r| r.name.clone()).collect();
+    let top_layer = image.chain_ids().pop();
+    let on_top_layer = |snapshotter: &str, key: &str| -> bool {
+        if key.is_empty() || top_layer.is_none() {
+            return false;
+        }
+        frontend
+            .backend
+            .snapshotters
+            .get(snapshotter)
+            .and_then(|s| s.stat(NAMESPACE, key))
+            .is_ok_and(|info| info.parent == top_layer)
+    };
     Ok(frontend
         .backend
         .containers
@@ -328,6 +335,7 @@ fn containers_using(frontend: &Frontend, image: &DockerImage) -> Result<Vec<Stri
             c.image == image.id.as_str()
                 || names.contains(&c.image)
                 || ImageRef::parse(&c.image).is_ok_and(|r| names.contains(&r.name()))
+                || on_top_layer(&c.snapshotter, &c.snapshot_key)
         })
         .map(|c| c.id)
         .collect())
@@ -359,8 +367,9 @@ impl Removed {
 /// an ID deletes every name, refused without `force` when there are
 /// several; an image containers use is refused without `force`, and with
 /// it only loses its names.
-fn remove_image(frontend: &Frontend, text: &str, force: bool) -> Result<Removed> {
+fn remove_image(frontend: &Frontend, text: &str, force: bool) -> Result<(String, Removed)> {
     let image = frontend.catalog.find(text)?;
+    let id = image.id.to_string();
     let records = Records::new(&frontend.backend);
     let named: Vec<_> = image
         .records
@@ -379,7 +388,7 @@ fn remove_image(frontend: &Frontend, text: &str, force: bool) -> Result<Removed>
         if named.len() > 1 {
             records.remove(&record.name)?;
             removed.untagged.push(familiar(&record.name));
-            return Ok(removed);
+            return Ok((id, removed));
         }
         if let (Some(user), false) = (users.first(), force) {
             return Err(Error::precondition(format!(
@@ -422,7 +431,7 @@ fn remove_image(frontend: &Frontend, text: &str, force: bool) -> Result<Removed>
         // Containers still need it: it stays, unnamed.
         records.keep_if_unnamed(&record.target)?;
     }
-    Ok(removed)
+    Ok((id, removed))
 }
 
 /// Journals a removal's events: an `untag` per name, then `delete`.
@@ -446,12 +455,7 @@ pub async fn remove(
     let query = Query::parse(raw.as_deref());
     let force = query.flag("force");
     let worker = frontend.clone();
-    let (id, removed) = blocking(move || {
-        let id = worker.catalog.find(&name)?.id.to_string();
-        let removed = remove_image(&worker, &name, force)?;
-        Ok((id, removed))
-    })
-    .await?;
+    let (id, removed) = blocking(move || remove_image(&worker, &name, force)).await?;
     journal_removal(&frontend, &id, &removed);
     if removed.deleted.is_some() {
         // Collected now, so the image's snapshots and blobs are gone when
