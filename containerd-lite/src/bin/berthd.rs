@@ -117,9 +117,11 @@ fn start_docker_api(
 fn bind_docker_socket(address: &Path) -> berthd::Result<Option<BoundSocket>> {
     match BoundSocket::bind(address) {
         Ok(socket) => Ok(Some(socket)),
+        // Refused as live, or lost a race to another daemon binding it
+        // at the same moment: either way someone answers there now.
         Err(err)
-            if err.kind == berthd::ErrorKind::Unavailable
-                && address == Path::new(DEFAULT_DOCKER_ADDRESS) =>
+            if address == Path::new(DEFAULT_DOCKER_ADDRESS)
+                && std::os::unix::net::UnixStream::connect(address).is_ok() =>
         {
             tracing::warn!("not serving the Docker API: {err}");
             Ok(None)
