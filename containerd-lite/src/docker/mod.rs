@@ -145,12 +145,12 @@ pub fn router(frontend: Frontend) -> Router {
         .route("/images/create", post(images::pull::create))
         .route("/images/get", get(images::archive::save_many))
         .route("/images/load", post(images::archive::load))
-        .route("/images/prune", post(images::prune))
+        .route("/images/prune", post(images::remove::prune))
         .route(
             "/images/{*path}",
             get(images::by_name_get)
                 .post(images::by_name_post)
-                .delete(images::remove),
+                .delete(images::remove::remove),
         )
         .fallback(|| async { message_response(StatusCode::NOT_FOUND, "page not found") })
         .with_state(frontend)
