@@ -10,8 +10,18 @@ mod docker_support;
 
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use berth_integration::containerd::{image_archive, IMAGE};
+use berth_integration::{wait_until, SECS10};
 use docker_support::{clis, Berthd};
 use serde_json::Value;
+
+/// `secs.nanos`, as `docker events --since/--until` take them.
+fn unix_time(time: SystemTime) -> String {
+    let since = time.duration_since(UNIX_EPOCH).unwrap();
+    format!("{}.{:09}", since.as_secs(), since.subsec_nanos())
+}
 
 #[test]
 fn docker_version_and_info_see_berths_engine() {
@@ -189,4 +199,68 @@ fn bad_requests_get_dockerds_answers_and_berthd_keeps_serving() {
         );
         still_up(cli.name);
     }
+}
+
+/// A container run through containerd's API in docker's namespace (as
+/// docker's own containers will be) shows in `docker events`: its
+/// create, start, die (with the exit code) and destroy, translated from
+/// the events the containers service and the shim publish.
+#[test]
+fn container_lifecycle_events_reach_docker_events() {
+    let Some(daemon) = Berthd::start() else {
+        return;
+    };
+    if !std::path::Path::new("/usr/bin/ctr").exists() {
+        eprintln!("skipped: /usr/bin/ctr (containerd) is not installed");
+        return;
+    }
+    let clis = clis();
+    let Some(cli) = clis.first() else {
+        eprintln!("skipped: no docker CLI installed");
+        return;
+    };
+    let since = unix_time(SystemTime::now());
+    let loaded = daemon.ok(cli, &["load", "-i", image_archive().to_str().unwrap()]);
+    assert_eq!(loaded, "Loaded image: berth-busybox:latest\n");
+    let run = daemon.ctr(&["run", "--rm", IMAGE, "evented", "sh", "-c", "exit 3"]);
+    assert_eq!(
+        run.status.code(),
+        Some(3),
+        "ctr run: {}\n{}",
+        String::from_utf8_lossy(&run.stderr),
+        daemon.log()
+    );
+    let format = "{{.Type}} {{.Action}} {{.Actor.ID}} {{.Actor.Attributes.image}} {{index .Actor.Attributes \"exitCode\"}}";
+    let mut seen = String::new();
+    // The shim's events travel to berthd on their own: wait for the last.
+    let arrived = wait_until(SECS10, || {
+        let until = unix_time(SystemTime::now());
+        seen = daemon.ok(
+            cli,
+            &[
+                "events",
+                "--since",
+                &since,
+                "--until",
+                &until,
+                "--filter",
+                "type=container",
+                "--format",
+                format,
+            ],
+        );
+        seen.contains("destroy")
+    });
+    assert!(arrived, "no destroy event in:\n{seen}");
+    let actions: Vec<&str> = seen.lines().map(|l| l.trim_end()).collect();
+    assert_eq!(
+        actions,
+        [
+            "container create evented berth-busybox:latest",
+            "container start evented berth-busybox:latest",
+            "container die evented berth-busybox:latest 3",
+            "container destroy evented berth-busybox:latest",
+        ]
+    );
+    daemon.ok(cli, &["rmi", "berth-busybox"]);
 }

@@ -3,11 +3,12 @@
 //! `docker events --since/--until` can replay them, and streamed live to
 //! `GET /events` as JSON lines.
 //!
-//! Each action is journaled by the handler that performed it, before its
-//! response goes out, so a client that saw the response finds the event
-//! when it asks for the past. (The containerd-level events of the same
-//! changes go to the [`crate::events::Exchange`] as the gRPC services
-//! publish them.)
+//! Image actions are journaled by the handler that performed them, before
+//! the response goes out, so a client that saw the response finds the
+//! event when it asks for the past (the containerd-level events of the
+//! same changes go to the [`crate::events::Exchange`] as the gRPC services
+//! publish them). Container events come from the exchange, translated by
+//! [`super::exchange`].
 
 use std::collections::{BTreeMap, VecDeque};
 use std::convert::Infallible;

@@ -18,6 +18,7 @@
 
 pub mod error;
 pub mod events;
+pub mod exchange;
 pub mod images;
 pub mod progress;
 pub mod query;
@@ -209,6 +210,11 @@ pub async fn serve(
 ) -> Result<()> {
     let frontend = Frontend::new(backend, settings);
     let journal = frontend.journal.clone();
+    exchange::follow(
+        &frontend.backend.events,
+        frontend.backend.containers.clone(),
+        journal.clone(),
+    );
     let app = middleware::from_fn(versioned).layer(router(frontend));
     let (draining, drain_started) = tokio::sync::oneshot::channel::<()>();
     let shutdown = async move {

@@ -71,7 +71,19 @@ impl Berthd {
         let socket = dir.path().join("berthd.sock");
         let docker_socket = dir.path().join("docker.sock");
         let log = dir.path().join("berthd.log");
+        // Tasks run in our shim and runtime, found on berthd's PATH.
+        let bin = dir.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        for name in ["containerd-shim-berth-v2", "berth"] {
+            std::os::unix::fs::symlink(target_binary(name), bin.join(name)).unwrap();
+        }
+        let path = format!(
+            "{}:{}",
+            bin.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
         let child = Command::new(target_binary("berthd"))
+            .env("PATH", path)
             .arg("--root")
             .arg(dir.path().join("root"))
             .arg("--state")
@@ -216,6 +228,19 @@ impl Berthd {
             .map(|(_, b)| b.to_owned())
             .unwrap_or_default();
         (status, body)
+    }
+
+    /// containerd's ctr against this daemon's gRPC socket, in docker's
+    /// namespace.
+    pub fn ctr(&self, args: &[&str]) -> Output {
+        Command::new("/usr/bin/ctr")
+            .arg("--address")
+            .arg(&self.socket)
+            .args(["--namespace", "moby"])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
     }
 
     /// berthctl against this daemon's gRPC socket.
