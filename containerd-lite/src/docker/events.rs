@@ -35,13 +35,13 @@ const JOURNAL_SIZE: usize = 1024;
 /// How far a live listener may fall behind before it loses events.
 const LIVE_BACKLOG: usize = 1024;
 
-/// The filters `/events` knows; the container ones wait for containers.
+/// The filters `/events` knows.
 const EVENT_FILTERS: &[&str] = &["type", "event", "image", "label", "container", "scope"];
 
 /// One docker event.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DockerEvent {
-    /// `image`, later `container`, `network`, `volume`.
+    /// `image` or `container` (later `network`, `volume`).
     pub kind: String,
     /// `pull`, `tag`, `untag`, `delete`, `push`, `save`, `load`, ...
     pub action: String,
@@ -85,14 +85,22 @@ impl DockerEvent {
         any("type", &|kind| kind == self.kind)
             && any("event", &|action| action == self.action)
             && any("scope", &|scope| scope == "local")
-            && any("container", &|_| self.kind == "container")
-            && any("image", &|image| {
-                self.kind == "image"
-                    && (image == self.actor
+            && any("container", &|wanted| {
+                self.kind == "container"
+                    && (self.actor.starts_with(wanted)
                         || self
                             .attributes
                             .get("name")
-                            .is_some_and(|name| name == image || without_tag(name) == image))
+                            .is_some_and(|name| name == wanted))
+            })
+            && any("image", &|image| {
+                let named = self.attributes.get(if self.kind == "image" {
+                    "name"
+                } else {
+                    "image"
+                });
+                (self.kind == "image" && image == self.actor)
+                    || named.is_some_and(|name| name == image || without_tag(name) == image)
             })
             && filters.labels_match("label", &self.attributes)
     }
@@ -282,6 +290,20 @@ mod tests {
         assert!(!local.matches(&f(r#"{"image":["localhost"]}"#)));
         assert!(!event.matches(&f(r#"{"event":["delete"]}"#)));
         assert!(!event.matches(&f(r#"{"type":["container"]}"#)));
+        let died = DockerEvent {
+            kind: "container".into(),
+            action: "die".into(),
+            actor: "c0ffee".into(),
+            attributes: BTreeMap::from([
+                ("image".into(), "busybox:latest".into()),
+                ("name".into(), "web".into()),
+            ]),
+            time: SystemTime::now(),
+        };
+        assert!(died.matches(&f(r#"{"container":["c0f"]}"#)));
+        assert!(died.matches(&f(r#"{"container":["web"],"image":["busybox"]}"#)));
+        assert!(!died.matches(&f(r#"{"container":["other"]}"#)));
+        assert!(!died.matches(&f(r#"{"type":["image"]}"#)));
         let value = event.to_json();
         assert_eq!(value["Actor"]["Attributes"]["name"], "busybox:latest");
         assert_eq!(value["Type"], "image");
