@@ -156,3 +156,60 @@ async fn an_empty_daemon_lists_nothing_and_reports_itself() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body, Value::String(String::new()));
 }
+
+fn descriptor(seed: &str) -> crate::content::Descriptor {
+    crate::content::Descriptor {
+        media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+        digest: crate::content::Digest::sha256_of(seed.as_bytes()),
+        size: 1,
+        annotations: Default::default(),
+    }
+}
+
+fn names(frontend: &Frontend) -> Vec<(String, String)> {
+    frontend
+        .catalog
+        .records()
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.name, r.target.digest.to_string()))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_moved_name_leaves_the_old_image_dangling_until_it_is_named_again() {
+    use images::records::Records;
+    let dir = tempfile::tempdir().unwrap();
+    let frontend = frontend(dir.path());
+    let records = Records::new(&frontend.backend);
+    let (first, second) = (descriptor("first"), descriptor("second"));
+    let x = "docker.io/library/x:1";
+    records.set(x, &first).unwrap();
+    records.set(x, &second).unwrap();
+    let dangling = reference::dangling_name(first.digest.as_str());
+    assert_eq!(
+        names(&frontend),
+        [
+            (x.to_owned(), second.digest.to_string()),
+            (dangling.clone(), first.digest.to_string()),
+        ]
+    );
+    // Named again: the dangling record goes; setting it twice changes nothing.
+    let y = "docker.io/library/y:1";
+    records.set(y, &first).unwrap();
+    records.set(y, &first).unwrap();
+    assert_eq!(
+        names(&frontend),
+        [
+            (x.to_owned(), second.digest.to_string()),
+            (y.to_owned(), first.digest.to_string()),
+        ]
+    );
+    // A name removed while another still points at the image: no dangling.
+    records.set("docker.io/library/z:1", &second).unwrap();
+    records.remove(x).unwrap();
+    records.keep_if_unnamed(&second).unwrap();
+    assert!(!names(&frontend)
+        .iter()
+        .any(|(n, _)| reference::is_dangling(n)));
+}
