@@ -204,7 +204,8 @@ fn bad_requests_get_dockerds_answers_and_berthd_keeps_serving() {
 /// A container run through containerd's API in docker's namespace (as
 /// docker's own containers will be) shows in `docker events`: its
 /// create, start, die (with the exit code) and destroy, translated from
-/// the events the containers service and the shim publish.
+/// the events the containers service and the shim publish; `docker info`
+/// counts it as running while it runs.
 #[test]
 fn container_lifecycle_events_reach_docker_events() {
     let Some(daemon) = Berthd::start() else {
@@ -262,5 +263,39 @@ fn container_lifecycle_events_reach_docker_events() {
             "container destroy evented berth-busybox:latest",
         ]
     );
+
+    // A running one counts as running in `docker info`.
+    let ctr_ok = |args: &[&str]| {
+        let out = daemon.ctr(args);
+        assert!(
+            out.status.success(),
+            "ctr {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    ctr_ok(&["run", "-d", IMAGE, "sleeper", "sleep", "1000"]);
+    let counts = daemon.ok(
+        cli,
+        &[
+            "info",
+            "--format",
+            "{{.Containers}} {{.ContainersRunning}} {{.ContainersPaused}} {{.ContainersStopped}}",
+        ],
+    );
+    assert_eq!(counts.trim(), "1 1 0 0");
+    ctr_ok(&["task", "kill", "--signal", "SIGKILL", "sleeper"]);
+    assert!(
+        wait_until(SECS10, || daemon
+            .ctr(&["task", "rm", "sleeper"])
+            .status
+            .success()),
+        "the killed task was never deletable"
+    );
+    ctr_ok(&["containers", "rm", "sleeper"]);
+    let counts = daemon.ok(
+        cli,
+        &["info", "--format", "{{.Containers}} {{.ContainersRunning}}"],
+    );
+    assert_eq!(counts.trim(), "0 0");
     daemon.ok(cli, &["rmi", "berth-busybox"]);
 }

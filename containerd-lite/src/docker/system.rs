@@ -15,7 +15,9 @@ use super::images::summary;
 use super::{Frontend, API_VERSION, MIN_API_VERSION, NAMESPACE};
 use crate::grpc::backend::DEFAULT_SNAPSHOTTER;
 use crate::metadata::Filter;
+use crate::runtime::shim::ctx;
 use crate::Error;
+use containerd_shim_protos::api;
 
 /// The engine version `docker version` shows: berthd's own.
 const ENGINE_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -121,6 +123,29 @@ fn cgroup_version() -> &'static str {
     }
 }
 
+/// How many of docker's containers run and how many are paused, as their
+/// shims report; a shim that does not answer counts as neither.
+async fn task_counts(frontend: &Frontend) -> (usize, usize) {
+    let (mut running, mut paused) = (0, 0);
+    for task in frontend.backend.tasks.list(NAMESPACE) {
+        let request = api::StateRequest {
+            id: task.id.clone(),
+            ..Default::default()
+        };
+        match task
+            .client()
+            .state(ctx(), &request)
+            .await
+            .map(|s| s.status.enum_value())
+        {
+            Ok(Ok(api::Status::RUNNING)) => running += 1,
+            Ok(Ok(api::Status::PAUSED | api::Status::PAUSING)) => paused += 1,
+            _ => {}
+        }
+    }
+    (running, paused)
+}
+
 /// `GET /info`: the fields `docker info` prints.
 pub async fn info(State(frontend): State<Frontend>) -> ApiResult<Json<Value>> {
     let (images, containers) = {
@@ -137,6 +162,8 @@ pub async fn info(State(frontend): State<Frontend>) -> ApiResult<Json<Value>> {
         .await
         .map_err(|err| Error::internal(format!("info: {err}")))??
     };
+    let (running, paused) = task_counts(&frontend).await;
+    let stopped = containers.saturating_sub(running + paused);
     let (kernel, machine) = uname();
     let hostname = nix::unistd::gethostname()
         .map(|h| h.to_string_lossy().into_owned())
@@ -160,9 +187,9 @@ pub async fn info(State(frontend): State<Frontend>) -> ApiResult<Json<Value>> {
     let mut info = json!({
         "ID": frontend.backend.uuid,
         "Containers": containers,
-        "ContainersRunning": 0,
-        "ContainersPaused": 0,
-        "ContainersStopped": containers,
+        "ContainersRunning": running,
+        "ContainersPaused": paused,
+        "ContainersStopped": stopped,
         "Images": images,
         "Driver": DEFAULT_SNAPSHOTTER,
         "DriverStatus": [["driver-type", "io.containerd.snapshotter.v1"]],
