@@ -86,7 +86,7 @@ fn expected_of(archive: &Path) -> Expected {
 }
 
 /// A `docker save` archive of a one-layer image holding `/marker` with
-/// `text`, tagged `tag`. Returns its image ID.
+/// `text`, tagged `tag` ("" for no tag). Returns its image ID.
 fn tiny_docker_save(path: &Path, tag: &str, text: &str) -> String {
     let mut layer = tar::Builder::new(Vec::new());
     let mut header = tar::Header::new_gnu();
@@ -111,7 +111,7 @@ fn tiny_docker_save(path: &Path, tag: &str, text: &str) -> String {
     .unwrap();
     let manifest = serde_json::to_vec(&json!([{
         "Config": "config.json",
-        "RepoTags": [tag],
+        "RepoTags": if tag.is_empty() { json!([]) } else { json!([tag]) },
         "Layers": ["layer/layer.tar"],
     }]))
     .unwrap();
@@ -573,6 +573,30 @@ fn an_image_in_use_is_kept_and_failed_pulls_say_why() {
         let missing = format!("{}/berth/nothing:1", registry.address);
         let err = daemon.fails(&cli, &["pull", &missing]);
         assert!(err.contains("manifest unknown"), "{}: {err}", cli.name);
+        // An archive that names no image loads as a dangling one.
+        let unnamed_tar = daemon.dir.path().join("unnamed.tar");
+        let unnamed = tiny_docker_save(&unnamed_tar, "", "unnamed");
+        let loaded = daemon.ok(&cli, &["load", "-i", unnamed_tar.to_str().unwrap()]);
+        assert_eq!(
+            loaded,
+            format!("Loaded image ID: {unnamed}\n"),
+            "{}",
+            cli.name
+        );
+        let dangling = daemon.ok(
+            &cli,
+            &[
+                "images",
+                "--filter",
+                "dangling=true",
+                "--quiet",
+                "--no-trunc",
+            ],
+        );
+        assert_eq!(lines(&dangling), [unnamed.as_str()], "{}", cli.name);
+        let removed = daemon.ok(&cli, &["rmi", &unnamed]);
+        assert_eq!(removed, format!("Deleted: {unnamed}\n"), "{}", cli.name);
+
         let unreachable = daemon.fails(&cli, &["pull", "127.0.0.1:1/berth/nothing:1"]);
         assert!(
             unreachable.contains("127.0.0.1:1"),

@@ -205,6 +205,12 @@ async fn a_moved_name_leaves_the_old_image_dangling_until_it_is_named_again() {
             (y.to_owned(), first.digest.to_string()),
         ]
     );
+    // A dangling record set by name stays (a load of an unnamed image).
+    let third = descriptor("third");
+    let unnamed = reference::dangling_name(third.digest.as_str());
+    records.set(&unnamed, &third).unwrap();
+    assert!(names(&frontend).iter().any(|(n, _)| *n == unnamed));
+    records.remove(&unnamed).unwrap();
     // A name removed while another still points at the image: no dangling.
     records.set("docker.io/library/z:1", &second).unwrap();
     records.remove(x).unwrap();

@@ -169,6 +169,10 @@ pub async fn load(State(frontend): State<Frontend>, body: Body) -> ApiResult<Res
             Error::unavailable(format!("docker load: spooling the archive: {err}"))
         })?;
     }
+    spool
+        .flush()
+        .await
+        .map_err(|err| Error::unavailable(format!("docker load: spooling the archive: {err}")))?;
     let mut spool = spool.into_std().await;
     let worker = frontend.clone();
     let loaded = blocking(move || {
@@ -193,10 +197,11 @@ pub async fn load(State(frontend): State<Frontend>, body: Body) -> ApiResult<Res
                 || familiar(&image.name).starts_with(DANGLING_PREFIX)
                 || ImageRef::parse(&image.name).is_err();
             if unnamed {
-                // Unnamed in the archive: kept as a dangling image.
-                records.remove(&image.name)?;
+                // Unnamed in the archive: kept as a dangling image (made
+                // before the import's own record goes, so nothing lets go).
                 let name = dangling_name(image.target.digest.as_str());
                 records.set(&name, &image.target)?;
+                records.remove(&image.name)?;
                 let id = worker.catalog.by_name(&name)?.id.to_string();
                 loaded.push(Loaded::Id(id));
             } else {

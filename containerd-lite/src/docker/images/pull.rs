@@ -200,6 +200,9 @@ pub async fn create(
                 pull_progress(messages.clone()),
             )
             .await;
+        // What a failed pull stored, once its lease is released, and the
+        // image a moved name may no longer keep, are collectable.
+        frontend.backend.gc.schedule();
         let pulled = match pulled {
             Ok(pulled) => pulled,
             Err(err) => return messages.error(&err.message),

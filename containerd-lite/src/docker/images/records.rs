@@ -27,7 +27,8 @@ impl<'a> Records<'a> {
 
     /// Points `name` at `target` (creating the record or moving it). The
     /// image it pointed at before stays as a dangling record when no other
-    /// name keeps it; `target`'s dangling record, if any, goes.
+    /// name keeps it; `target`'s dangling record, if any, goes (unless
+    /// `name` is that record).
     pub fn set(&self, name: &str, target: &Descriptor) -> Result<()> {
         let images = &self.backend.images;
         let previous = match images.get(NAMESPACE, name) {
@@ -51,6 +52,9 @@ impl<'a> Records<'a> {
         }
         if let Some(previous) = previous {
             self.keep_if_unnamed(&previous)?;
+        }
+        if is_dangling(name) {
+            return Ok(());
         }
         self.drop_dangling(&target.digest)
     }
