@@ -130,6 +130,7 @@ impl Default for Journal {
 }
 
 impl Journal {
+    /// An empty journal with no listeners.
     pub fn new() -> Journal {
         let (live, _) = broadcast::channel(LIVE_BACKLOG);
         let (closed, _) = watch::channel(false);

@@ -57,6 +57,7 @@ pub const API_VERSION: ApiVersion = ApiVersion {
     major: 1,
     minor: 41,
 };
+/// The oldest API version answered (older clients get 400).
 pub const MIN_API_VERSION: ApiVersion = ApiVersion {
     major: 1,
     minor: 24,
@@ -98,6 +99,7 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// What the frontend reports of berthd's configuration.
     pub fn from_config(config: &crate::config::Config) -> Settings {
         Settings {
             root: config.root.clone(),
@@ -117,6 +119,7 @@ pub struct Frontend {
 }
 
 impl Frontend {
+    /// The frontend over `backend`, with an empty event journal.
     pub fn new(backend: Backend, settings: Settings) -> Frontend {
         let transfers = Transfers::new(
             backend.content.clone(),

@@ -124,6 +124,7 @@ impl Filters {
             .flat_map(|values| values.iter().map(String::as_str))
     }
 
+    /// Whether `key` was given with at least one value.
     pub fn contains(&self, key: &str) -> bool {
         self.by_key
             .get(key)

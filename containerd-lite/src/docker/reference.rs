@@ -83,14 +83,17 @@ impl ImageRef {
         format!("{}/{}", self.inner.registry(), self.inner.repository())
     }
 
+    /// The tag (`latest` when the text had neither tag nor digest).
     pub fn tag(&self) -> Option<&str> {
         self.inner.tag()
     }
 
+    /// The digest of a `name@sha256:...` reference.
     pub fn digest(&self) -> Option<&str> {
         self.inner.digest()
     }
 
+    /// The registry host (and port): `docker.io`, `localhost:5000`.
     pub fn registry(&self) -> &str {
         self.inner.registry()
     }
@@ -161,6 +164,8 @@ pub enum Lookup {
 }
 
 impl Lookup {
+    /// Classifies `text`; `InvalidArgument` when it is neither an ID nor a
+    /// valid reference.
     pub fn parse(text: &str) -> Result<Lookup> {
         let hex = text.strip_prefix("sha256:").unwrap_or(text);
         let is_hex = !hex.is_empty() && hex.chars().all(|c| c.is_ascii_hexdigit());

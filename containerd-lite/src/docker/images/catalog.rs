@@ -162,6 +162,7 @@ pub struct Catalog {
 }
 
 impl Catalog {
+    /// A catalog of `backend`'s `moby` namespace.
     pub fn new(backend: Backend) -> Self {
         Catalog { backend }
     }

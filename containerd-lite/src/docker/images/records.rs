@@ -21,6 +21,7 @@ pub struct Records<'a> {
 }
 
 impl<'a> Records<'a> {
+    /// The records of `backend`'s `moby` namespace.
     pub fn new(backend: &'a Backend) -> Self {
         Records { backend }
     }
