@@ -263,6 +263,12 @@ fn image_lifecycle(cli: &Cli) {
         "{}",
         cli.name
     );
+    let by_digest = format!("{repository}@{}", expected.manifest);
+    let digested = daemon.ok(
+        cli,
+        &["image", "inspect", "--format", "{{.Id}}", &by_digest],
+    );
+    assert_eq!(digested.trim(), id, "{}", cli.name);
     let full: Value = serde_json::from_str(&daemon.ok(cli, &["image", "inspect", short])).unwrap();
     assert_eq!(full[0]["Id"], id);
     assert!(full[0]["Size"].as_u64().unwrap() > 0, "{full}");

@@ -233,10 +233,28 @@ impl Catalog {
             Lookup::IdPrefix(prefix) => by_prefix(&prefix),
             Lookup::Reference(parsed, prefix) => match self.by_name(&parsed.name()) {
                 Ok(image) => Ok(image),
-                Err(err) if err.kind == ErrorKind::NotFound => match prefix {
-                    Some(prefix) => by_prefix(&prefix),
-                    None => Err(no_such()),
-                },
+                Err(err) if err.kind == ErrorKind::NotFound => {
+                    if let Some(digest) = parsed.digest() {
+                        // `repo@digest`: the image one of whose names in
+                        // that repository points at the digest.
+                        let repository = parsed.repository();
+                        return self
+                            .list()?
+                            .into_iter()
+                            .find(|image| {
+                                image.records.iter().any(|r| {
+                                    r.target.digest.as_str() == digest
+                                        && ImageRef::parse(&r.name)
+                                            .is_ok_and(|n| n.repository() == repository)
+                                })
+                            })
+                            .ok_or_else(no_such);
+                    }
+                    match prefix {
+                        Some(prefix) => by_prefix(&prefix),
+                        None => Err(no_such()),
+                    }
+                }
                 Err(err) => Err(err),
             },
         }
