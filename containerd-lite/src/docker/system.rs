@@ -1,6 +1,7 @@
 //! System endpoints: `/_ping` (with the headers clients negotiate from),
 //! `/version`, `/info` (what `docker info` prints) and `/system/df`.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use axum::extract::State;
@@ -277,15 +278,42 @@ pub async fn info(State(frontend): State<Frontend>) -> ApiResult<Json<Value>> {
 /// empty until those exist.
 pub async fn disk_usage(State(frontend): State<Frontend>) -> ApiResult<Json<Value>> {
     let catalog = frontend.catalog.clone();
-    let images = tokio::task::spawn_blocking(move || catalog.list())
-        .await
-        .map_err(|err| Error::internal(format!("system df: {err}")))??;
-    let layers_size: u64 = images.iter().map(|image| image.size).sum();
+    let images = tokio::task::spawn_blocking(move || {
+        let images = catalog.list()?;
+        let layers: Vec<Vec<(String, u64)>> = images
+            .iter()
+            .map(|image| {
+                image
+                    .chain_ids()
+                    .into_iter()
+                    .zip(catalog.layer_sizes(image))
+                    .collect()
+            })
+            .collect();
+        Ok::<_, Error>((images, layers))
+    })
+    .await
+    .map_err(|err| Error::internal(format!("system df: {err}")))?;
+    let (images, layers) = images?;
+    // A layer is shared when more than one image stands on it; each is
+    // counted once in the total.
+    let mut users: BTreeMap<&str, (u64, usize)> = BTreeMap::new();
+    for (chain, size) in layers.iter().flatten() {
+        users.entry(chain).or_insert((*size, 0)).1 += 1;
+    }
+    let layers_size: u64 = users.values().map(|(size, _)| size).sum();
     let images: Vec<Value> = images
         .iter()
-        .map(|image| {
+        .zip(&layers)
+        .map(|(image, layers)| {
+            let shared: u64 = layers
+                .iter()
+                .filter(|(chain, _)| users.get(chain.as_str()).is_some_and(|(_, n)| *n > 1))
+                .map(|(_, size)| size)
+                .sum();
             let mut value = summary(image);
             value["Containers"] = json!(0);
+            value["SharedSize"] = json!(shared);
             value
         })
         .collect();
