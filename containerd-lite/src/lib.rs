@@ -9,6 +9,7 @@
 pub mod config;
 pub mod content;
 pub mod diff;
+pub mod docker;
 pub mod error;
 pub mod events;
 pub mod gc;
