@@ -27,6 +27,8 @@ pub struct Options {
     pub extra_config: String,
     /// Import `hack/make-image`'s busybox archive ([`crate::containerd::IMAGE`]).
     pub import_image: bool,
+    /// Serve the Docker API on `<dir>/docker.sock` (otherwise none).
+    pub docker: bool,
 }
 
 impl Options {
@@ -36,6 +38,7 @@ impl Options {
             what,
             extra_config: String::new(),
             import_image: true,
+            docker: false,
         }
     }
 
@@ -45,6 +48,12 @@ impl Options {
             import_image: false,
             ..Options::new(what)
         }
+    }
+
+    /// Serving the Docker API too, on `<dir>/docker.sock`.
+    pub fn docker(mut self) -> Options {
+        self.docker = true;
+        self
     }
 
     /// With `toml` appended to the config file.
@@ -58,6 +67,7 @@ impl Options {
 pub struct Berthd {
     dir: tempfile::TempDir,
     socket: PathBuf,
+    docker_socket: Option<PathBuf>,
     config: PathBuf,
     path_env: String,
     child: Option<Child>,
@@ -94,15 +104,17 @@ impl Berthd {
         // checked for leftovers.
         std::fs::create_dir(dir.path().join("tmp")).expect("tmp dir");
         let socket = dir.path().join("berthd.sock");
+        let docker_socket = options.docker.then(|| dir.path().join("docker.sock"));
         let config = dir.path().join("berthd.toml");
         std::fs::write(
             &config,
             format!(
                 "version = 2\nroot = \"{0}/root\"\nstate = \"{0}/state\"\n\
                  [grpc]\naddress = \"{1}\"\n[debug]\nlevel = \"debug\"\n\
-                 [docker]\naddress = \"\"\n{2}",
+                 [docker]\naddress = \"{2}\"\n{3}",
                 dir.path().display(),
                 socket.display(),
+                docker_socket.as_deref().unwrap_or(Path::new("")).display(),
                 options.extra_config
             ),
         )
@@ -115,6 +127,7 @@ impl Berthd {
         let mut berthd = Berthd {
             dir,
             socket,
+            docker_socket,
             config,
             path_env,
             child: None,
@@ -134,6 +147,11 @@ impl Berthd {
     /// The gRPC socket.
     pub fn socket(&self) -> &Path {
         &self.socket
+    }
+
+    /// The Docker API socket, if it serves one.
+    pub fn docker_socket(&self) -> Option<&Path> {
+        self.docker_socket.as_deref()
     }
 
     /// The pid of the running daemon.
@@ -191,7 +209,7 @@ impl Berthd {
     }
 
     /// [`Berthd::stop`] that checks a clean shutdown: exit status 0, the
-    /// socket removed, nothing mounted from the temp dir.
+    /// sockets removed, nothing mounted from the temp dir.
     pub fn stop_cleanly(&mut self) {
         let status = self.stop();
         assert!(
@@ -199,7 +217,10 @@ impl Berthd {
             "berthd did not exit cleanly on SIGTERM ({status:?}): {}",
             self.log()
         );
-        assert!(!self.socket.exists(), "the socket is left behind");
+        assert!(!self.socket.exists(), "the gRPC socket is left behind");
+        if let Some(docker) = &self.docker_socket {
+            assert!(!docker.exists(), "the Docker socket is left behind");
+        }
         assert_eq!(
             mounts_mentioning(&self.dir.path().to_string_lossy()),
             Vec::<String>::new()

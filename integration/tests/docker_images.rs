@@ -360,7 +360,7 @@ fn image_lifecycle(cli: &Cli) {
     let cli_path = cli.path.display();
     let piped = daemon.sh(&format!("{cli_path} save mine/bb:v1 | {cli_path} load"));
     assert_eq!(piped, "Loaded image: mine/bb:v1\n", "{}", cli.name);
-    let saved = daemon.dir.path().join("saved.tar");
+    let saved = daemon.dir().join("saved.tar");
     daemon.ok(
         cli,
         &["save", "-o", saved.to_str().unwrap(), "mine/bb:v1", &remote],
@@ -406,10 +406,10 @@ fn image_lifecycle(cli: &Cli) {
     assert_eq!(oci, "Loaded image: berth-busybox:latest\n", "{}", cli.name);
 
     // prune: a tag moved to another image leaves the first dangling
-    let first = tiny_docker_save(&daemon.dir.path().join("a.tar"), "prunable:1", "a");
-    let second = tiny_docker_save(&daemon.dir.path().join("b.tar"), "prunable:1", "b");
+    let first = tiny_docker_save(&daemon.dir().join("a.tar"), "prunable:1", "a");
+    let second = tiny_docker_save(&daemon.dir().join("b.tar"), "prunable:1", "b");
     for tar in ["a.tar", "b.tar"] {
-        let path = daemon.dir.path().join(tar);
+        let path = daemon.dir().join(tar);
         let out = daemon.ok(cli, &["load", "-i", path.to_str().unwrap()]);
         assert_eq!(out, "Loaded image: prunable:1\n", "{}", cli.name);
     }
@@ -580,7 +580,7 @@ fn an_image_in_use_is_kept_and_failed_pulls_say_why() {
         let err = daemon.fails(&cli, &["pull", &missing]);
         assert!(err.contains("manifest unknown"), "{}: {err}", cli.name);
         // An archive that names no image loads as a dangling one.
-        let unnamed_tar = daemon.dir.path().join("unnamed.tar");
+        let unnamed_tar = daemon.dir().join("unnamed.tar");
         let unnamed = tiny_docker_save(&unnamed_tar, "", "unnamed");
         let loaded = daemon.ok(&cli, &["load", "-i", unnamed_tar.to_str().unwrap()]);
         assert_eq!(
@@ -632,7 +632,7 @@ fn an_image_in_use_is_kept_and_failed_pulls_say_why() {
         let ctr_ok = |args: &[&str]| {
             let out = std::process::Command::new(ctr)
                 .arg("--address")
-                .arg(&daemon.socket)
+                .arg(daemon.socket())
                 .args(["--namespace", "moby"])
                 .args(args)
                 .output()

@@ -219,3 +219,74 @@ async fn a_moved_name_leaves_the_old_image_dangling_until_it_is_named_again() {
         .iter()
         .any(|(n, _)| reference::is_dangling(n)));
 }
+
+/// A blob in the `moby` namespace's content, as a descriptor.
+fn stored(frontend: &Frontend, bytes: &[u8]) -> crate::content::Descriptor {
+    let mut writer = frontend
+        .backend
+        .content
+        .writer(
+            NAMESPACE,
+            None,
+            crate::content::WriterOptions::new(format!("test-{}", bytes.len())),
+        )
+        .unwrap();
+    writer.write(bytes).unwrap();
+    let digest = writer
+        .commit(bytes.len() as u64, None, Default::default())
+        .unwrap();
+    crate::content::Descriptor {
+        size: bytes.len() as u64,
+        digest,
+        ..descriptor("unused")
+    }
+}
+
+#[tokio::test]
+async fn a_hold_keeps_an_image_whose_name_moved_until_it_is_kept_as_dangling() {
+    use images::records::Records;
+    let dir = tempfile::tempdir().unwrap();
+    let frontend = frontend(dir.path());
+    let records = Records::new(&frontend.backend);
+    let (old, new) = (stored(&frontend, b"old"), stored(&frontend, b"newer"));
+    let name = "docker.io/library/moving:1";
+    records.set(name, &old).unwrap();
+    let present = |d: &crate::content::Descriptor| {
+        frontend.backend.content.info(NAMESPACE, &d.digest).is_ok()
+    };
+
+    // A transfer moves the name; a collection runs before the old image is
+    // recorded as dangling: the hold keeps it.
+    let hold = records.hold([&old]).unwrap();
+    frontend
+        .backend
+        .images
+        .update(
+            NAMESPACE,
+            crate::metadata::Image::new(name, new.clone()),
+            &["target".to_owned()],
+        )
+        .unwrap();
+    frontend.backend.gc.collect().await.unwrap();
+    assert!(present(&old), "collected while held");
+    records.moved(name, Some(&old)).unwrap();
+    hold.release();
+    frontend.backend.gc.collect().await.unwrap();
+    assert!(present(&old), "the dangling record keeps it");
+    assert!(present(&new));
+
+    // Released with nothing naming it: collectable, and no lease is left.
+    let hold = records.hold([&old]).unwrap();
+    records
+        .remove(&reference::dangling_name(old.digest.as_str()))
+        .unwrap();
+    hold.release();
+    frontend.backend.gc.collect().await.unwrap();
+    assert!(!present(&old), "still kept after the release");
+    let leases = frontend
+        .backend
+        .leases
+        .list(NAMESPACE, &crate::metadata::Filter::everything())
+        .unwrap();
+    assert!(leases.is_empty(), "{leases:?}");
+}

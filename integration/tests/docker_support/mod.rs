@@ -1,9 +1,8 @@
 //! What the Docker API tests share: a berthd of their own (temp dir,
 //! own sockets, the Docker API on `<tmp>/docker.sock`), the real docker
 //! CLIs pointed at it with a temp `DOCKER_CONFIG`, and raw HTTP for the
-//! requests a CLI never sends. Dropping the daemon stops exactly the
-//! process it started and checks its sockets are gone and no mount is
-//! left under its directory.
+//! requests a CLI never sends. Dropping the daemon stops it and checks its
+//! sockets are gone and no mount is left under its directory.
 
 // Test code: a panic is how these helpers report.
 #![allow(clippy::unwrap_used, dead_code)]
@@ -11,11 +10,11 @@
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
-use berth_integration::containerd::target_binary;
-use berth_integration::leak::mounts_mentioning;
+use berth_integration::berthd::Options;
+use berth_integration::wait_until;
 
 /// A docker CLI under test.
 #[derive(Debug, Clone)]
@@ -52,79 +51,47 @@ pub fn clis() -> Vec<Cli> {
     .collect()
 }
 
+/// A berthd serving the Docker API (the shared fixture, with its own
+/// Docker socket), for the docker CLIs.
 pub struct Berthd {
-    pub dir: tempfile::TempDir,
-    pub socket: PathBuf,
+    daemon: berth_integration::berthd::Berthd,
     pub docker_socket: PathBuf,
-    child: Child,
-    log: PathBuf,
 }
 
 impl Berthd {
     /// Starts one, or `None` (with a note) when not root.
     pub fn start() -> Option<Berthd> {
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!("skipped: the Docker API tests need root");
-            return None;
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let socket = dir.path().join("berthd.sock");
-        let docker_socket = dir.path().join("docker.sock");
-        let log = dir.path().join("berthd.log");
-        // Tasks run in our shim and runtime, found on berthd's PATH.
-        let bin = dir.path().join("bin");
-        std::fs::create_dir(&bin).unwrap();
-        for name in ["containerd-shim-berth-v2", "berth"] {
-            std::os::unix::fs::symlink(target_binary(name), bin.join(name)).unwrap();
-        }
-        let path = format!(
-            "{}:{}",
-            bin.display(),
-            std::env::var("PATH").unwrap_or_default()
-        );
-        let child = Command::new(target_binary("berthd"))
-            .env("PATH", path)
-            .arg("--root")
-            .arg(dir.path().join("root"))
-            .arg("--state")
-            .arg(dir.path().join("state"))
-            .arg("--address")
-            .arg(&socket)
-            .arg("--docker-address")
-            .arg(&docker_socket)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let mut daemon = Berthd {
-            dir,
-            socket,
+        let daemon = berth_integration::berthd::Berthd::start_with(
+            Options::empty("the Docker API tests").docker(),
+        )?;
+        let docker_socket = daemon.docker_socket()?.to_path_buf();
+        let daemon = Berthd {
+            daemon,
             docker_socket,
-            child,
-            log,
         };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while daemon.http("GET", "/_ping", b"").0 != 200 {
-            if let Ok(Some(status)) = daemon.child.try_wait() {
-                panic!("berthd exited ({status}): {}", daemon.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "berthd did not answer: {}",
-                daemon.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let answers = wait_until(Duration::from_secs(30), || {
+            daemon.http("GET", "/_ping", b"").0 == 200
+        });
+        assert!(answers, "the Docker API did not answer: {}", daemon.log());
         Some(daemon)
     }
 
+    /// The temp dir everything lives in.
+    pub fn dir(&self) -> &Path {
+        self.daemon.dir()
+    }
+
+    /// The gRPC socket.
+    pub fn socket(&self) -> &Path {
+        self.daemon.socket()
+    }
+
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.daemon.log()
     }
 
     pub fn root(&self) -> PathBuf {
-        self.dir.path().join("root")
+        self.dir().join("root")
     }
 
     /// A docker command against this daemon.
@@ -136,7 +103,7 @@ impl Berthd {
                 "DOCKER_HOST",
                 format!("unix://{}", self.docker_socket.display()),
             )
-            .env("DOCKER_CONFIG", self.dir.path().join("docker-config"))
+            .env("DOCKER_CONFIG", self.dir().join("docker-config"))
             .env_remove("DOCKER_API_VERSION")
             .env_remove("DOCKER_CONTEXT")
             .stdin(Stdio::null());
@@ -184,7 +151,7 @@ impl Berthd {
                 "DOCKER_HOST",
                 format!("unix://{}", self.docker_socket.display()),
             )
-            .env("DOCKER_CONFIG", self.dir.path().join("docker-config"))
+            .env("DOCKER_CONFIG", self.dir().join("docker-config"))
             .stdin(Stdio::null())
             .output()
             .unwrap();
@@ -233,31 +200,15 @@ impl Berthd {
     /// containerd's ctr against this daemon's gRPC socket, in docker's
     /// namespace.
     pub fn ctr(&self, args: &[&str]) -> Output {
-        Command::new("/usr/bin/ctr")
-            .arg("--address")
-            .arg(&self.socket)
-            .args(["--namespace", "moby"])
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
+        let mut all = vec!["--namespace", "moby"];
+        all.extend_from_slice(args);
+        self.daemon.ctr(&all)
     }
 
-    /// berthctl against this daemon's gRPC socket.
+    /// berthctl against this daemon's gRPC socket, which must succeed; its
+    /// stdout.
     pub fn berthctl(&self, args: &[&str]) -> String {
-        let out = Command::new(target_binary("berthctl"))
-            .arg("--address")
-            .arg(&self.socket)
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "berthctl {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        self.daemon.berthctl_ok(args)
     }
 
     /// Files under `<root>/<sub>` (recursively).
@@ -284,19 +235,8 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 
 impl Drop for Berthd {
     fn drop(&mut self) {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            return;
+        if !std::thread::panicking() {
+            self.daemon.stop_cleanly();
         }
-        assert!(
-            !self.docker_socket.exists(),
-            "the Docker socket was left behind"
-        );
-        assert!(!self.socket.exists(), "the gRPC socket was left behind");
-        let dir = self.dir.path().to_string_lossy().into_owned();
-        let mounts = mounts_mentioning(&dir);
-        assert!(mounts.is_empty(), "mounts left: {mounts:?}");
     }
 }

@@ -27,6 +27,7 @@ use crate::docker::reference::{
 };
 use crate::docker::{Frontend, NAMESPACE};
 use crate::grpc::backend::DEFAULT_SNAPSHOTTER;
+use crate::snapshots::Snapshotter;
 use crate::transfer::ImportOptions;
 use crate::{Error, Result};
 
@@ -186,30 +187,13 @@ pub async fn load(State(frontend): State<Frontend>, body: Body) -> ApiResult<Res
             .map(|r| (r.name, r.target))
             .collect();
         let snapshotter = worker.backend.snapshotters.get(DEFAULT_SNAPSHOTTER)?;
-        let imported = worker
-            .transfers
-            .import(NAMESPACE, spool, &snapshotter, &ImportOptions::default())
-            .map_err(|err| err.context("docker load"))?;
         let records = Records::new(&worker.backend);
-        let mut loaded = Vec::new();
-        for image in imported {
-            let unnamed = image.name.starts_with("import-")
-                || familiar(&image.name).starts_with(DANGLING_PREFIX)
-                || ImageRef::parse(&image.name).is_err();
-            if unnamed {
-                // Unnamed in the archive: kept as a dangling image (made
-                // before the import's own record goes, so nothing lets go).
-                let name = dangling_name(image.target.digest.as_str());
-                records.set(&name, &image.target)?;
-                records.remove(&image.name)?;
-                let id = worker.catalog.by_name(&name)?.id.to_string();
-                loaded.push(Loaded::Id(id));
-            } else {
-                records.moved(&image.name, before.get(&image.name))?;
-                loaded.push(Loaded::Name(familiar(&image.name)));
-            }
-        }
-        Ok(loaded)
+        // Every image a loaded name may leave is held until it is kept as
+        // a dangling image.
+        let hold = records.hold(before.values())?;
+        let loaded = load_records(&worker, &records, spool, &snapshotter, &before);
+        hold.release();
+        loaded
     })
     .await;
     // What a failed import stored is held only by an expiring lease.
@@ -228,6 +212,42 @@ pub async fn load(State(frontend): State<Frontend>, body: Body) -> ApiResult<Res
             .record(DockerEvent::image("load", actor, actor));
     }
     Ok(response)
+}
+
+/// Imports the spooled archive and records its images the way dockerd
+/// names them: an unnamed image as a dangling one, a named one moved from
+/// what it named `before` (which stays as a dangling image if nothing else
+/// names it).
+fn load_records(
+    worker: &Frontend,
+    records: &Records<'_>,
+    spool: std::fs::File,
+    snapshotter: &Snapshotter,
+    before: &BTreeMap<String, Descriptor>,
+) -> Result<Vec<Loaded>> {
+    let imported = worker
+        .transfers
+        .import(NAMESPACE, spool, snapshotter, &ImportOptions::default())
+        .map_err(|err| err.context("docker load"))?;
+    let mut loaded = Vec::new();
+    for image in imported {
+        let unnamed = image.name.starts_with("import-")
+            || familiar(&image.name).starts_with(DANGLING_PREFIX)
+            || ImageRef::parse(&image.name).is_err();
+        if unnamed {
+            // Unnamed in the archive: kept as a dangling image (made
+            // before the import's own record goes, so nothing lets go).
+            let name = dangling_name(image.target.digest.as_str());
+            records.set(&name, &image.target)?;
+            records.remove(&image.name)?;
+            let id = worker.catalog.by_name(&name)?.id.to_string();
+            loaded.push(Loaded::Id(id));
+        } else {
+            records.moved(&image.name, before.get(&image.name))?;
+            loaded.push(Loaded::Name(familiar(&image.name)));
+        }
+    }
+    Ok(loaded)
 }
 
 /// What a load reports per image.

@@ -186,8 +186,17 @@ pub async fn create(
         let name = reference.name();
         let backend = frontend.backend.clone();
         let lookup = name.clone();
-        let previous = match blocking(move || Records::new(&backend).target_of(&lookup)).await {
-            Ok(previous) => previous,
+        // What the name points at now is held until it is either kept
+        // again or kept as a dangling image.
+        let held = blocking(move || {
+            let records = Records::new(&backend);
+            let previous = records.target_of(&lookup)?;
+            let hold = records.hold(previous.as_ref())?;
+            Ok((previous, hold))
+        })
+        .await;
+        let (previous, hold) = match held {
+            Ok(held) => held,
             Err(err) => return messages.error(&err.message),
         };
         let pulled = frontend
@@ -205,13 +214,24 @@ pub async fn create(
         frontend.backend.gc.schedule();
         let pulled = match pulled {
             Ok(pulled) => pulled,
-            Err(err) => return messages.error(&err.message),
+            Err(err) => {
+                let _ = blocking(move || {
+                    hold.release();
+                    Ok(())
+                })
+                .await;
+                return messages.error(&err.message);
+            }
         };
         let backend = frontend.backend.clone();
         let (recorded, before) = (pulled.name.clone(), previous.clone());
-        if let Err(err) =
-            blocking(move || Records::new(&backend).moved(&recorded, before.as_ref())).await
-        {
+        let moved = blocking(move || {
+            let moved = Records::new(&backend).moved(&recorded, before.as_ref());
+            hold.release();
+            moved
+        })
+        .await;
+        if let Err(err) = moved {
             return messages.error(&err.message);
         }
         messages.status(format!("Digest: {}", pulled.target.digest));

@@ -11,8 +11,11 @@ use crate::content::{Descriptor, Digest};
 use crate::docker::reference::{dangling_name, is_dangling};
 use crate::docker::NAMESPACE;
 use crate::grpc::Backend;
-use crate::metadata::{Filter, Image};
-use crate::{ErrorKind, Result};
+use crate::metadata::leases::EXPIRE_LABEL;
+use crate::metadata::{Filter, Image, Labels, LeaseResource};
+use crate::{Error, ErrorKind, Result};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
 
 /// The record store with docker's bookkeeping.
 #[derive(Debug, Clone)]
@@ -24,6 +27,31 @@ impl<'a> Records<'a> {
     /// The records of `backend`'s `moby` namespace.
     pub fn new(backend: &'a Backend) -> Self {
         Records { backend }
+    }
+
+    /// Holds `targets` (and what they reference) in a lease of its own
+    /// until [`Hold::release`]: names are moved first and the images they
+    /// left kept as dangling records after, and a collection running in
+    /// between must not take those images.
+    pub fn hold<'t>(&self, targets: impl IntoIterator<Item = &'t Descriptor>) -> Result<Hold> {
+        let leases = &self.backend.leases;
+        let id = format!("moby-hold-{}", uuid::Uuid::new_v4().simple());
+        // Should berthd die before the release, the lease expires by itself.
+        let expires = OffsetDateTime::now_utc() + HOLD_EXPIRY;
+        let expiry = expires
+            .format(&Rfc3339)
+            .map_err(|err| Error::internal(format!("lease expiry: {err}")))?;
+        let labels = Labels::from([(EXPIRE_LABEL.to_owned(), expiry)]);
+        leases.create(NAMESPACE, &id, labels)?;
+        let hold = Hold {
+            backend: self.backend.clone(),
+            id,
+        };
+        for target in targets {
+            let resource = LeaseResource::Content(target.digest.clone());
+            leases.add_resource(NAMESPACE, &hold.id, &resource)?;
+        }
+        Ok(hold)
     }
 
     /// Points `name` at `target` (creating the record or moving it). The
@@ -40,6 +68,19 @@ impl<'a> Records<'a> {
         if previous.as_ref().is_some_and(|p| p.digest == target.digest) {
             return Ok(());
         }
+        let hold = self.hold(previous.as_ref())?;
+        let moved = self.move_name(name, target, previous);
+        hold.release();
+        moved
+    }
+
+    fn move_name(
+        &self,
+        name: &str,
+        target: &Descriptor,
+        previous: Option<Descriptor>,
+    ) -> Result<()> {
+        let images = &self.backend.images;
         let record = Image::new(name, target.clone());
         match previous {
             None => {
@@ -162,6 +203,26 @@ impl<'a> Records<'a> {
             .publish(NAMESPACE, "/images/update", &event)
         {
             tracing::debug!("publishing /images/update: {err}");
+        }
+    }
+}
+
+/// How long a [`Hold`] protects when it is never released (berthd died).
+const HOLD_EXPIRY: time::Duration = time::Duration::hours(1);
+
+/// Images held by [`Records::hold`].
+#[must_use = "a hold protects until it is released"]
+pub struct Hold {
+    backend: Backend,
+    id: String,
+}
+
+impl Hold {
+    /// Lets the held images go (to the collector, if nothing else keeps
+    /// them). A lease that cannot be deleted now expires by itself.
+    pub fn release(self) {
+        if let Err(err) = self.backend.leases.delete(NAMESPACE, &self.id) {
+            tracing::warn!("releasing lease {}: {err}", self.id);
         }
     }
 }
