@@ -586,3 +586,45 @@ async fn cleanup_after_a_restart_releases_what_vanished_containers_held() {
         ],
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_failure_surfaces_its_message_and_leaves_nothing() {
+    let Some((dir, manager)) = manager("full") else {
+        return;
+    };
+    // A /30 has two host addresses: the gateway's and one container's.
+    let network = manager
+        .create_network(&user_network("full", "10.213.5.0/30"))
+        .await
+        .unwrap();
+    let (first, second) = (container_id("full", 1), container_id("full", 2));
+    let mut cleanup = Cleanup::new(&manager);
+    cleanup.containers = vec![first.clone(), second.clone()];
+    cleanup.networks.push(network.id.clone());
+    let mode = NetworkMode::Network(network.name.clone());
+    manager
+        .setup(&request(&first, "first", mode.clone(), vec![]))
+        .await
+        .unwrap();
+    let err = manager
+        .setup(&request(&second, "second", mode, vec![]))
+        .await
+        .unwrap_err();
+    assert!(
+        err.message.contains("no IP addresses available"),
+        "host-local's message must reach the caller: {err}"
+    );
+    assert!(err.message.contains(&second), "{err}");
+    let netns = manager.netns().path(&second).unwrap();
+    assert!(!netns.exists(), "the failed container's netns is left");
+    assert!(!manager.name_files(&second).unwrap().hosts.exists());
+    assert_eq!(manager.endpoints(&network).unwrap().len(), 1);
+
+    manager.teardown(&first).await.unwrap();
+    manager.remove_network(&network.name).await.unwrap();
+    assert_nothing_left(
+        dir.path(),
+        &[&network.bridge],
+        &[network.subnet.to_string(), first, second],
+    );
+}

@@ -10,9 +10,9 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Mutex;
 
 use super::{
-    cni, conflist, hosts, ipam, link, subnet, Attachment, CniRunner, ContainerNetwork, Endpoint,
-    EndpointName, NameFiles, NetnsManager, Network, NetworkConfig, NetworkMode, NetworkSpec,
-    NetworkStore, PortMapping, SetupRequest, DEFAULT_NETWORK, RESERVED_NAMES,
+    cni, conflist, hosts, ipam, link, netns, subnet, Attachment, CniRunner, ContainerNetwork,
+    Endpoint, EndpointName, NameFiles, NetnsManager, Network, NetworkConfig, NetworkMode,
+    NetworkSpec, NetworkStore, PortMapping, SetupRequest, DEFAULT_NETWORK, RESERVED_NAMES,
 };
 use crate::error::Context;
 use crate::metadata::Db;
@@ -64,10 +64,8 @@ impl NetworkManager {
     }
 
     fn files_dir(&self, container_id: &str) -> Result<PathBuf> {
-        // The netns manager validates ids the same way for file names.
-        let netns = self.netns.path(container_id)?;
-        let id = netns.file_name().unwrap_or_default();
-        Ok(self.config.state_dir.join("containers").join(id))
+        netns::validate_id(container_id)?;
+        Ok(self.config.state_dir.join("containers").join(container_id))
     }
 
     /// Creates a user-defined network. `AlreadyExists` for a taken name or

@@ -120,7 +120,9 @@ impl NetnsManager {
     }
 }
 
-fn validate_id(container_id: &str) -> Result<()> {
+/// Checks that a container id can name a file in a directory of its own
+/// (no `/`, not `.` or `..`, not empty).
+pub(crate) fn validate_id(container_id: &str) -> Result<()> {
     let valid = !container_id.is_empty()
         && container_id.len() <= 255
         && container_id != "."
