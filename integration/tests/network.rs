@@ -285,6 +285,7 @@ async fn containers_on_a_user_network_talk_by_ip_and_name_and_publish_ports() {
     );
     manager.check(&a, &network.name).await.unwrap();
     manager.check(&b, &network.name).await.unwrap();
+    assert_eq!(manager.attachments(&a).unwrap(), net_a.attachments);
 
     // By address.
     let (ok, out) = in_netns(&ns_a, &["busybox", "ping", "-c1", "-W2", &ip_b.to_string()]);

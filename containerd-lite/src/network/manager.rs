@@ -133,6 +133,23 @@ impl NetworkManager {
         self.store.endpoints_of_network(&network.id)
     }
 
+    /// What a container has on each network it is attached to, by network
+    /// name (docker's `NetworkSettings.Networks`).
+    pub fn attachments(&self, container_id: &str) -> Result<Vec<Attachment>> {
+        let networks = self.store.list()?;
+        let mut attachments: Vec<Attachment> = self
+            .store
+            .endpoints_of_container(container_id)?
+            .iter()
+            .filter_map(|endpoint| {
+                let network = networks.iter().find(|n| n.id == endpoint.network_id)?;
+                Some(Attachment::from_endpoint(endpoint, network))
+            })
+            .collect();
+        attachments.sort_by(|a, b| a.network_name.cmp(&b.network_name));
+        Ok(attachments)
+    }
+
     /// Removes a user-defined network and its bridge device.
     /// `FailedPrecondition` while containers are attached (docker's 409) or
     /// for the default network.
