@@ -15,6 +15,7 @@ pub mod events;
 pub mod gc;
 pub mod grpc;
 pub mod metadata;
+pub mod network;
 pub mod oci;
 pub mod registry;
 pub mod runtime;
