@@ -36,7 +36,7 @@ pub const DEFAULT_CAPABILITIES: [Capability; 14] = [
 
 /// Paths of `/proc` and `/sys` hidden from the container (an empty file or
 /// directory is mounted over them).
-pub const MASKED_PATHS: [&str; 10] = [
+pub const MASKED_PATHS: [&str; 11] = [
     "/proc/acpi",
     "/proc/asound",
     "/proc/kcore",
@@ -47,6 +47,9 @@ pub const MASKED_PATHS: [&str; 10] = [
     "/proc/sched_debug",
     "/sys/firmware",
     "/proc/scsi",
+    // Energy counters readable there leak what other tenants compute
+    // (docker masks it since 20.10).
+    "/sys/devices/virtual/powercap",
 ];
 
 /// Paths of `/proc` the container sees read-only.

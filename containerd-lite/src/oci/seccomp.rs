@@ -572,21 +572,20 @@ static RULES: &[Rule] = &[
         args: &[],
         when: &[Condition::Arch(TargetArch::Aarch64)],
     },
-    // Process inspection: safe for everyone from kernel 4.8 on (ptrace
+    // Tracing one's own processes: for everyone from kernel 4.8 on (ptrace
     // then honours seccomp); before that only with CAP_SYS_PTRACE.
     Rule {
-        names: &[
-            "kcmp",
-            "pidfd_getfd",
-            "process_madvise",
-            "process_vm_readv",
-            "process_vm_writev",
-            "ptrace",
-        ],
+        names: &["process_vm_readv", "process_vm_writev", "ptrace"],
         verdict: Verdict::Allow,
         args: &[],
         when: &[Condition::CapOrKernel(Capability::SysPtrace, (4, 8))],
     },
+    // Reaching into other processes' files and memory: CAP_SYS_PTRACE only,
+    // whatever the kernel.
+    allow_with_cap(
+        &[Condition::Cap(Capability::SysPtrace)],
+        &["kcmp", "pidfd_getfd", "process_madvise"],
+    ),
     allow_with_cap(
         &[Condition::Cap(Capability::DacReadSearch)],
         &["open_by_handle_at"],

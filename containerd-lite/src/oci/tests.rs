@@ -84,6 +84,16 @@ fn user_databases_are_read_inside_the_rootfs() {
     // Nothing at all: empty databases.
     let bare = tempfile::tempdir().unwrap();
     assert_eq!(UserDb::from_rootfs(bare.path()).unwrap(), UserDb::default());
+    // A fifo where /etc/passwd should be is refused, not waited on.
+    let fifo = tempfile::tempdir().unwrap();
+    std::fs::create_dir(fifo.path().join("etc")).unwrap();
+    nix::unistd::mkfifo(
+        &fifo.path().join("etc/passwd"),
+        nix::sys::stat::Mode::from_bits_truncate(0o644),
+    )
+    .unwrap();
+    let err = UserDb::from_rootfs(fifo.path()).unwrap_err();
+    assert!(err.message.contains("not a regular file"), "{err}");
 }
 
 #[test]
@@ -486,6 +496,31 @@ fn seccomp_conditions_follow_caps_arch_and_kernel() {
     assert!(!rule_names(&old, "SCMP_ACT_ALLOW")
         .iter()
         .any(|n| n == "ptrace"));
+    // Reaching into other processes needs CAP_SYS_PTRACE on any kernel;
+    // tracing one's own from 4.8 on does not.
+    let new = rule_names(
+        &serde_json::to_value(default_profile(&default, &x86((6, 1)))).unwrap(),
+        "SCMP_ACT_ALLOW",
+    );
+    let mut tracer = default.clone();
+    tracer.insert(Capability::SysPtrace);
+    let traced = rule_names(
+        &serde_json::to_value(default_profile(&tracer, &x86((6, 1)))).unwrap(),
+        "SCMP_ACT_ALLOW",
+    );
+    for name in ["kcmp", "pidfd_getfd", "process_madvise"] {
+        assert!(
+            !new.iter().any(|n| n == name),
+            "{name} without CAP_SYS_PTRACE"
+        );
+        assert!(
+            traced.iter().any(|n| n == name),
+            "{name} with CAP_SYS_PTRACE"
+        );
+    }
+    for name in ["ptrace", "process_vm_readv", "process_vm_writev"] {
+        assert!(new.iter().any(|n| n == name), "{name} on kernel 6.1");
+    }
 
     let arm = serde_json::to_value(default_profile(
         &default,

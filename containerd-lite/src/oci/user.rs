@@ -175,10 +175,12 @@ fn read_in_root(root: &Path, path: &str) -> Result<String> {
         Mode::empty(),
     )
     .map_err(|e| Error::from(std::io::Error::from(e)).context(root.display()))?;
+    // Non-blocking, and only a regular file is read: an image whose
+    // /etc/passwd is a fifo must not hang the caller.
     let fd = match rustix::fs::openat2(
         &dir,
         path,
-        OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY,
+        OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NONBLOCK,
         Mode::empty(),
         ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
     ) {
@@ -186,6 +188,11 @@ fn read_in_root(root: &Path, path: &str) -> Result<String> {
         Err(rustix::io::Errno::NOENT) => return Ok(String::new()),
         Err(e) => return Err(Error::from(std::io::Error::from(e)).context(shown())),
     };
+    let stat = rustix::fs::fstat(&fd)
+        .map_err(|e| Error::from(std::io::Error::from(e)).context(shown()))?;
+    if rustix::fs::FileType::from_raw_mode(stat.st_mode) != rustix::fs::FileType::RegularFile {
+        return Err(Error::invalid(format!("{}: not a regular file", shown())));
+    }
     let mut text = String::new();
     std::fs::File::from(fd)
         .take(MAX_DB_BYTES)
