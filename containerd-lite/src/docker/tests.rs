@@ -290,3 +290,32 @@ async fn a_hold_keeps_an_image_whose_name_moved_until_it_is_kept_as_dangling() {
         .unwrap();
     assert!(leases.is_empty(), "{leases:?}");
 }
+
+#[tokio::test]
+async fn a_failed_pull_puts_the_name_back() {
+    use images::records::Records;
+    let dir = tempfile::tempdir().unwrap();
+    let frontend = frontend(dir.path());
+    let records = Records::new(&frontend.backend);
+    let (old, half_made) = (descriptor("old"), descriptor("half-made"));
+    let x = "docker.io/library/x:1";
+    records.set(x, &old).unwrap();
+    // The transfer recorded its target, then failed to unpack.
+    let image =
+        |target: &crate::content::Descriptor| crate::metadata::Image::new(x, target.clone());
+    frontend
+        .backend
+        .images
+        .update(NAMESPACE, image(&half_made), &["target".to_owned()])
+        .unwrap();
+    records.restore(x, Some(&old)).unwrap();
+    assert_eq!(names(&frontend), [(x.to_owned(), old.digest.to_string())]);
+    // A name the failed pull created goes again.
+    let y = "docker.io/library/y:1";
+    records.set(y, &half_made).unwrap();
+    records.restore(y, None).unwrap();
+    assert_eq!(names(&frontend), [(x.to_owned(), old.digest.to_string())]);
+    // Nothing to undo: nothing changes.
+    records.restore(x, Some(&old)).unwrap();
+    assert_eq!(names(&frontend), [(x.to_owned(), old.digest.to_string())]);
+}

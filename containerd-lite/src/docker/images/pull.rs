@@ -215,11 +215,16 @@ pub async fn create(
         let pulled = match pulled {
             Ok(pulled) => pulled,
             Err(err) => {
-                let _ = blocking(move || {
+                let (backend, before) = (frontend.backend.clone(), previous.clone());
+                let restored = blocking(move || {
+                    let restored = Records::new(&backend).restore(&name, before.as_ref());
                     hold.release();
-                    Ok(())
+                    restored
                 })
                 .await;
+                if let Err(undo) = restored {
+                    tracing::warn!("docker pull: restoring the image record: {undo}");
+                }
                 return messages.error(&err.message);
             }
         };

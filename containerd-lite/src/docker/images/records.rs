@@ -43,6 +43,7 @@ impl<'a> Records<'a> {
             .map_err(|err| Error::internal(format!("lease expiry: {err}")))?;
         let labels = Labels::from([(EXPIRE_LABEL.to_owned(), expiry)]);
         leases.create(NAMESPACE, &id, labels)?;
+        // From here on, dropping the hold (an error below) deletes the lease.
         let hold = Hold {
             backend: self.backend.clone(),
             id,
@@ -116,6 +117,26 @@ impl<'a> Records<'a> {
         }
         if !is_dangling(name) {
             self.drop_dangling(&current.target.digest)?;
+        }
+        Ok(())
+    }
+
+    /// Undoes what a failed transfer did to `name`: it points at
+    /// `previous` again (or is gone, if it did not exist), so a pull that
+    /// stored the record but failed to unpack leaves no half-made image
+    /// under the name. What it made is left to the collector.
+    pub fn restore(&self, name: &str, previous: Option<&Descriptor>) -> Result<()> {
+        let current = self.target_of(name)?;
+        match (current, previous) {
+            (Some(current), Some(previous)) if current.digest != previous.digest => {
+                let record = Image::new(name, previous.clone());
+                self.backend
+                    .images
+                    .update(NAMESPACE, record, &["target".to_owned()])?;
+                self.publish_update(name);
+            }
+            (Some(_), None) => self.remove(name)?,
+            _ => {}
         }
         Ok(())
     }
@@ -219,8 +240,13 @@ pub struct Hold {
 
 impl Hold {
     /// Lets the held images go (to the collector, if nothing else keeps
-    /// them). A lease that cannot be deleted now expires by itself.
-    pub fn release(self) {
+    /// them). Dropping a hold does the same, so an early return releases
+    /// it too. A lease that cannot be deleted expires by itself.
+    pub fn release(self) {}
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
         if let Err(err) = self.backend.leases.delete(NAMESPACE, &self.id) {
             tracing::warn!("releasing lease {}: {err}", self.id);
         }

@@ -122,6 +122,9 @@ fn remove_image(frontend: &Frontend, text: &str, force: bool) -> Result<(String,
             )));
         }
     }
+    // An image containers still use stays, unnamed: held while its names
+    // go, so a collection in between cannot take it.
+    let hold = records.hold(image.records.first().map(|r| &r.target))?;
     for record in &image.records {
         records.remove(&record.name)?;
         if !is_dangling(&record.name) {
@@ -141,9 +144,9 @@ fn remove_image(frontend: &Frontend, text: &str, force: bool) -> Result<(String,
     if users.is_empty() {
         removed.deleted = Some(image.id.to_string());
     } else if let Some(record) = image.records.first() {
-        // Containers still need it: it stays, unnamed.
         records.keep_if_unnamed(&record.target)?;
     }
+    hold.release();
     Ok((id, removed))
 }
 
