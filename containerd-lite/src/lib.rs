@@ -13,6 +13,7 @@ pub mod error;
 pub mod events;
 pub mod gc;
 pub mod grpc;
+pub mod logs;
 pub mod metadata;
 pub mod oci;
 pub mod registry;
