@@ -223,3 +223,201 @@ pub(crate) fn writer_gone(path: &Path) -> std::io::Result<bool> {
     let meta = file.metadata()?;
     Ok(file_id(path)? == Some((meta.dev(), meta.ino())))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::logs::{JsonFileWriter, LogStream, Rotation};
+    use futures::stream::BoxStream;
+    use time::OffsetDateTime;
+    use tokio::sync::oneshot;
+
+    /// A bound on waiting for an entry, so a broken follow fails the test
+    /// instead of hanging it; never reached when it works.
+    const HANG: Duration = Duration::from_secs(60);
+
+    fn write(w: &mut JsonFileWriter, text: &str) {
+        w.write(
+            LogStream::Stdout,
+            OffsetDateTime::now_utc(),
+            format!("{text}\n").as_bytes(),
+        )
+        .unwrap();
+    }
+
+    async fn next_text(stream: &mut BoxStream<'static, Result<LogEntry>>) -> Option<String> {
+        let entry = tokio::time::timeout(HANG, stream.next())
+            .await
+            .expect("the follow neither showed an entry nor ended")?;
+        Some(
+            String::from_utf8(entry.unwrap().bytes)
+                .unwrap()
+                .trim_end()
+                .to_string(),
+        )
+    }
+
+    async fn rest(mut stream: BoxStream<'static, Result<LogEntry>>) -> Vec<String> {
+        let mut texts = Vec::new();
+        while let Some(text) = next_text(&mut stream).await {
+            texts.push(text);
+        }
+        texts
+    }
+
+    fn follow(
+        path: &Path,
+        options: ReadOptions,
+    ) -> (BoxStream<'static, Result<LogEntry>>, oneshot::Sender<()>) {
+        let (exit, exited) = oneshot::channel::<()>();
+        let stream = LogReader::open(path).unwrap().follow(options, async move {
+            let _ = exited.await;
+        });
+        (stream.boxed(), exit)
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_stream_ends_at_the_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.log");
+        let mut w = JsonFileWriter::open(&path, Rotation::default()).unwrap();
+        for i in 0..600 {
+            write(&mut w, &format!("{i}"));
+        }
+        let options = ReadOptions {
+            tail: Some(300),
+            ..ReadOptions::default()
+        };
+        let stream = LogReader::open(&path).unwrap().into_stream(options).boxed();
+        let want: Vec<String> = (300..600).map(|i| i.to_string()).collect();
+        assert_eq!(
+            rest(stream).await,
+            want,
+            "more than one batch, then the end"
+        );
+    }
+
+    #[tokio::test]
+    async fn follows_across_rotations_and_ends_after_the_exit_once_the_writer_is_done() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.log");
+        let rotation = Rotation {
+            max_size: Some(300),
+            max_files: 50,
+        };
+        let mut w = JsonFileWriter::open(&path, rotation).unwrap();
+        for i in 0..10 {
+            write(&mut w, &format!("old {i}"));
+        }
+        let options = ReadOptions {
+            tail: Some(2),
+            ..ReadOptions::default()
+        };
+        let (mut stream, exit) = follow(&path, options);
+        assert_eq!(next_text(&mut stream).await.unwrap(), "old 8");
+        assert_eq!(next_text(&mut stream).await.unwrap(), "old 9");
+        // New entries, across many rotations (several between two looks).
+        for i in 0..40 {
+            write(&mut w, &format!("new {i}"));
+        }
+        for i in 0..40 {
+            assert_eq!(next_text(&mut stream).await.unwrap(), format!("new {i}"));
+        }
+        // The container exits; its logger still drains the pipes.
+        exit.send(()).unwrap();
+        tokio::time::sleep(POLL_INTERVAL * 3).await;
+        for i in 0..5 {
+            write(&mut w, &format!("after exit {i}"));
+        }
+        drop(w);
+        let want: Vec<String> = (0..5).map(|i| format!("after exit {i}")).collect();
+        assert_eq!(rest(stream).await, want);
+    }
+
+    #[tokio::test]
+    async fn a_log_replaced_when_full_is_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.log");
+        let rotation = Rotation {
+            max_size: Some(200),
+            max_files: 1,
+        };
+        let mut w = JsonFileWriter::open(&path, rotation).unwrap();
+        let (mut stream, exit) = follow(&path, ReadOptions::default());
+        for i in 0..3 {
+            write(&mut w, &format!("{i}"));
+            assert_eq!(next_text(&mut stream).await.unwrap(), i.to_string());
+        }
+        // Each file holds three: this one goes to a fresh file.
+        write(&mut w, "3");
+        assert_eq!(next_text(&mut stream).await.unwrap(), "3");
+        drop(w);
+        exit.send(()).unwrap();
+        assert!(rest(stream).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_log_not_written_yet_is_waited_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.log");
+        let (mut stream, exit) = follow(&path, ReadOptions::default());
+        tokio::time::sleep(POLL_INTERVAL * 2).await;
+        let mut w = JsonFileWriter::open(&path, Rotation::default()).unwrap();
+        write(&mut w, "first");
+        assert_eq!(next_text(&mut stream).await.unwrap(), "first");
+        drop(w);
+        exit.send(()).unwrap();
+        assert!(rest(stream).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_exit_with_no_logger_ends_the_follow() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.log");
+        let mut w = JsonFileWriter::open(&path, Rotation::default()).unwrap();
+        write(&mut w, "only");
+        drop(w);
+        let (stream, exit) = follow(&path, ReadOptions::default());
+        exit.send(()).unwrap();
+        assert_eq!(rest(stream).await, ["only"]);
+        // And a log that never existed.
+        let (stream, exit) = follow(&dir.path().join("never.log"), ReadOptions::default());
+        drop(exit);
+        assert!(rest(stream).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn until_ends_a_follow() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.log");
+        let mut w = JsonFileWriter::open(&path, Rotation::default()).unwrap();
+        write(&mut w, "before");
+        let options = ReadOptions {
+            until: Some(OffsetDateTime::now_utc()),
+            ..ReadOptions::default()
+        };
+        let (mut stream, _exit) = follow(&path, options);
+        assert_eq!(next_text(&mut stream).await.unwrap(), "before");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        write(&mut w, "after until");
+        assert_eq!(next_text(&mut stream).await, None);
+    }
+
+    #[test]
+    fn writer_gone_follows_the_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.log");
+        assert!(writer_gone(&path).unwrap(), "no log, no writer");
+        let rotation = Rotation {
+            max_size: Some(1),
+            max_files: 3,
+        };
+        let mut w = JsonFileWriter::open(&path, rotation).unwrap();
+        assert!(!writer_gone(&path).unwrap());
+        write(&mut w, "a");
+        write(&mut w, "b");
+        assert!(!writer_gone(&path).unwrap(), "after a rotation");
+        drop(w);
+        assert!(writer_gone(&path).unwrap());
+    }
+}

@@ -420,8 +420,12 @@ impl Cursor {
     /// (the log was rotated, or created), queues the files newer than it.
     /// The file being read is finished only after that: its writer moved to
     /// the new file before renaming it, so reading it to its end once more
-    /// gets all of it. True when files were queued.
+    /// gets all of it. True when files were queued; never for a bounded
+    /// cursor, which reads the snapshot alone.
     pub(crate) fn find_newer_files(&mut self) -> Result<bool> {
+        if self.bounded {
+            return Ok(false);
+        }
         let current = self.current.as_ref().map(|c| c.id);
         let now =
             file_id(&self.path).with_context(|| format!("reading {}", self.path.display()))?;
@@ -492,5 +496,264 @@ pub(crate) fn next_entry(line: &[u8], options: &ReadOptions, path: &Path) -> Sel
         Selected::Entry(entry)
     } else {
         Selected::Skip
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::logs::writer::rotated_path;
+    use crate::logs::{JsonFileWriter, Rotation};
+    use std::io::Write;
+
+    /// Second `s` of a fixed day.
+    fn at(s: i64) -> OffsetDateTime {
+        OffsetDateTime::from_unix_timestamp(1_700_000_000 + s).unwrap()
+    }
+
+    /// A log of `n` entries `<stream> <i>\n` at second i (stdout for even
+    /// i, stderr for odd), rotated every `max_size` bytes into up to
+    /// `max_files` files.
+    fn write_log(path: &Path, n: i64, max_size: u64, max_files: u32) {
+        let rotation = Rotation {
+            max_size: Some(max_size),
+            max_files,
+        };
+        let mut w = JsonFileWriter::open(path, rotation).unwrap();
+        for i in 0..n {
+            let stream = if i % 2 == 0 {
+                LogStream::Stdout
+            } else {
+                LogStream::Stderr
+            };
+            w.write(
+                stream,
+                at(i),
+                format!("{} {i}\n", stream.as_str()).as_bytes(),
+            )
+            .unwrap();
+        }
+    }
+
+    fn read(path: &Path, options: &ReadOptions) -> Vec<String> {
+        LogReader::open(path)
+            .unwrap()
+            .entries(options)
+            .unwrap()
+            .map(|e| {
+                String::from_utf8(e.unwrap().bytes)
+                    .unwrap()
+                    .trim_end()
+                    .to_string()
+            })
+            .collect()
+    }
+
+    fn numbers(lines: &[String]) -> Vec<i64> {
+        lines
+            .iter()
+            .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
+            .collect()
+    }
+
+    fn tail(n: usize) -> ReadOptions {
+        ReadOptions {
+            tail: Some(n),
+            ..ReadOptions::default()
+        }
+    }
+
+    #[test]
+    fn reads_every_file_oldest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.log");
+        write_log(&path, 100, 500, 100);
+        assert!(rotated_path(&path, 10).exists(), "more than ten files");
+        let all = read(&path, &ReadOptions::default());
+        assert_eq!(numbers(&all), (0..100).collect::<Vec<_>>());
+        assert_eq!(all[0], "stdout 0");
+        assert_eq!(all[1], "stderr 1");
+    }
+
+    #[test]
+    fn tail_across_rotated_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.log");
+        // About six entries per file, the newest 30 kept.
+        write_log(&path, 100, 400, 5);
+        let kept = numbers(&read(&path, &ReadOptions::default()));
+        let oldest = kept[0];
+        assert_eq!(kept, (oldest..100).collect::<Vec<_>>());
+        for n in [1, 5, 7, 13, kept.len() - 1] {
+            assert_eq!(
+                numbers(&read(&path, &tail(n))),
+                (100 - n as i64..100).collect::<Vec<_>>(),
+                "tail {n}"
+            );
+        }
+        assert_eq!(numbers(&read(&path, &tail(1000))), kept);
+        assert!(read(&path, &tail(0)).is_empty());
+    }
+
+    #[test]
+    fn stream_selection_with_and_without_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.log");
+        write_log(&path, 40, 300, 100);
+        let stderr = ReadOptions {
+            stdout: false,
+            ..ReadOptions::default()
+        };
+        let odd: Vec<i64> = (0..40).filter(|i| i % 2 == 1).collect();
+        assert_eq!(numbers(&read(&path, &stderr)), odd);
+        // The tail counts the selected entries only.
+        let last3 = ReadOptions {
+            tail: Some(3),
+            ..stderr.clone()
+        };
+        assert_eq!(numbers(&read(&path, &last3)), [35, 37, 39]);
+        let neither = ReadOptions {
+            stdout: false,
+            stderr: false,
+            ..ReadOptions::default()
+        };
+        assert!(read(&path, &neither).is_empty());
+    }
+
+    #[test]
+    fn since_and_until() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.log");
+        write_log(&path, 50, 350, 100);
+        let window = ReadOptions {
+            since: Some(at(10)),
+            until: Some(at(19)),
+            ..ReadOptions::default()
+        };
+        assert_eq!(numbers(&read(&path, &window)), (10..20).collect::<Vec<_>>());
+        // With a tail: the last of the window.
+        let window_tail = ReadOptions {
+            tail: Some(4),
+            ..window.clone()
+        };
+        assert_eq!(numbers(&read(&path, &window_tail)), [16, 17, 18, 19]);
+        // A tail longer than the window stops at since.
+        let long_tail = ReadOptions {
+            tail: Some(40),
+            ..window
+        };
+        assert_eq!(
+            numbers(&read(&path, &long_tail)),
+            (10..20).collect::<Vec<_>>()
+        );
+        let after = ReadOptions {
+            since: Some(at(1000)),
+            ..ReadOptions::default()
+        };
+        assert!(read(&path, &after).is_empty());
+        let before = ReadOptions {
+            until: Some(at(-1)),
+            tail: Some(3),
+            ..ReadOptions::default()
+        };
+        assert!(read(&path, &before).is_empty());
+    }
+
+    #[test]
+    fn a_missing_log_is_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(read(&dir.path().join("never.log"), &ReadOptions::default()).is_empty());
+        assert!(read(&dir.path().join("no-dir/never.log"), &tail(3)).is_empty());
+    }
+
+    #[test]
+    fn a_snapshot_ends_where_the_log_ended_when_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.log");
+        write_log(&path, 3, 1 << 20, 1);
+        let reader = LogReader::open(&path).unwrap();
+        let mut w = JsonFileWriter::open(&path, Rotation::default()).unwrap();
+        w.write(LogStream::Stdout, at(3), b"later\n").unwrap();
+        let seen: Vec<_> = reader.entries(&ReadOptions::default()).unwrap().collect();
+        assert_eq!(seen.len(), 3);
+    }
+
+    #[test]
+    fn broken_lines_are_skipped_and_an_unfinished_one_is_not_shown() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.log");
+        write_log(&path, 2, 1 << 20, 1);
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        f.write_all(b"{\"log\":\"torn\n").unwrap();
+        f.write_all(b"\n").unwrap();
+        drop(f);
+        write_log(&path, 4, 1 << 20, 1);
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        f.write_all(b"{\"log\":\"being written").unwrap();
+        drop(f);
+        let all = numbers(&read(&path, &ReadOptions::default()));
+        assert_eq!(all, [0, 1, 0, 1, 2, 3]);
+        assert_eq!(numbers(&read(&path, &tail(5))), [1, 0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn a_tail_reads_only_the_end_of_a_big_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.log");
+        write_log(&path, 1, 1 << 40, 1);
+        // A gigabyte with no newline in it (sparse: costs no disk), then
+        // three entries.
+        let f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        f.set_len(1 << 30).unwrap();
+        let mut w = JsonFileWriter::open(&path, Rotation::default()).unwrap();
+        w.write(LogStream::Stdout, at(0), b"\n").unwrap();
+        for i in 1..4 {
+            w.write(LogStream::Stdout, at(i), format!("stdout {i}\n").as_bytes())
+                .unwrap();
+        }
+        let file = File::open(&path).unwrap();
+        let len = file.metadata().unwrap().len();
+        let mut lines = ReverseLines::new(&file, len);
+        for _ in 0..3 {
+            lines.next_line().unwrap().unwrap();
+        }
+        assert!(
+            len - lines.pos <= BLOCK,
+            "read {} bytes back",
+            len - lines.pos
+        );
+        assert_eq!(numbers(&read(&path, &tail(3))), [1, 2, 3]);
+    }
+
+    #[test]
+    fn reverse_lines_handles_lines_longer_than_a_block() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("raw");
+        let long = "y".repeat(3 * BLOCK as usize + 5);
+        let text = format!("first\n{long}\n\nlast\nunfinished");
+        std::fs::write(&path, &text).unwrap();
+        let file = File::open(&path).unwrap();
+        let mut lines = ReverseLines::new(&file, text.len() as u64);
+        let mut seen = Vec::new();
+        while let Some((offset, line)) = lines.next_line().unwrap() {
+            assert_eq!(&text.as_bytes()[offset as usize..][..line.len()], &line[..]);
+            seen.push(String::from_utf8(line).unwrap());
+        }
+        assert_eq!(seen, ["last", "", long.as_str(), "first"]);
+        let mut none = ReverseLines::new(&file, 5);
+        assert_eq!(
+            none.next_line().unwrap(),
+            None,
+            "no newline in the first 5 bytes"
+        );
     }
 }
