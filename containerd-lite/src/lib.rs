@@ -9,12 +9,14 @@
 pub mod config;
 pub mod content;
 pub mod diff;
+pub mod docker;
 pub mod error;
 pub mod events;
 pub mod gc;
 pub mod grpc;
 pub mod logs;
 pub mod metadata;
+pub mod network;
 pub mod oci;
 pub mod registry;
 pub mod runtime;

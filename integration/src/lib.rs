@@ -9,6 +9,7 @@
 //! directory, the bundles of the test and, when dropped, checks that nothing
 //! was leaked (mounts, cgroups, processes, state directories).
 
+pub mod berthd;
 pub mod bundle;
 pub mod caps;
 pub mod console;
@@ -16,6 +17,7 @@ pub mod containerd;
 pub mod harness;
 pub mod leak;
 pub mod locate;
+pub mod pty;
 pub mod registry;
 pub mod runtime;
 

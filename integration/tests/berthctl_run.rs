@@ -3,281 +3,44 @@
 //! memory and CPU limits, host networking, detached tasks, a terminal
 //! session through a pty, the default spec as seen from inside (capabilities,
 //! masked paths, seccomp), and errors that leave nothing behind.
-//!
-//! The berthd fixture is a trimmed copy of the one in `berthd_tasks.rs`
-//! (to be shared from `integration/src`).
 
 // The helpers below are test code too: a panic is how they report.
 #![allow(clippy::unwrap_used)]
 
 use std::io::{Read, Write};
-use std::os::unix::fs::symlink;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::Stdio;
 use std::time::Duration;
 
-use berth_integration::containerd::{image_archive, target_binary, IMAGE};
-use berth_integration::leak::{cgroup_dirs_named, mounts_mentioning, processes_with_cmdline};
+use berth_integration::berthd::Berthd;
+use berth_integration::containerd::{image_archive, IMAGE};
+use berth_integration::leak::cgroup_dirs_named;
+use berth_integration::pty::PtySession;
 use berth_integration::wait_until;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-const CTR: &str = "/usr/bin/ctr";
+const WHAT: &str = "the berthctl run tests";
 
 /// containerd's default capability set as `/proc/self/status` shows it.
 const DEFAULT_CAP_EFF: &str = "00000000a80425fb";
 
-/// A berthd of our own, in a temp dir under /tmp (shim socket paths must
-/// stay short), with the busybox image imported.
-struct Berthd {
-    dir: tempfile::TempDir,
-    socket: PathBuf,
-    child: Option<Child>,
-}
-
-impl Berthd {
-    /// `None` with a SKIP line when not root or ctr is missing.
-    fn start() -> Option<Berthd> {
-        if !berth_integration::is_root() {
-            eprintln!("SKIP: the berthctl run tests need root");
-            return None;
-        }
-        if !Path::new(CTR).is_file() {
-            eprintln!("SKIP: {CTR} is not installed (apt-get install containerd)");
-            return None;
-        }
-        let dir = tempfile::Builder::new()
-            .prefix("bbrun")
-            .tempdir_in("/tmp")
-            .unwrap();
-        let bin = dir.path().join("bin");
-        std::fs::create_dir(&bin).unwrap();
-        for name in ["containerd-shim-berth-v2", "berth"] {
-            symlink(target_binary(name), bin.join(name)).unwrap();
-        }
-        // berthctl's fifo directories go here, to be checked for leftovers.
-        std::fs::create_dir(dir.path().join("tmp")).unwrap();
-        let socket = dir.path().join("berthd.sock");
-        let config = dir.path().join("berthd.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "version = 2\nroot = \"{0}/root\"\nstate = \"{0}/state\"\n\
-                 [grpc]\naddress = \"{1}\"\n[debug]\nlevel = \"debug\"\n\
-                 [docker]\naddress = \"\"\n",
-                dir.path().display(),
-                socket.display()
-            ),
-        )
-        .unwrap();
-        let log = std::fs::File::create(dir.path().join("berthd.log")).unwrap();
-        let path_env = format!(
-            "{}:{}",
-            bin.display(),
-            std::env::var("PATH").unwrap_or_default()
-        );
-        let child = Command::new(target_binary("berthd"))
-            .arg("--config")
-            .arg(&config)
-            .env("PATH", path_env)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let berthd = Berthd {
-            dir,
-            socket,
-            child: Some(child),
-        };
-        let up = wait_until(Duration::from_secs(20), || {
-            berthd.socket.exists() && berthd.ctr(&["version"]).status.success()
-        });
-        assert!(up, "berthd did not come up; log:\n{}", berthd.log());
-        berthd.ctr_ok(&["images", "import", &image_archive().to_string_lossy()]);
-        Some(berthd)
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("berthd.log")).unwrap_or_default()
-    }
-
-    fn ctr(&self, args: &[&str]) -> Output {
-        Command::new(CTR)
-            .arg("--address")
-            .arg(&self.socket)
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
-    }
-
-    /// `ctr ARGS` that must succeed; its stdout.
-    fn ctr_ok(&self, args: &[&str]) -> String {
-        let out = self.ctr(args);
+/// Containers, snapshots, tasks, leases and cgroups of these runs: none.
+fn assert_records_gone(berthd: &Berthd, ids: &[&str]) {
+    assert_eq!(berthd.ctr_ok(&["containers", "ls", "-q"]).trim(), "");
+    assert_eq!(berthd.ctr_ok(&["task", "ls", "-q"]).trim(), "");
+    let snapshots = berthd.ctr_ok(&["snapshots", "ls"]);
+    for id in ids {
         assert!(
-            out.status.success(),
-            "ctr {args:?} failed ({}): {}{}\nberthd log:\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr),
-            self.log()
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn berthctl_cmd(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(target_binary("berthctl"));
-        cmd.arg("--address")
-            .arg(&self.socket)
-            .args(args)
-            .env("TMPDIR", self.dir.path().join("tmp"))
-            .stdin(Stdio::null());
-        cmd
-    }
-
-    fn berthctl(&self, args: &[&str]) -> Output {
-        self.berthctl_cmd(args).output().unwrap()
-    }
-
-    /// `berthctl ARGS` that must succeed; its stdout.
-    fn berthctl_ok(&self, args: &[&str]) -> String {
-        let out = self.berthctl(args);
-        assert!(
-            out.status.success(),
-            "berthctl {args:?} failed ({}): {}{}\nberthd log:\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr),
-            self.log()
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// `berthctl ARGS` that must fail; its stderr.
-    fn berthctl_err(&self, args: &[&str]) -> String {
-        let out = self.berthctl(args);
-        assert!(
-            !out.status.success(),
-            "berthctl {args:?} should have failed: {}",
-            String::from_utf8_lossy(&out.stdout)
-        );
-        String::from_utf8_lossy(&out.stderr).into_owned()
-    }
-
-    /// The STATUS column of `ctr task ls` for `id` (None if not listed).
-    fn task_status(&self, id: &str) -> Option<String> {
-        let out = self.ctr_ok(&["task", "ls"]);
-        out.lines().skip(1).find_map(|line| {
-            let cols: Vec<&str> = line.split_whitespace().collect();
-            (cols.first() == Some(&id)).then(|| cols.get(2).unwrap_or(&"").to_string())
-        })
-    }
-
-    fn wait_status(&self, id: &str, status: &str) {
-        let reached = wait_until(Duration::from_secs(15), || {
-            self.task_status(id).as_deref() == Some(status)
-        });
-        assert!(reached, "task {id} never {status}\nlog:\n{}", self.log());
-    }
-
-    /// Kills, deletes and removes a detached container with the real ctr.
-    fn remove_detached(&self, id: &str) {
-        self.ctr_ok(&["task", "kill", "-s", "KILL", id]);
-        self.wait_status(id, "STOPPED");
-        self.ctr_ok(&["task", "rm", id]);
-        self.ctr_ok(&["containers", "rm", id]);
-    }
-
-    /// Containers, snapshots, tasks, leases and cgroups of these runs: none.
-    fn assert_records_gone(&self, ids: &[&str]) {
-        assert_eq!(self.ctr_ok(&["containers", "ls", "-q"]).trim(), "");
-        assert_eq!(self.ctr_ok(&["task", "ls", "-q"]).trim(), "");
-        let snapshots = self.ctr_ok(&["snapshots", "ls"]);
-        for id in ids {
-            assert!(
-                !snapshots.lines().any(|l| l.starts_with(&format!("{id} "))),
-                "snapshot {id} left: {snapshots}"
-            );
-        }
-        let leases = self.ctr_ok(&["leases", "ls", "-q"]);
-        assert_eq!(leases.trim(), "", "leases left");
-        for id in ids {
-            let gone = wait_until(Duration::from_secs(10), || cgroup_dirs_named(id).is_empty());
-            assert!(gone, "cgroups of {id} left: {:?}", cgroup_dirs_named(id));
-        }
-    }
-
-    fn shim_pids(&self) -> Vec<i32> {
-        processes_with_cmdline("containerd-shim", &self.socket.to_string_lossy())
-    }
-
-    /// What is left behind: mounts under our dir, shims, bundles, fifo
-    /// directories of berthctl.
-    fn leaks(&self) -> Vec<String> {
-        let mut found = Vec::new();
-        for m in mounts_mentioning(&self.dir.path().to_string_lossy()) {
-            found.push(format!("mount: {m}"));
-        }
-        for pid in self.shim_pids() {
-            found.push(format!("shim process {pid}"));
-        }
-        let tasks = self.dir.path().join("state/io.containerd.runtime.v2.task");
-        for ns in std::fs::read_dir(tasks).into_iter().flatten().flatten() {
-            for task in std::fs::read_dir(ns.path()).into_iter().flatten().flatten() {
-                found.push(format!("bundle {}", task.path().display()));
-            }
-        }
-        for e in std::fs::read_dir(self.dir.path().join("tmp"))
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            found.push(format!("berthctl temp file {}", e.path().display()));
-        }
-        found
-    }
-
-    fn assert_no_leaks(&self) {
-        let clean = wait_until(Duration::from_secs(10), || self.leaks().is_empty());
-        assert!(
-            clean,
-            "left behind: {:?}\nlog:\n{}",
-            self.leaks(),
-            self.log()
+            !snapshots.lines().any(|l| l.starts_with(&format!("{id} "))),
+            "snapshot {id} left: {snapshots}"
         );
     }
-}
-
-impl Drop for Berthd {
-    fn drop(&mut self) {
-        // Whatever a failed test left: kill and delete tasks and containers.
-        if self.child.is_some() {
-            let tasks = self.ctr(&["task", "ls", "-q"]);
-            for id in String::from_utf8_lossy(&tasks.stdout).lines() {
-                let _ = self.ctr(&["task", "kill", "-a", "-s", "KILL", id]);
-                let _ = self.ctr(&["task", "rm", "-f", id]);
-            }
-            let containers = self.ctr(&["containers", "ls", "-q"]);
-            for id in String::from_utf8_lossy(&containers.stdout).lines() {
-                let _ = self.ctr(&["containers", "rm", id]);
-            }
-        }
-        if let Some(mut child) = self.child.take() {
-            let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
-            if !wait_until(Duration::from_secs(15), || {
-                matches!(child.try_wait(), Ok(Some(_)))
-            }) {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-        }
-        for pid in self.shim_pids() {
-            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-        }
-        for target in mounts_mentioning(&self.dir.path().to_string_lossy()) {
-            let _ = nix::mount::umount2(target.as_str(), nix::mount::MntFlags::MNT_DETACH);
-        }
+    let leases = berthd.ctr_ok(&["leases", "ls", "-q"]);
+    assert_eq!(leases.trim(), "", "leases left");
+    for id in ids {
+        let gone = wait_until(Duration::from_secs(10), || cgroup_dirs_named(id).is_empty());
+        assert!(gone, "cgroups of {id} left: {:?}", cgroup_dirs_named(id));
     }
 }
 
@@ -286,7 +49,7 @@ const SLEEPER: [&str; 3] = ["sh", "-c", "while true; do sleep 0.1; done"];
 
 #[test]
 fn run_passes_output_exit_codes_stdin_and_env() {
-    let Some(berthd) = Berthd::start() else {
+    let Some(berthd) = Berthd::start(WHAT) else {
         return;
     };
     let out = berthd.berthctl_ok(&["run", "--rm", IMAGE, "r1", "echo", "hi"]);
@@ -375,13 +138,13 @@ fn run_passes_output_exit_codes_stdin_and_env() {
     );
     berthd.ctr_ok(&["containers", "rm", "kept"]);
 
-    berthd.assert_records_gone(&["r1", "r2", "r3", "r4", "r5", "kept"]);
+    assert_records_gone(&berthd, &["r1", "r2", "r3", "r4", "r5", "kept"]);
     berthd.assert_no_leaks();
 }
 
 #[test]
 fn bind_mounts_and_resource_limits() {
-    let Some(berthd) = Berthd::start() else {
+    let Some(berthd) = Berthd::start(WHAT) else {
         return;
     };
     let shared = tempfile::tempdir().unwrap();
@@ -441,13 +204,13 @@ fn bind_mounts_and_resource_limits() {
         assert_eq!(cpu.trim(), "50000 100000");
     }
     berthd.remove_detached("lim");
-    berthd.assert_records_gone(&["m1", "lim"]);
+    assert_records_gone(&berthd, &["m1", "lim"]);
     berthd.assert_no_leaks();
 }
 
 #[test]
 fn host_network_shares_the_hosts_interfaces() {
-    let Some(berthd) = Berthd::start() else {
+    let Some(berthd) = Berthd::start(WHAT) else {
         return;
     };
     let own = berthd.berthctl_ok(&["run", "--rm", IMAGE, "n1", "ls", "/sys/class/net"]);
@@ -480,13 +243,13 @@ fn host_network_shares_the_hosts_interfaces() {
         parts.next().unwrap().trim(),
         nix::unistd::gethostname().unwrap().to_string_lossy()
     );
-    berthd.assert_records_gone(&["n1", "n2"]);
+    assert_records_gone(&berthd, &["n1", "n2"]);
     berthd.assert_no_leaks();
 }
 
 #[test]
 fn detached_tasks_run_until_ctr_stops_them() {
-    let Some(berthd) = Berthd::start() else {
+    let Some(berthd) = Berthd::start(WHAT) else {
         return;
     };
     let mut args = vec!["run", "-d", IMAGE, "d1"];
@@ -505,13 +268,13 @@ fn detached_tasks_run_until_ctr_stops_them() {
         let err = berthd.berthctl_err(&args);
         assert!(err.contains("cannot be used with"), "{err}");
     }
-    berthd.assert_records_gone(&["d1", "d2"]);
+    assert_records_gone(&berthd, &["d1", "d2"]);
     berthd.assert_no_leaks();
 }
 
 #[test]
 fn signals_reach_a_task_without_a_terminal() {
-    let Some(berthd) = Berthd::start() else {
+    let Some(berthd) = Berthd::start(WHAT) else {
         return;
     };
     for (id, signal, code) in [("sig1", Signal::SIGTERM, 9), ("sig2", Signal::SIGINT, 8)] {
@@ -537,89 +300,53 @@ fn signals_reach_a_task_without_a_terminal() {
         let status = child.wait().unwrap();
         assert_eq!(status.code(), Some(code), "{id}: {signal}");
     }
-    berthd.assert_records_gone(&["sig1", "sig2"]);
+    assert_records_gone(&berthd, &["sig1", "sig2"]);
     berthd.assert_no_leaks();
 }
 
 #[test]
 fn tty_session_through_a_pty() {
-    let Some(berthd) = Berthd::start() else {
+    let Some(berthd) = Berthd::start(WHAT) else {
         return;
     };
-    let pty = nix::pty::openpty(
-        Some(&nix::pty::Winsize {
-            ws_row: 30,
-            ws_col: 90,
-            ws_xpixel: 0,
-            ws_ypixel: 0,
-        }),
-        None,
-    )
-    .unwrap();
-    let slave = std::fs::File::from(pty.slave);
-    let resizer = slave.try_clone().unwrap();
-    let mut cmd = berthd.berthctl_cmd(&["run", "--rm", "-t", IMAGE, "tty1", "sh"]);
-    cmd.stdin(slave.try_clone().unwrap())
-        .stdout(slave.try_clone().unwrap())
-        .stderr(slave);
-    let mut child = cmd.spawn().unwrap();
-    drop(cmd);
-    let mut master = std::fs::File::from(pty.master);
-    nix::fcntl::fcntl(
-        &master,
-        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
-    )
-    .unwrap();
-    let mut seen = String::new();
-    let mut read_until = |master: &mut std::fs::File, needle: &str| {
-        let deadline = std::time::Instant::now() + Duration::from_secs(15);
-        while !seen.contains(needle) && std::time::Instant::now() < deadline {
-            let mut buf = [0u8; 4096];
-            match master.read(&mut buf) {
-                Ok(n) if n > 0 => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
-                _ => std::thread::sleep(Duration::from_millis(20)),
-            }
-        }
-        assert!(seen.contains(needle), "never saw {needle:?} in {seen:?}");
-    };
-    read_until(&mut master, "# ");
-    master
-        .write_all(b"tty; stty size; echo $TERM; echo sum=$((6*7))\r")
-        .unwrap();
-    read_until(&mut master, "sum=42");
-    assert!(seen.contains("/dev/pts/"), "{seen:?}");
-    assert!(seen.contains("30 90"), "window size not passed: {seen:?}");
-    assert!(seen.contains("xterm"), "TERM not set: {seen:?}");
+    let cmd = berthd.berthctl_cmd(&["run", "--rm", "-t", IMAGE, "tty1", "sh"]);
+    let mut tty = PtySession::spawn(cmd, 30, 90);
+    tty.read_until("# ");
+    tty.type_in(b"tty; stty size; echo $TERM; echo sum=$((6*7))\r");
+    tty.read_until("sum=42");
+    assert!(tty.seen().contains("/dev/pts/"), "{:?}", tty.seen());
+    assert!(
+        tty.seen().contains("30 90"),
+        "window size not passed: {:?}",
+        tty.seen()
+    );
+    assert!(
+        tty.seen().contains("xterm"),
+        "TERM not set: {:?}",
+        tty.seen()
+    );
     // The window grows: SIGWINCH on berthctl passes the new size on.
-    let resized = Command::new("stty")
-        .args(["rows", "40", "cols", "100"])
-        .stdin(resizer)
-        .status()
-        .unwrap();
-    assert!(resized.success());
-    kill(Pid::from_raw(child.id() as i32), Signal::SIGWINCH).unwrap();
+    tty.resize(40, 100);
+    kill(Pid::from_raw(tty.pid() as i32), Signal::SIGWINCH).unwrap();
     let resized = wait_until(Duration::from_secs(10), || {
-        master.write_all(b"stty size\r").unwrap();
+        tty.type_in(b"stty size\r");
         std::thread::sleep(Duration::from_millis(100));
-        let mut buf = [0u8; 4096];
-        if let Ok(n) = master.read(&mut buf) {
-            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
-        }
-        seen.contains("40 100")
+        tty.read_now();
+        tty.seen().contains("40 100")
     });
-    assert!(resized, "new size not passed: {seen:?}");
+    assert!(resized, "new size not passed: {:?}", tty.seen());
     // Ctrl-C goes to the container's shell as a byte, not to berthctl.
-    master.write_all(b"\x03").unwrap();
-    master.write_all(b"exit 5\r").unwrap();
-    let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(5), "{seen:?}");
-    berthd.assert_records_gone(&["tty1"]);
+    tty.type_in(b"\x03");
+    tty.type_in(b"exit 5\r");
+    let status = tty.wait();
+    assert_eq!(status.code(), Some(5), "{:?}", tty.seen());
+    assert_records_gone(&berthd, &["tty1"]);
     berthd.assert_no_leaks();
 }
 
 #[test]
 fn the_default_spec_confines_the_container() {
-    let Some(berthd) = Berthd::start() else {
+    let Some(berthd) = Berthd::start(WHAT) else {
         return;
     };
     // A masked /proc file this kernel has (kcore needs CONFIG_PROC_KCORE),
@@ -665,13 +392,13 @@ fn the_default_spec_confines_the_container() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("Seccomp:\t0"), "{out:?}");
     assert!(text.contains("unshare=0"), "{out:?}");
-    berthd.assert_records_gone(&["sec1", "nosec"]);
+    assert_records_gone(&berthd, &["sec1", "nosec"]);
     berthd.assert_no_leaks();
 }
 
 #[test]
 fn errors_are_clear_and_leave_nothing_behind() {
-    let Some(berthd) = Berthd::start() else {
+    let Some(berthd) = Berthd::start(WHAT) else {
         return;
     };
     let err = berthd.berthctl_err(&[
@@ -732,6 +459,6 @@ fn errors_are_clear_and_leave_nothing_behind() {
     );
     berthd.remove_detached("taken");
 
-    berthd.assert_records_gone(&["e1", "e2", "e3", "e4", "taken"]);
+    assert_records_gone(&berthd, &["e1", "e2", "e3", "e4", "taken"]);
     berthd.assert_no_leaks();
 }

@@ -6,22 +6,20 @@
 // The helpers below are test code too: a panic is how they report.
 #![allow(clippy::unwrap_used)]
 
-use berth_integration::registry::Registry;
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
-use berth_integration::leak::mounts_mentioning;
-use berth_integration::locate::workspace_root;
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
+use berth_integration::berthd::{Berthd, Options, CTR};
+use berth_integration::containerd::target_binary;
+use berth_integration::registry::Registry;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-const CTR: &str = "/usr/bin/ctr";
+const WHAT: &str = "the berthd image tests";
 const IMAGE: &str = "docker.io/library/busybox:latest";
 
 fn sha256(data: &[u8]) -> String {
@@ -148,177 +146,28 @@ fn build_archive(dir: &Path) -> Archive {
     }
 }
 
-fn binary(name: &str) -> PathBuf {
-    let path = workspace_root().join("target/debug").join(name);
+/// `ctr images import` of `archive` as busybox, which must unpack.
+fn import(daemon: &Berthd, archive: &Archive) {
+    let out = daemon.ctr_ok(&[
+        "images",
+        "import",
+        "--base-name",
+        "docker.io/library/busybox",
+        archive.path.to_str().unwrap(),
+    ]);
     assert!(
-        path.exists(),
-        "{} is missing: run `cargo build -p berthd` first",
-        path.display()
+        out.contains("unpacking docker.io/library/busybox:latest"),
+        "{out}"
     );
-    path
-}
-
-/// A berthd serving from a temp dir; stopped (and checked) by `stop`.
-struct Berthd {
-    dir: tempfile::TempDir,
-    socket: PathBuf,
-    child: Option<Child>,
-}
-
-impl Berthd {
-    fn start() -> Berthd {
-        assert!(
-            Path::new(CTR).exists(),
-            "{CTR} is missing: install Debian's containerd package"
-        );
-        let dir = tempfile::tempdir().unwrap();
-        let socket = dir.path().join("run/berthd.sock");
-        let config = dir.path().join("berthd.toml");
-        fs::write(&config, "[debug]\nlevel = \"debug\"\n").unwrap();
-        let log = fs::File::create(dir.path().join("berthd.log")).unwrap();
-        let child = Command::new(binary("berthd"))
-            .arg("--config")
-            .arg(&config)
-            .arg("--root")
-            .arg(dir.path().join("root"))
-            .arg("--state")
-            .arg(dir.path().join("state"))
-            .arg("--address")
-            .arg(&socket)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let daemon = Berthd {
-            dir,
-            socket,
-            child: Some(child),
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !daemon.socket.exists() {
-            assert!(
-                Instant::now() < deadline,
-                "berthd did not start: {}",
-                daemon.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        daemon
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(self.dir.path().join("berthd.log")).unwrap_or_default()
-    }
-
-    fn ctr(&self, args: &[&str]) -> Output {
-        Command::new(CTR)
-            .arg("--address")
-            .arg(&self.socket)
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
-    }
-
-    /// Runs ctr, asserts success, returns stdout.
-    fn ctr_ok(&self, args: &[&str]) -> String {
-        let out = self.ctr(args);
-        assert!(
-            out.status.success(),
-            "ctr {args:?} failed: {}\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            self.log()
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    /// Runs ctr, asserts failure, returns stderr.
-    fn ctr_err(&self, args: &[&str]) -> String {
-        let out = self.ctr(args);
-        assert!(!out.status.success(), "ctr {args:?} should fail");
-        String::from_utf8(out.stderr).unwrap()
-    }
-
-    fn berthctl(&self, args: &[&str]) -> Output {
-        Command::new(binary("berthctl"))
-            .arg("--address")
-            .arg(&self.socket)
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
-    }
-
-    fn berthctl_ok(&self, args: &[&str]) -> String {
-        let out = self.berthctl(args);
-        assert!(
-            out.status.success(),
-            "berthctl {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    fn import(&self, archive: &Archive) {
-        let out = self.ctr_ok(&[
-            "images",
-            "import",
-            "--base-name",
-            "docker.io/library/busybox",
-            archive.path.to_str().unwrap(),
-        ]);
-        assert!(
-            out.contains("unpacking docker.io/library/busybox:latest"),
-            "{out}"
-        );
-        assert!(out.contains("done"), "{out}");
-    }
-
-    /// SIGTERM, then: exit status 0, socket gone, nothing mounted from the
-    /// temp dir, no process left.
-    fn stop(mut self) {
-        let mut child = self.child.take().unwrap();
-        let pid = Pid::from_raw(child.id() as i32);
-        kill(pid, Signal::SIGTERM).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let status = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break status;
-            }
-            assert!(Instant::now() < deadline, "berthd ignored SIGTERM");
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        assert!(
-            status.success(),
-            "berthd exited with {status}: {}",
-            self.log()
-        );
-        assert!(!self.socket.exists(), "the socket is left behind");
-        let needle = self.dir.path().to_str().unwrap().to_string();
-        assert_eq!(mounts_mentioning(&needle), Vec::<String>::new());
-        assert!(kill(pid, None).is_err(), "berthd is still running");
-    }
-}
-
-impl Drop for Berthd {
-    fn drop(&mut self) {
-        // A failed test: leave no daemon and no mount behind.
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        let needle = self.dir.path().to_str().unwrap_or("").to_string();
-        for mount in mounts_mentioning(&needle).iter().rev() {
-            let _ = nix::mount::umount2(mount.as_str(), nix::mount::MntFlags::MNT_DETACH);
-        }
-    }
+    assert!(out.contains("done"), "{out}");
 }
 
 #[test]
 fn ctr_manages_images_content_snapshots_and_namespaces_on_berthd() {
-    let daemon = Berthd::start();
-    let archive = build_archive(daemon.dir.path());
+    let Some(mut daemon) = Berthd::start_with(Options::empty(WHAT)) else {
+        return;
+    };
+    let archive = build_archive(daemon.dir());
 
     let version = daemon.ctr_ok(&["version"]);
     assert!(version.contains("Server:"), "{version}");
@@ -341,17 +190,17 @@ fn ctr_manages_images_content_snapshots_and_namespaces_on_berthd() {
         .contains("scratch"));
 
     // Import, unpacked onto overlayfs, watched by `ctr events`.
-    let events_log = daemon.dir.path().join("events.log");
+    let events_log = daemon.dir().join("events.log");
     let mut events = Command::new(CTR)
         .arg("--address")
-        .arg(&daemon.socket)
+        .arg(daemon.socket())
         .arg("events")
         .stdout(fs::File::create(&events_log).unwrap())
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(300));
-    daemon.import(&archive);
+    import(&daemon, &archive);
     let images = daemon.ctr_ok(&["images", "ls"]);
     assert!(images.contains(IMAGE), "{images}");
     assert!(images.contains(&archive.manifest_digest), "{images}");
@@ -400,7 +249,7 @@ fn ctr_manages_images_content_snapshots_and_namespaces_on_berthd() {
         .unwrap_or_else(|| panic!("no snapshot {}: {snapshots}", archive.diff_id));
     assert!(committed.contains("Committed"), "{committed}");
     daemon.ctr_ok(&["snapshots", "prepare", "work", &archive.diff_id]);
-    let target = daemon.dir.path().join("mnt");
+    let target = daemon.dir().join("mnt");
     fs::create_dir(&target).unwrap();
     let mount = daemon.ctr_ok(&["snapshots", "mounts", target.to_str().unwrap(), "work"]);
     assert!(mount.starts_with("mount -t overlay"), "{mount}");
@@ -465,17 +314,19 @@ fn ctr_manages_images_content_snapshots_and_namespaces_on_berthd() {
         1,
         "header only"
     );
-    let blobs = daemon.dir.path().join("root/content/blobs/sha256");
+    let blobs = daemon.dir().join("root/content/blobs/sha256");
     assert_eq!(fs::read_dir(&blobs).map(|d| d.count()).unwrap_or(0), 0);
 
-    daemon.stop();
+    daemon.stop_cleanly();
 }
 
 #[test]
 fn berthctl_lists_and_removes_over_the_generated_client() {
-    let daemon = Berthd::start();
-    let archive = build_archive(daemon.dir.path());
-    daemon.import(&archive);
+    let Some(mut daemon) = Berthd::start_with(Options::empty(WHAT)) else {
+        return;
+    };
+    let archive = build_archive(daemon.dir());
+    import(&daemon, &archive);
 
     let version = daemon.berthctl_ok(&["version"]);
     assert!(version.contains("Server:"), "{version}");
@@ -547,14 +398,14 @@ fn berthctl_lists_and_removes_over_the_generated_client() {
         .berthctl_ok(&["content", "ls"])
         .contains(&archive.layer_digest));
 
-    let unreachable = Command::new(binary("berthctl"))
+    let unreachable = Command::new(target_binary("berthctl"))
         .args(["--address", "/nonexistent/berthd.sock", "version"])
         .output()
         .unwrap();
     assert!(!unreachable.status.success());
     assert!(String::from_utf8_lossy(&unreachable.stderr).contains("/nonexistent/berthd.sock"));
 
-    daemon.stop();
+    daemon.stop_cleanly();
 }
 
 #[test]
@@ -562,8 +413,10 @@ fn ctr_pulls_from_a_registry_into_berthd() {
     let Some(registry) = Registry::start() else {
         return;
     };
-    let daemon = Berthd::start();
-    let archive = build_archive(daemon.dir.path());
+    let Some(mut daemon) = Berthd::start_with(Options::empty(WHAT)) else {
+        return;
+    };
+    let archive = build_archive(daemon.dir());
     let reference = format!("{}/berth/busybox:latest", registry.address);
     let pushed = Command::new("skopeo")
         .args(["copy", "--quiet", "--dest-tls-verify=false"])
@@ -588,13 +441,13 @@ fn ctr_pulls_from_a_registry_into_berthd() {
     daemon.ctr_ok(&["images", "pull", "--plain-http", &reference]);
     assert_eq!(daemon.ctr_ok(&["images", "ls", "-q"]).lines().count(), 1);
 
-    daemon.stop();
+    daemon.stop_cleanly();
     drop(registry);
 }
 
 #[test]
 fn berthd_refuses_a_missing_config_and_a_socket_in_use() {
-    let missing = Command::new(binary("berthd"))
+    let missing = Command::new(target_binary("berthd"))
         .args(["--config", "/nonexistent/berthd.toml"])
         .output()
         .unwrap();
@@ -602,16 +455,18 @@ fn berthd_refuses_a_missing_config_and_a_socket_in_use() {
     let stderr = String::from_utf8_lossy(&missing.stderr);
     assert!(stderr.contains("/nonexistent/berthd.toml"), "{stderr}");
 
-    let daemon = Berthd::start();
-    let second = Command::new(binary("berthd"))
+    let Some(mut daemon) = Berthd::start_with(Options::empty(WHAT)) else {
+        return;
+    };
+    let second = Command::new(target_binary("berthd"))
         .arg("--config")
-        .arg(daemon.dir.path().join("berthd.toml"))
+        .arg(daemon.dir().join("berthd.toml"))
         .arg("--root")
-        .arg(daemon.dir.path().join("root2"))
+        .arg(daemon.dir().join("root2"))
         .arg("--state")
-        .arg(daemon.dir.path().join("state2"))
+        .arg(daemon.dir().join("state2"))
         .arg("--address")
-        .arg(&daemon.socket)
+        .arg(daemon.socket())
         .output()
         .unwrap();
     assert!(!second.status.success());
@@ -619,5 +474,5 @@ fn berthd_refuses_a_missing_config_and_a_socket_in_use() {
     assert!(stderr.contains("another daemon"), "{stderr}");
     // The first daemon still serves.
     daemon.ctr_ok(&["version"]);
-    daemon.stop();
+    daemon.stop_cleanly();
 }

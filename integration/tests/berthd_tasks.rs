@@ -9,289 +9,18 @@
 // The helpers below are test code too: a panic is how they report.
 #![allow(clippy::unwrap_used)]
 
-use std::io::{Read, Write};
-use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
-use berth_integration::containerd::{image_archive, target_binary};
-use berth_integration::leak::{mounts_mentioning, processes_with_cmdline};
+use berth_integration::berthd::{Berthd, Options};
+use berth_integration::containerd::IMAGE;
+use berth_integration::pty::PtySession;
 use berth_integration::wait_until;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-const CTR: &str = "/usr/bin/ctr";
-use berth_integration::containerd::IMAGE;
-
-/// A berthd of our own, in a temp dir under /tmp (shim socket paths must
-/// stay short).
-struct Berthd {
-    dir: tempfile::TempDir,
-    socket: PathBuf,
-    config: PathBuf,
-    path_env: String,
-    child: Option<Child>,
-}
-
-impl Berthd {
-    /// Start one (with `extra_config` appended to its config file) and
-    /// import the image; `None` with a SKIP line when not root or ctr is
-    /// missing.
-    fn start(extra_config: &str) -> Option<Berthd> {
-        if !berth_integration::is_root() {
-            eprintln!("SKIP: the berthd task tests need root");
-            return None;
-        }
-        if !Path::new(CTR).is_file() {
-            eprintln!("SKIP: {CTR} is not installed (apt-get install containerd)");
-            return None;
-        }
-        let dir = tempfile::Builder::new()
-            .prefix("bbtd")
-            .tempdir_in("/tmp")
-            .unwrap();
-        let bin = dir.path().join("bin");
-        std::fs::create_dir(&bin).unwrap();
-        for name in ["containerd-shim-berth-v2", "berth"] {
-            symlink(target_binary(name), bin.join(name)).unwrap();
-        }
-        let socket = dir.path().join("berthd.sock");
-        let config = dir.path().join("berthd.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "version = 2\nroot = \"{0}/root\"\nstate = \"{0}/state\"\n\
-                 [grpc]\naddress = \"{1}\"\n[debug]\nlevel = \"debug\"\n\
-                 [docker]\naddress = \"\"\n{extra_config}",
-                dir.path().display(),
-                socket.display()
-            ),
-        )
-        .unwrap();
-        let path_env = format!(
-            "{}:{}",
-            bin.display(),
-            std::env::var("PATH").unwrap_or_default()
-        );
-        let mut berthd = Berthd {
-            dir,
-            socket,
-            config,
-            path_env,
-            child: None,
-        };
-        berthd.launch();
-        berthd.ctr_ok(&["images", "import", &image_archive().to_string_lossy()]);
-        Some(berthd)
-    }
-
-    fn launch(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("berthd.log"))
-            .unwrap();
-        let child = Command::new(target_binary("berthd"))
-            .arg("--config")
-            .arg(&self.config)
-            .env("PATH", &self.path_env)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        let up = wait_until(Duration::from_secs(20), || {
-            self.socket.exists() && self.ctr(&["version"]).status.success()
-        });
-        assert!(up, "berthd did not come up; log:\n{}", self.log());
-    }
-
-    /// SIGKILL berthd (exactly the pid we started): no cleanup at all.
-    fn kill_hard(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL).unwrap();
-            child.wait().unwrap();
-        }
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
-            if !wait_until(Duration::from_secs(15), || {
-                matches!(child.try_wait(), Ok(Some(_)))
-            }) {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("berthd.log")).unwrap_or_default()
-    }
-
-    fn ctr_cmd(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(CTR);
-        cmd.arg("--address")
-            .arg(&self.socket)
-            .args(args)
-            .stdin(Stdio::null());
-        cmd
-    }
-
-    fn ctr(&self, args: &[&str]) -> Output {
-        self.ctr_cmd(args).output().unwrap()
-    }
-
-    /// `ctr ARGS` that must succeed; its stdout.
-    fn ctr_ok(&self, args: &[&str]) -> String {
-        let out = self.ctr(args);
-        assert!(
-            out.status.success(),
-            "ctr {args:?} failed ({}): {}{}\nberthd log:\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr),
-            self.log()
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// `ctr ARGS` that must fail; its stderr.
-    fn ctr_err(&self, args: &[&str]) -> String {
-        let out = self.ctr(args);
-        assert!(
-            !out.status.success(),
-            "ctr {args:?} should have failed: {}",
-            String::from_utf8_lossy(&out.stdout)
-        );
-        String::from_utf8_lossy(&out.stderr).into_owned()
-    }
-
-    /// The STATUS column of `ctr task ls` for `id` (None if not listed).
-    fn task_status(&self, id: &str) -> Option<String> {
-        let out = self.ctr_ok(&["task", "ls"]);
-        out.lines().skip(1).find_map(|line| {
-            let cols: Vec<&str> = line.split_whitespace().collect();
-            (cols.first() == Some(&id)).then(|| cols.get(2).unwrap_or(&"").to_string())
-        })
-    }
-
-    fn wait_status(&self, id: &str, status: &str) {
-        let reached = wait_until(Duration::from_secs(15), || {
-            self.task_status(id).as_deref() == Some(status)
-        });
-        assert!(
-            reached,
-            "task {id} never {status}: {:?}\nlog:\n{}",
-            self.task_status(id),
-            self.log()
-        );
-    }
-
-    /// `ctr task rm ID`, which must succeed; the task's exit status (ctr
-    /// warns "exit with non-zero exit code N" on stderr).
-    fn task_rm(&self, id: &str) -> u32 {
-        let out = self.ctr(&["task", "rm", id]);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            out.status.success(),
-            "ctr task rm {id}: {stderr}\nlog:\n{}",
-            self.log()
-        );
-        stderr
-            .split("exit with non-zero exit code ")
-            .nth(1)
-            .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
-            .map_or(0, |code| code.parse().unwrap())
-    }
-
-    fn shim_pids(&self) -> Vec<i32> {
-        processes_with_cmdline("containerd-shim", &self.socket.to_string_lossy())
-    }
-
-    /// The pid of the shim serving task `id`.
-    fn shim_of(&self, id: &str) -> i32 {
-        let serving_id = processes_with_cmdline("containerd-shim", &format!("-id {id} "));
-        let ours: Vec<i32> = self
-            .shim_pids()
-            .into_iter()
-            .filter(|pid| serving_id.contains(pid))
-            .collect();
-        assert_eq!(ours.len(), 1, "shims of {id}: {ours:?}");
-        ours[0]
-    }
-
-    fn bundles(&self) -> Vec<PathBuf> {
-        let tasks = self.dir.path().join("state/io.containerd.runtime.v2.task");
-        let mut found = Vec::new();
-        for ns in std::fs::read_dir(tasks).into_iter().flatten().flatten() {
-            for task in std::fs::read_dir(ns.path()).into_iter().flatten().flatten() {
-                found.push(task.path());
-            }
-        }
-        found
-    }
-
-    /// What is left behind: mounts under our dir, shims, shim sockets,
-    /// bundle directories.
-    fn leaks(&self) -> Vec<String> {
-        let mut found = Vec::new();
-        for m in mounts_mentioning(&self.dir.path().to_string_lossy()) {
-            found.push(format!("mount: {m}"));
-        }
-        for pid in self.shim_pids() {
-            found.push(format!("shim process {pid}"));
-        }
-        for e in std::fs::read_dir(self.dir.path().join("s"))
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            found.push(format!("shim socket {}", e.path().display()));
-        }
-        for bundle in self.bundles() {
-            found.push(format!("bundle {}", bundle.display()));
-        }
-        found
-    }
-
-    fn assert_no_leaks(&self) {
-        let clean = wait_until(Duration::from_secs(10), || self.leaks().is_empty());
-        assert!(
-            clean,
-            "left behind: {:?}\nlog:\n{}",
-            self.leaks(),
-            self.log()
-        );
-    }
-}
-
-impl Drop for Berthd {
-    fn drop(&mut self) {
-        // Whatever a failed test left: kill and delete tasks and containers.
-        if self.child.is_some() {
-            let tasks = self.ctr(&["task", "ls", "-q"]);
-            for id in String::from_utf8_lossy(&tasks.stdout).lines() {
-                let _ = self.ctr(&["task", "kill", "-a", "-s", "KILL", id]);
-                let _ = self.ctr(&["task", "rm", "-f", id]);
-            }
-            let containers = self.ctr(&["containers", "ls", "-q"]);
-            for id in String::from_utf8_lossy(&containers.stdout).lines() {
-                let _ = self.ctr(&["containers", "rm", id]);
-            }
-        }
-        self.stop();
-        for pid in self.shim_pids() {
-            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-        }
-        for target in mounts_mentioning(&self.dir.path().to_string_lossy()) {
-            let _ = nix::mount::umount2(target.as_str(), nix::mount::MntFlags::MNT_DETACH);
-        }
-    }
-}
+const WHAT: &str = "the berthd task tests";
 
 /// A container that runs until SIGTERM and then exits 9.
 const LOOP: [&str; 3] = [
@@ -309,7 +38,7 @@ fn run_detached(berthd: &Berthd, id: &str) {
 
 #[test]
 fn run_rm_prints_and_passes_exit_codes() {
-    let Some(berthd) = Berthd::start("") else {
+    let Some(berthd) = Berthd::start(WHAT) else {
         return;
     };
     let out = berthd.ctr_ok(&["run", "--rm", IMAGE, "hello", "echo", "hi"]);
@@ -326,7 +55,7 @@ fn run_rm_prints_and_passes_exit_codes() {
 
 #[test]
 fn detached_task_lifecycle_and_containers() {
-    let Some(berthd) = Berthd::start("") else {
+    let Some(berthd) = Berthd::start(WHAT) else {
         return;
     };
     run_detached(&berthd, "d1");
@@ -408,12 +137,12 @@ fn bad_requests_get_clear_errors() {
         std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
             .unwrap();
     }
-    let Some(berthd) = Berthd::start(&format!(
+    let Some(berthd) = Berthd::start_with(Options::new(WHAT).config(&format!(
         "[runtimes.\"io.containerd.failing.v2\"]\nshim = \"{}\"\n\
          [runtimes.\"io.containerd.garbage.v2\"]\nshim = \"{}\"\n",
         failing.display(),
         garbage.display()
-    )) else {
+    ))) else {
         return;
     };
     let err = berthd.ctr_err(&["task", "start", "nosuch"]);
@@ -468,60 +197,29 @@ fn bad_requests_get_clear_errors() {
 
 #[test]
 fn tty_session_through_a_pty() {
-    let Some(berthd) = Berthd::start("") else {
+    let Some(berthd) = Berthd::start(WHAT) else {
         return;
     };
-    let pty = nix::pty::openpty(
-        Some(&nix::pty::Winsize {
-            ws_row: 30,
-            ws_col: 90,
-            ws_xpixel: 0,
-            ws_ypixel: 0,
-        }),
-        None,
-    )
-    .unwrap();
-    let slave = std::fs::File::from(pty.slave);
-    let mut cmd = berthd.ctr_cmd(&["run", "--rm", "-t", IMAGE, "tty1", "sh"]);
-    cmd.stdin(slave.try_clone().unwrap())
-        .stdout(slave.try_clone().unwrap())
-        .stderr(slave);
-    let mut child = cmd.spawn().unwrap();
-    drop(cmd);
-    let mut master = std::fs::File::from(pty.master);
-    nix::fcntl::fcntl(
-        &master,
-        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
-    )
-    .ok();
-    let mut seen = String::new();
-    let mut read_until = |master: &mut std::fs::File, needle: &str| {
-        let deadline = std::time::Instant::now() + Duration::from_secs(15);
-        while !seen.contains(needle) && std::time::Instant::now() < deadline {
-            let mut buf = [0u8; 4096];
-            match master.read(&mut buf) {
-                Ok(n) if n > 0 => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
-                _ => std::thread::sleep(Duration::from_millis(20)),
-            }
-        }
-        assert!(seen.contains(needle), "never saw {needle:?} in {seen:?}");
-    };
-    read_until(&mut master, "# ");
-    master
-        .write_all(b"tty; stty size; echo sum=$((6*7))\r")
-        .unwrap();
-    read_until(&mut master, "sum=42");
-    assert!(seen.contains("/dev/pts/"), "{seen:?}");
-    assert!(seen.contains("30 90"), "window size not passed: {seen:?}");
-    master.write_all(b"exit 5\r").unwrap();
-    let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(5), "{seen:?}");
+    let cmd = berthd.ctr_cmd(&["run", "--rm", "-t", IMAGE, "tty1", "sh"]);
+    let mut tty = PtySession::spawn(cmd, 30, 90);
+    tty.read_until("# ");
+    tty.type_in(b"tty; stty size; echo sum=$((6*7))\r");
+    tty.read_until("sum=42");
+    assert!(tty.seen().contains("/dev/pts/"), "{:?}", tty.seen());
+    assert!(
+        tty.seen().contains("30 90"),
+        "window size not passed: {:?}",
+        tty.seen()
+    );
+    tty.type_in(b"exit 5\r");
+    let status = tty.wait();
+    assert_eq!(status.code(), Some(5), "{:?}", tty.seen());
     berthd.assert_no_leaks();
 }
 
 #[test]
 fn containers_outlive_a_killed_berthd() {
-    let Some(mut berthd) = Berthd::start("") else {
+    let Some(mut berthd) = Berthd::start(WHAT) else {
         return;
     };
     let ids = ["k1", "k2", "k3", "k4", "k5"];
@@ -600,7 +298,7 @@ fn containers_outlive_a_killed_berthd() {
 
 #[test]
 fn a_killed_shim_leaves_a_stopped_task_and_nothing_else() {
-    let Some(berthd) = Berthd::start("") else {
+    let Some(berthd) = Berthd::start(WHAT) else {
         return;
     };
     run_detached(&berthd, "s1");
@@ -629,9 +327,9 @@ fn a_runtime_name_maps_to_the_real_runc_shim() {
         eprintln!("SKIP: containerd-shim-runc-v2 or runc missing");
         return;
     }
-    let Some(berthd) = Berthd::start(
+    let Some(berthd) = Berthd::start_with(Options::new(WHAT).config(
         "[runtimes.\"io.containerd.realrunc.v2\"]\nshim = \"/usr/bin/containerd-shim-runc-v2\"\n",
-    ) else {
+    )) else {
         return;
     };
     let out = berthd.ctr_ok(&[
@@ -661,8 +359,7 @@ fn a_runtime_name_maps_to_the_real_runc_shim() {
     berthd.wait_status("runc2", "RUNNING");
     let address = std::fs::read_to_string(
         berthd
-            .dir
-            .path()
+            .dir()
             .join("state/io.containerd.runtime.v2.task/default/runc2/address"),
     )
     .unwrap();
@@ -702,10 +399,10 @@ fn fd_count(pid: u32) -> usize {
 /// container or snapshot is left, and berthd holds no more fds than before.
 #[test]
 fn many_short_lived_containers_leave_nothing_behind() {
-    let Some(berthd) = Berthd::start("") else {
+    let Some(berthd) = Berthd::start(WHAT) else {
         return;
     };
-    let daemon = berthd.child.as_ref().map(|c| c.id()).unwrap();
+    let daemon = berthd.pid().unwrap();
     // One run first: lazily opened files (logs, databases) are open from now on.
     berthd.ctr_ok(&["run", "--rm", IMAGE, "warm", "true"]);
     let fds_before = fd_count(daemon);

@@ -8,36 +8,26 @@
 // The helpers below are test code too: a panic is how they report.
 #![allow(clippy::unwrap_used)]
 
-use berth_integration::registry::Registry;
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use berth_integration::leak::mounts_mentioning;
-use berth_integration::locate::workspace_root;
+use berth_integration::berthd::{Berthd, Options};
+use berth_integration::containerd::target_binary;
+use berth_integration::registry::Registry;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-const CTR: &str = "/usr/bin/ctr";
+const WHAT: &str = "the berthd transfer tests";
 const OCI_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
 const OCI_TAR_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 
 fn sha256(data: &[u8]) -> String {
     format!("sha256:{:x}", Sha256::digest(data))
-}
-
-fn binary(name: &str) -> PathBuf {
-    let path = workspace_root().join("target/debug").join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo build -p berthd`",
-        path.display()
-    );
-    path
 }
 
 /// Bytes that do not compress (xorshift), `len` of them.
@@ -342,155 +332,34 @@ fn describe(root: &Path) -> BTreeMap<String, String> {
     out
 }
 
-/// A berthd serving from a temp dir.
-struct Berthd {
-    dir: tempfile::TempDir,
-    socket: PathBuf,
-    child: Option<Child>,
+/// The snapshot printed as `unpacked <chain id>` by an import or pull.
+fn unpacked(output: &str) -> String {
+    output
+        .lines()
+        .find_map(|line| line.strip_prefix("unpacked "))
+        .unwrap_or_else(|| panic!("no unpacked snapshot in {output}"))
+        .to_owned()
 }
 
-impl Berthd {
-    fn start() -> Berthd {
-        assert!(
-            Path::new(CTR).exists(),
-            "{CTR} is missing: install containerd"
-        );
-        let dir = tempfile::tempdir().unwrap();
-        let socket = dir.path().join("run/berthd.sock");
-        let mut daemon = Berthd {
-            dir,
-            socket,
-            child: None,
-        };
-        daemon.spawn();
-        daemon
-    }
-
-    fn spawn(&mut self) {
-        let log = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("berthd.log"))
-            .unwrap();
-        let child = Command::new(binary("berthd"))
-            .arg("--root")
-            .arg(self.dir.path().join("root"))
-            .arg("--state")
-            .arg(self.dir.path().join("state"))
-            .arg("--address")
-            .arg(&self.socket)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !self.berthctl(&["version"]).status.success() {
-            assert!(
-                Instant::now() < deadline,
-                "berthd did not start: {}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn kill(&mut self) {
-        let mut child = self.child.take().unwrap();
-        child.kill().unwrap();
-        child.wait().unwrap();
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(self.dir.path().join("berthd.log")).unwrap_or_default()
-    }
-
-    fn berthctl(&self, args: &[&str]) -> Output {
-        Command::new(binary("berthctl"))
-            .arg("--address")
-            .arg(&self.socket)
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.berthctl(args);
-        assert!(
-            out.status.success(),
-            "berthctl {args:?} failed: {}\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            self.log()
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    fn fails(&self, args: &[&str]) -> String {
-        let out = self.berthctl(args);
-        assert!(!out.status.success(), "berthctl {args:?} should fail");
-        String::from_utf8(out.stderr).unwrap()
-    }
-
-    fn ctr_ok(&self, args: &[&str]) -> String {
-        let out = Command::new(CTR)
-            .arg("--address")
-            .arg(&self.socket)
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "ctr {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    /// The snapshot printed as `unpacked <chain id>` by an import or pull.
-    fn unpacked(output: &str) -> String {
-        output
-            .lines()
-            .find_map(|line| line.strip_prefix("unpacked "))
-            .unwrap_or_else(|| panic!("no unpacked snapshot in {output}"))
-            .to_owned()
-    }
-
-    /// Mounts an active snapshot on `chain_id` of `namespace` and
-    /// describes its tree.
-    fn describe_snapshot(&self, namespace: &str, chain_id: &str) -> BTreeMap<String, String> {
-        let target = self.dir.path().join(format!("mnt-{namespace}"));
-        fs::create_dir_all(&target).unwrap();
-        let key = format!("check-{namespace}");
-        let mount = self.ok(&["-n", namespace, "snapshots", "prepare", &key, chain_id]);
-        let mut words = mount.split_whitespace();
-        assert_eq!(words.next(), Some("mount"));
-        let status = Command::new("mount")
-            .args(words)
-            .arg(&target)
-            .status()
-            .unwrap();
-        assert!(status.success(), "{mount}");
-        let tree = describe(&target);
-        nix::mount::umount(&target).unwrap();
-        self.ok(&["-n", namespace, "snapshots", "rm", &key]);
-        tree
-    }
-}
-
-impl Drop for Berthd {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        let needle = self.dir.path().to_str().unwrap_or("").to_string();
-        for mount in mounts_mentioning(&needle).iter().rev() {
-            let _ = nix::mount::umount2(mount.as_str(), nix::mount::MntFlags::MNT_DETACH);
-        }
-    }
+/// Mounts an active snapshot on `chain_id` of `namespace` and
+/// describes its tree.
+fn describe_snapshot(daemon: &Berthd, namespace: &str, chain_id: &str) -> BTreeMap<String, String> {
+    let target = daemon.dir().join(format!("mnt-{namespace}"));
+    fs::create_dir_all(&target).unwrap();
+    let key = format!("check-{namespace}");
+    let mount = daemon.berthctl_ok(&["-n", namespace, "snapshots", "prepare", &key, chain_id]);
+    let mut words = mount.split_whitespace();
+    assert_eq!(words.next(), Some("mount"));
+    let status = Command::new("mount")
+        .args(words)
+        .arg(&target)
+        .status()
+        .unwrap();
+    assert!(status.success(), "{mount}");
+    let tree = describe(&target);
+    nix::mount::umount(&target).unwrap();
+    daemon.berthctl_ok(&["-n", namespace, "snapshots", "rm", &key]);
+    tree
 }
 
 #[test]
@@ -498,30 +367,33 @@ fn a_layered_image_goes_through_a_registry_and_unpacks_exactly() {
     let Some(registry) = Registry::start() else {
         return;
     };
-    let daemon = Berthd::start();
+    let Some(daemon) = Berthd::start_with(Options::empty(WHAT)) else {
+        return;
+    };
     let image = layered_image();
-    let archive = daemon.dir.path().join("layered.tar");
+    let archive = daemon.dir().join("layered.tar");
     let name = "docker.io/berth/layered:1";
     image.oci_archive(&archive, name, None);
-    daemon.ok(&["-n", "src", "images", "import", archive.to_str().unwrap()]);
+    daemon.berthctl_ok(&["-n", "src", "images", "import", archive.to_str().unwrap()]);
 
     let remote = format!("{}/berth/layered:1", registry.address);
-    let pushed = daemon.ok(&["-n", "src", "images", "push", name, &remote, "--plain-http"]);
+    let pushed =
+        daemon.berthctl_ok(&["-n", "src", "images", "push", name, &remote, "--plain-http"]);
     assert!(pushed.contains(&sha256(&image.manifest())), "{pushed}");
 
     // berthctl prints a line per event when stdout is not a terminal.
     let insecure = format!("--insecure-registry={}", registry.address);
-    let pulled = daemon.ok(&["-n", "dst", "images", "pull", &remote, &insecure]);
+    let pulled = daemon.berthctl_ok(&["-n", "dst", "images", "pull", &remote, &insecure]);
     assert!(pulled.contains(" unpacked "), "{pulled}");
-    let chain_id = Berthd::unpacked(&pulled);
+    let chain_id = unpacked(&pulled);
 
-    let reference = daemon.dir.path().join("reference");
+    let reference = daemon.dir().join("reference");
     fs::create_dir_all(&reference).unwrap();
     reference_extract(&image.tars, &reference);
     let expected = describe(&reference);
     assert!(expected.contains_key("srv/two"), "{expected:?}");
     assert!(!expected.contains_key("etc/gone"));
-    assert_eq!(daemon.describe_snapshot("dst", &chain_id), expected);
+    assert_eq!(describe_snapshot(&daemon, "dst", &chain_id), expected);
 
     // containerd's clients see it as unpacked.
     let check = daemon.ctr_ok(&["-n", "dst", "images", "check"]);
@@ -536,36 +408,38 @@ fn a_layered_image_goes_through_a_registry_and_unpacks_exactly() {
     assert!(listed.contains(&remote), "{listed}");
 
     // An unknown registry over HTTPS fails with the registry named.
-    let refused = daemon.fails(&["-n", "dst", "images", "pull", &remote]);
+    let refused = daemon.berthctl_err(&["-n", "dst", "images", "pull", &remote]);
     assert!(refused.contains("pull"), "{refused}");
 }
 
 #[test]
 fn docker_save_and_oci_archives_import_and_round_trip_through_export() {
-    let daemon = Berthd::start();
+    let Some(daemon) = Berthd::start_with(Options::empty(WHAT)) else {
+        return;
+    };
     let image = layered_image();
-    let saved = daemon.dir.path().join("saved.tar");
+    let saved = daemon.dir().join("saved.tar");
     image.docker_archive(&saved, "berth/saved:1");
-    let out = daemon.ok(&["-n", "docker", "images", "import", saved.to_str().unwrap()]);
+    let out = daemon.berthctl_ok(&["-n", "docker", "images", "import", saved.to_str().unwrap()]);
     assert!(out.contains("docker.io/berth/saved:1"), "{out}");
-    let chain_id = Berthd::unpacked(&out);
+    let chain_id = unpacked(&out);
 
-    let reference = daemon.dir.path().join("reference");
+    let reference = daemon.dir().join("reference");
     fs::create_dir_all(&reference).unwrap();
     reference_extract(&image.tars, &reference);
     assert_eq!(
-        daemon.describe_snapshot("docker", &chain_id),
+        describe_snapshot(&daemon, "docker", &chain_id),
         describe(&reference)
     );
 
-    let oci = daemon.dir.path().join("oci.tar");
+    let oci = daemon.dir().join("oci.tar");
     image.oci_archive(&oci, "docker.io/berth/oci:2", None);
-    let out = daemon.ok(&["-n", "oci", "images", "import", oci.to_str().unwrap()]);
-    assert_eq!(Berthd::unpacked(&out), chain_id, "same layers, same chain");
+    let out = daemon.berthctl_ok(&["-n", "oci", "images", "import", oci.to_str().unwrap()]);
+    assert_eq!(unpacked(&out), chain_id, "same layers, same chain");
 
     // Export both, import into a fresh namespace: same images, same tree.
-    let exported = daemon.dir.path().join("exported.tar");
-    daemon.ok(&[
+    let exported = daemon.dir().join("exported.tar");
+    daemon.berthctl_ok(&[
         "-n",
         "docker",
         "images",
@@ -589,7 +463,7 @@ fn docker_save_and_oci_archives_import_and_round_trip_through_export() {
     assert_eq!(docker_manifest[0]["RepoTags"][0], "berth/saved:1");
     assert_eq!(docker_manifest[0]["Layers"].as_array().unwrap().len(), 3);
 
-    let again = daemon.ok(&[
+    let again = daemon.berthctl_ok(&[
         "-n",
         "again",
         "images",
@@ -597,7 +471,7 @@ fn docker_save_and_oci_archives_import_and_round_trip_through_export() {
         exported.to_str().unwrap(),
     ]);
     assert!(again.contains("docker.io/berth/saved:1"), "{again}");
-    assert_eq!(Berthd::unpacked(&again), chain_id);
+    assert_eq!(unpacked(&again), chain_id);
     // ctr reads what berthd exported, too.
     daemon.ctr_ok(&[
         "-n",
@@ -610,9 +484,11 @@ fn docker_save_and_oci_archives_import_and_round_trip_through_export() {
 
 #[test]
 fn bad_archives_fail_clearly_and_leave_nothing() {
-    let daemon = Berthd::start();
+    let Some(daemon) = Berthd::start_with(Options::empty(WHAT)) else {
+        return;
+    };
     let image = layered_image();
-    let dir = daemon.dir.path();
+    let dir = daemon.dir();
     let mut cases: Vec<(&str, PathBuf, &str)> = Vec::new();
 
     // A layer whose bytes do not match the digest it is stored under.
@@ -665,14 +541,14 @@ fn bad_archives_fail_clearly_and_leave_nothing() {
     cases.push(("escaping tar", path, "escaped-by-berth-test"));
 
     for (what, path, needle) in cases {
-        let err = daemon.fails(&["-n", "bad", "images", "import", path.to_str().unwrap()]);
+        let err = daemon.berthctl_err(&["-n", "bad", "images", "import", path.to_str().unwrap()]);
         assert!(err.contains(needle), "{what}: {err}");
         let images = daemon.ctr_ok(&["-n", "bad", "images", "ls", "-q"]);
         assert!(
             images.trim().is_empty(),
             "{what}: an image was made: {images}"
         );
-        daemon.ok(&["version"]);
+        daemon.berthctl_ok(&["version"]);
     }
     assert!(!Path::new("/escaped-by-berth-test").exists());
     // Nothing stays: content held only by the import's lease is collected,
@@ -716,19 +592,21 @@ fn a_pull_killed_by_sigkill_completes_on_retry() {
     let Some(registry) = Registry::start() else {
         return;
     };
-    let mut daemon = Berthd::start();
+    let Some(mut daemon) = Berthd::start_with(Options::empty(WHAT)) else {
+        return;
+    };
     let big = layer_tar(&[
         Entry::Dir("big/"),
         Entry::File("big/blob", noise(160 << 20, 99)),
     ]);
     let small = layer_tar(&[Entry::File("small", b"small".to_vec())]);
     let image = Image::new(vec![small, big], &[true, false]);
-    let archive = daemon.dir.path().join("big.tar");
+    let archive = daemon.dir().join("big.tar");
     image.oci_archive(&archive, "docker.io/berth/big:1", None);
-    daemon.ok(&["-n", "src", "images", "import", archive.to_str().unwrap()]);
+    daemon.berthctl_ok(&["-n", "src", "images", "import", archive.to_str().unwrap()]);
     fs::remove_file(&archive).unwrap();
     let remote = format!("{}/berth/big:1", registry.address);
-    daemon.ok(&[
+    daemon.berthctl_ok(&[
         "-n",
         "src",
         "images",
@@ -738,7 +616,7 @@ fn a_pull_killed_by_sigkill_completes_on_retry() {
         "--plain-http",
     ]);
     // The source namespace goes, so the pull cannot find the blobs here.
-    daemon.ok(&[
+    daemon.berthctl_ok(&[
         "-n",
         "src",
         "images",
@@ -747,9 +625,9 @@ fn a_pull_killed_by_sigkill_completes_on_retry() {
         "docker.io/berth/big:1",
     ]);
 
-    let mut pull = Command::new(binary("berthctl"))
+    let mut pull = Command::new(target_binary("berthctl"))
         .arg("--address")
-        .arg(&daemon.socket)
+        .arg(daemon.socket())
         .args(["-n", "dst", "images", "pull", "--plain-http", &remote])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -768,13 +646,9 @@ fn a_pull_killed_by_sigkill_completes_on_retry() {
             break;
         }
     }
-    daemon.kill();
+    daemon.kill_hard();
     let _ = pull.wait();
-    assert!(
-        daemon.ctr_ok_after_restart(),
-        "berthd did not come back: {}",
-        daemon.log()
-    );
+    daemon.launch();
     // Nothing of the cut pull is visible as content or as an image.
     let content = daemon.ctr_ok(&["-n", "dst", "content", "ls"]);
     assert!(!content.contains(&big_digest[7..]), "{content}");
@@ -785,8 +659,8 @@ fn a_pull_killed_by_sigkill_completes_on_retry() {
     let snapshots = daemon.ctr_ok(&["-n", "dst", "snapshots", "ls"]);
     assert!(!snapshots.contains("Active"), "{snapshots}");
 
-    let retried = daemon.ok(&["-n", "dst", "images", "pull", "--plain-http", &remote]);
-    let chain_id = Berthd::unpacked(&retried);
+    let retried = daemon.berthctl_ok(&["-n", "dst", "images", "pull", "--plain-http", &remote]);
+    let chain_id = unpacked(&retried);
     let check = daemon.ctr_ok(&["-n", "dst", "images", "check"]);
     assert!(
         check.contains("complete (3/3)") && check.contains("true"),
@@ -794,14 +668,7 @@ fn a_pull_killed_by_sigkill_completes_on_retry() {
     );
     let content = daemon.ctr_ok(&["-n", "dst", "content", "ls"]);
     assert!(content.contains(&big_digest[7..]), "{content}");
-    let tree = daemon.describe_snapshot("dst", &chain_id);
+    let tree = describe_snapshot(&daemon, "dst", &chain_id);
     assert_eq!(tree["small"], format!("{} mode 644", sha256(b"small")));
     assert!(tree.contains_key("big/blob"), "{tree:?}");
-}
-
-impl Berthd {
-    fn ctr_ok_after_restart(&mut self) -> bool {
-        self.spawn();
-        self.berthctl(&["version"]).status.success()
-    }
 }

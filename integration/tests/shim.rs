@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)] // test helpers: a failed step should panic with its error
 
 use berth_integration::containerd::{Containerd, RuncShim, BERTH_RUNTIME, IMAGE};
+use berth_integration::pty::PtySession;
 use berth_integration::wait_until;
 use std::io::{Read, Write};
 use std::process::Stdio;
@@ -232,51 +233,20 @@ fn tty_session(flavor: Flavor) {
     let Some(ctd) = flavor.containerd() else {
         return;
     };
-    let pty = nix::pty::openpty(
-        Some(&nix::pty::Winsize {
-            ws_row: 40,
-            ws_col: 100,
-            ws_xpixel: 0,
-            ws_ypixel: 0,
-        }),
-        None,
-    )
-    .unwrap();
-    let slave = std::fs::File::from(pty.slave);
-    let mut cmd = ctd.ctr_cmd(&run_args(flavor, &["--rm", "-t", IMAGE, "tty1", "sh"]));
-    cmd.stdin(slave.try_clone().unwrap())
-        .stdout(slave.try_clone().unwrap())
-        .stderr(slave);
-    let mut child = cmd.spawn().unwrap();
-    drop(cmd);
-    let mut master = std::fs::File::from(pty.master);
-    nix::fcntl::fcntl(
-        &master,
-        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
-    )
-    .ok();
-    let mut seen = String::new();
-    let mut read_until = |master: &mut std::fs::File, needle: &str| {
-        let deadline = std::time::Instant::now() + Duration::from_secs(15);
-        while !seen.contains(needle) && std::time::Instant::now() < deadline {
-            let mut buf = [0u8; 4096];
-            match master.read(&mut buf) {
-                Ok(n) if n > 0 => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
-                _ => std::thread::sleep(Duration::from_millis(20)),
-            }
-        }
-        assert!(seen.contains(needle), "never saw {needle:?} in {seen:?}");
-    };
-    read_until(&mut master, "# ");
-    master
-        .write_all(b"tty; stty size; echo sum=$((6*7))\r")
-        .unwrap();
-    read_until(&mut master, "sum=42");
-    assert!(seen.contains("/dev/pts/"), "{seen:?}");
-    assert!(seen.contains("40 100"), "window size not passed: {seen:?}");
-    master.write_all(b"exit 5\r").unwrap();
-    let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(5), "{seen:?}");
+    let cmd = ctd.ctr_cmd(&run_args(flavor, &["--rm", "-t", IMAGE, "tty1", "sh"]));
+    let mut tty = PtySession::spawn(cmd, 40, 100);
+    tty.read_until("# ");
+    tty.type_in(b"tty; stty size; echo sum=$((6*7))\r");
+    tty.read_until("sum=42");
+    assert!(tty.seen().contains("/dev/pts/"), "{:?}", tty.seen());
+    assert!(
+        tty.seen().contains("40 100"),
+        "window size not passed: {:?}",
+        tty.seen()
+    );
+    tty.type_in(b"exit 5\r");
+    let status = tty.wait();
+    assert_eq!(status.code(), Some(5), "{:?}", tty.seen());
     ctd.assert_no_leaks();
 }
 

@@ -240,7 +240,7 @@ impl Container {
         let _ = self.runtime.delete(&self.id, true).await;
         self.init.finish_io(Duration::ZERO).await;
         if self.mounted_rootfs {
-            if let Err(e) = rootfs::unmount_all(&self.bundle.join("rootfs")) {
+            if let Err(e) = rootfs::unmount_all_off_loop(self.bundle.join("rootfs")).await {
                 crate::log::error(format!("{e}"));
             }
         }
@@ -548,7 +548,7 @@ impl Container {
         }
         init.finish_io(IO_DRAIN).await;
         if self.mounted_rootfs {
-            rootfs::unmount_all(&self.bundle.join("rootfs"))?;
+            rootfs::unmount_all_off_loop(self.bundle.join("rootfs")).await?;
         }
         let exit = init.exit().unwrap_or(Exit {
             pid: init.pid(),

@@ -6,7 +6,7 @@
 use crate::error::{Context, Error, Result};
 use nix::errno::Errno;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// One mount from the request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,6 +89,15 @@ fn mount_one(m: &Mount, target: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// [`unmount_all`] on the blocking pool: the last unmount of an overlay
+/// syncs its upper filesystem, which can take long on a busy disk, and the
+/// shim's single event loop must keep serving meanwhile.
+pub async fn unmount_all_off_loop(target: PathBuf) -> Result<()> {
+    tokio::task::spawn_blocking(move || unmount_all(&target))
+        .await
+        .map_err(|e| Error::internal(format!("unmounting the rootfs: {e}")))?
 }
 
 /// Unmount everything stacked on `target`. A target that is not a mount

@@ -1,0 +1,247 @@
+//! The Docker Engine API (v1.41) over berthd's local services: an
+//! in-process frontend, as the gRPC API is, so the docker CLI and SDKs
+//! work against berthd with no second daemon.
+//!
+//! Paths are answered with a version prefix from `/v1.24` to `/v1.41` and
+//! without one (the newest); a client asking for a newer version gets 400
+//! naming the highest this server speaks, and negotiates down through
+//! `/_ping`'s `API-Version` header. Errors become `{"message": ...}`
+//! bodies in one place ([`error`]).
+//!
+//! Docker's objects live in the `moby` containerd namespace ([`NAMESPACE`]),
+//! so `berthctl -n moby` and `ctr -n moby` see what the docker CLI made.
+//!
+//! Served now: system (`/_ping`, `/version`, `/info`, `/events`,
+//! `/system/df`) and images (list, inspect, history, tag, remove, prune,
+//! pull, push, save, load). Containers, exec, networks, volumes and build
+//! come next, as further modules beside these.
+
+pub mod error;
+pub mod events;
+pub mod exchange;
+pub mod images;
+pub mod progress;
+pub mod query;
+pub mod reference;
+pub mod system;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::Request;
+use axum::http::{StatusCode, Uri};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::{Router, ServiceExt};
+use tokio::net::UnixListener;
+use tower::Layer;
+
+use crate::grpc::Backend;
+use crate::transfer::Transfers;
+use crate::{Error, Result};
+use error::message_response;
+use events::Journal;
+use images::catalog::Catalog;
+
+/// The containerd namespace docker's images (and later containers) live
+/// in: dockerd's own (`moby`), so tools that know dockerd-on-containerd
+/// find them where they expect.
+pub const NAMESPACE: &str = "moby";
+
+/// The API version served, and the oldest one still answered.
+pub const API_VERSION: ApiVersion = ApiVersion {
+    major: 1,
+    minor: 41,
+};
+/// The oldest API version answered (older clients get 400).
+pub const MIN_API_VERSION: ApiVersion = ApiVersion {
+    major: 1,
+    minor: 24,
+};
+
+/// How long requests in flight may take to finish once berthd stops.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A Docker API version, `1.41`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ApiVersion {
+    pub major: u32,
+    pub minor: u32,
+}
+
+impl std::fmt::Display for ApiVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.major, self.minor)
+    }
+}
+
+impl ApiVersion {
+    fn parse(text: &str) -> Option<ApiVersion> {
+        let (major, minor) = text.split_once('.')?;
+        Some(ApiVersion {
+            major: major.parse().ok()?,
+            minor: minor.parse().ok()?,
+        })
+    }
+}
+
+/// What the frontend reports about the daemon besides its stores.
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    /// berthd's data directory (`DockerRootDir`).
+    pub root: PathBuf,
+    /// Runtime name -> shim binary, as configured.
+    pub runtimes: BTreeMap<String, String>,
+}
+
+impl Settings {
+    /// What the frontend reports of berthd's configuration.
+    pub fn from_config(config: &crate::config::Config) -> Settings {
+        Settings {
+            root: config.root.clone(),
+            runtimes: config.runtimes.clone(),
+        }
+    }
+}
+
+/// What every handler works with. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Frontend {
+    pub backend: Backend,
+    pub transfers: Transfers,
+    pub catalog: Catalog,
+    pub journal: Journal,
+    pub settings: Arc<Settings>,
+}
+
+impl Frontend {
+    /// The frontend over `backend`, with an empty event journal.
+    pub fn new(backend: Backend, settings: Settings) -> Frontend {
+        let transfers = Transfers::new(
+            backend.content.clone(),
+            backend.images.clone(),
+            backend.leases.clone(),
+        );
+        Frontend {
+            catalog: Catalog::new(backend.clone()),
+            journal: Journal::new(),
+            transfers,
+            backend,
+            settings: Arc::new(settings),
+        }
+    }
+}
+
+/// Every route, unprefixed; [`versioned`] strips the `/vX.Y` prefix
+/// before routing.
+pub fn router(frontend: Frontend) -> Router {
+    Router::new()
+        .route("/_ping", get(system::ping))
+        .route("/version", get(system::version))
+        .route("/info", get(system::info))
+        .route("/events", get(events::events))
+        .route("/system/df", get(system::disk_usage))
+        .route("/images/json", get(images::list))
+        .route("/images/create", post(images::pull::create))
+        .route("/images/get", get(images::archive::save_many))
+        .route("/images/load", post(images::archive::load))
+        .route("/images/prune", post(images::remove::prune))
+        .route(
+            "/images/{*path}",
+            get(images::by_name_get)
+                .post(images::by_name_post)
+                .delete(images::remove::remove),
+        )
+        .fallback(|| async { message_response(StatusCode::NOT_FOUND, "page not found") })
+        .with_state(frontend)
+}
+
+/// Strips a `/vX.Y` prefix, refusing versions outside
+/// [`MIN_API_VERSION`]..=[`API_VERSION`] as dockerd does, and records the
+/// version the client speaks as an extension.
+async fn versioned(mut request: Request, next: Next) -> Response {
+    let path = request.uri().path();
+    let mut version = API_VERSION;
+    if let Some(rest) = path.strip_prefix("/v") {
+        let (number, tail) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+        if let Some(asked) = ApiVersion::parse(number) {
+            if asked > API_VERSION {
+                let message = format!(
+                    "client version {asked} is too new. Maximum supported API version is {API_VERSION}"
+                );
+                return message_response(StatusCode::BAD_REQUEST, &message);
+            }
+            if asked < MIN_API_VERSION {
+                let message = format!(
+                    "client version {asked} is too old. Minimum supported API version is {MIN_API_VERSION}, please upgrade your client to a newer version"
+                );
+                return message_response(StatusCode::BAD_REQUEST, &message);
+            }
+            version = asked;
+            let tail = if tail.is_empty() { "/" } else { tail };
+            let path_and_query = match request.uri().query() {
+                Some(query) => format!("{tail}?{query}"),
+                None => tail.to_owned(),
+            };
+            match path_and_query.parse::<Uri>() {
+                Ok(uri) => *request.uri_mut() = uri,
+                Err(err) => {
+                    return message_response(
+                        StatusCode::BAD_REQUEST,
+                        &format!("invalid request path: {err}"),
+                    )
+                }
+            }
+        }
+    }
+    request.extensions_mut().insert(version);
+    next.run(request).await
+}
+
+/// Serves the API on `listener` until `shutdown` completes; then ends
+/// `/events` streams, stops accepting, and gives requests in flight
+/// [`DRAIN_TIMEOUT`] to finish.
+pub async fn serve(
+    listener: UnixListener,
+    backend: Backend,
+    settings: Settings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let frontend = Frontend::new(backend, settings);
+    let journal = frontend.journal.clone();
+    exchange::follow(
+        &frontend.backend.events,
+        frontend.backend.containers.clone(),
+        journal.clone(),
+    );
+    let app = middleware::from_fn(versioned).layer(router(frontend));
+    let (draining, drain_started) = tokio::sync::oneshot::channel::<()>();
+    let shutdown = async move {
+        shutdown.await;
+        journal.close();
+        let _ = draining.send(());
+    };
+    let server = axum::serve(listener, ServiceExt::<Request>::into_make_service(app))
+        .with_graceful_shutdown(shutdown);
+    tokio::select! {
+        biased;
+        served = server => served.map_err(|err| Error::internal(format!("docker API server: {err}"))),
+        () = async {
+            if drain_started.await.is_ok() {
+                tokio::time::sleep(DRAIN_TIMEOUT).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        } => {
+            tracing::warn!("docker API requests still in flight after {DRAIN_TIMEOUT:?}: stopping anyway");
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

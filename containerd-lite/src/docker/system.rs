@@ -1,0 +1,327 @@
+//! System endpoints: `/_ping` (with the headers clients negotiate from),
+//! `/version`, `/info` (what `docker info` prints) and `/system/df`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use axum::extract::State;
+use axum::http::header::{CACHE_CONTROL, PRAGMA};
+use axum::http::HeaderName;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+
+use super::error::ApiResult;
+use super::images::summary;
+use super::{Frontend, API_VERSION, MIN_API_VERSION, NAMESPACE};
+use crate::grpc::backend::DEFAULT_SNAPSHOTTER;
+use crate::metadata::Filter;
+use crate::runtime::shim::ctx;
+use crate::Error;
+use containerd_shim_protos::api;
+
+/// The engine version `docker version` shows: berthd's own.
+const ENGINE_VERSION: &str = env!("CARGO_PKG_VERSION");
+const GIT_COMMIT: &str = env!("BERTHD_GIT_COMMIT");
+
+/// `GET|HEAD /_ping`: `OK`, and the headers a client picks its API version
+/// and features from.
+pub async fn ping() -> Response {
+    let headers = [
+        (
+            HeaderName::from_static("api-version"),
+            API_VERSION.to_string(),
+        ),
+        (HeaderName::from_static("ostype"), "linux".to_owned()),
+        (
+            HeaderName::from_static("docker-experimental"),
+            "false".to_owned(),
+        ),
+        (HeaderName::from_static("builder-version"), "1".to_owned()),
+        (
+            CACHE_CONTROL,
+            "no-cache, no-store, must-revalidate".to_owned(),
+        ),
+        (PRAGMA, "no-cache".to_owned()),
+    ];
+    (headers, "OK").into_response()
+}
+
+/// What `uname` says: (kernel release, machine).
+fn uname() -> (String, String) {
+    match nix::sys::utsname::uname() {
+        Ok(u) => (
+            u.release().to_string_lossy().into_owned(),
+            u.machine().to_string_lossy().into_owned(),
+        ),
+        Err(_) => ("unknown".to_owned(), std::env::consts::ARCH.to_owned()),
+    }
+}
+
+/// Go's name for the architecture, as docker reports `Arch`.
+fn go_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        other => other,
+    }
+}
+
+/// `GET /version`.
+pub async fn version() -> Json<Value> {
+    let (kernel, _) = uname();
+    Json(json!({
+        "Platform": { "Name": "Berth" },
+        "Components": [{
+            "Name": "Engine",
+            "Version": ENGINE_VERSION,
+            "Details": {
+                "ApiVersion": API_VERSION.to_string(),
+                "MinAPIVersion": MIN_API_VERSION.to_string(),
+                "GitCommit": GIT_COMMIT,
+                "GoVersion": "n/a",
+                "Os": "linux",
+                "Arch": go_arch(),
+                "KernelVersion": kernel,
+                "Experimental": "false",
+                "BuildTime": "",
+            },
+        }],
+        "Version": ENGINE_VERSION,
+        "ApiVersion": API_VERSION.to_string(),
+        "MinAPIVersion": MIN_API_VERSION.to_string(),
+        "GitCommit": GIT_COMMIT,
+        "GoVersion": "n/a",
+        "Os": "linux",
+        "Arch": go_arch(),
+        "KernelVersion": kernel,
+        "BuildTime": "",
+    }))
+}
+
+/// The value of `key` in a `Key: value` file such as /proc/meminfo, or an
+/// os-release `KEY="value"` line.
+fn keyed_value(path: &str, key: &str, separator: char) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    text.lines().find_map(|line| {
+        let (k, v) = line.split_once(separator)?;
+        (k.trim() == key).then(|| v.trim().trim_matches('"').to_owned())
+    })
+}
+
+fn memory_total() -> u64 {
+    keyed_value("/proc/meminfo", "MemTotal", ':')
+        .and_then(|v| v.trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kib| kib * 1024)
+}
+
+fn cgroup_version() -> &'static str {
+    if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        "2"
+    } else {
+        "1"
+    }
+}
+
+/// How many of docker's containers run and how many are paused, as their
+/// shims report; a shim that does not answer counts as neither.
+async fn task_counts(frontend: &Frontend) -> (usize, usize) {
+    let (mut running, mut paused) = (0, 0);
+    for task in frontend.backend.tasks.list(NAMESPACE) {
+        let request = api::StateRequest {
+            id: task.id.clone(),
+            ..Default::default()
+        };
+        match task
+            .client()
+            .state(ctx(), &request)
+            .await
+            .map(|s| s.status.enum_value())
+        {
+            Ok(Ok(api::Status::RUNNING)) => running += 1,
+            Ok(Ok(api::Status::PAUSED | api::Status::PAUSING)) => paused += 1,
+            _ => {}
+        }
+    }
+    (running, paused)
+}
+
+/// `GET /info`: the fields `docker info` prints.
+pub async fn info(State(frontend): State<Frontend>) -> ApiResult<Json<Value>> {
+    let (images, containers) = {
+        let frontend = frontend.clone();
+        tokio::task::spawn_blocking(move || {
+            let images = frontend.catalog.list()?.len();
+            let containers = frontend
+                .backend
+                .containers
+                .list(NAMESPACE, &Filter::everything())?
+                .len();
+            Ok::<_, Error>((images, containers))
+        })
+        .await
+        .map_err(|err| Error::internal(format!("info: {err}")))??
+    };
+    let (running, paused) = task_counts(&frontend).await;
+    let stopped = containers.saturating_sub(running + paused);
+    let (kernel, machine) = uname();
+    let hostname = nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let os = keyed_value("/etc/os-release", "PRETTY_NAME", '=').unwrap_or_else(|| "Linux".into());
+    let os_version = keyed_value("/etc/os-release", "VERSION_ID", '=').unwrap_or_default();
+    let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut runtimes = serde_json::Map::new();
+    runtimes.insert("runc".into(), json!({ "path": "containerd-shim-berth-v2" }));
+    runtimes.insert(
+        "io.containerd.berth.v2".into(),
+        json!({ "path": "containerd-shim-berth-v2" }),
+    );
+    for (name, shim) in &frontend.settings.runtimes {
+        runtimes.insert(name.clone(), json!({ "path": shim }));
+    }
+    let root = frontend.settings.root.display().to_string();
+    let now = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    let mut info = json!({
+        "ID": frontend.backend.uuid,
+        "Containers": containers,
+        "ContainersRunning": running,
+        "ContainersPaused": paused,
+        "ContainersStopped": stopped,
+        "Images": images,
+        "Driver": DEFAULT_SNAPSHOTTER,
+        "DriverStatus": [["driver-type", "io.containerd.snapshotter.v1"]],
+        "Plugins": {
+            "Volume": [],
+            "Network": [],
+            "Authorization": null,
+            "Log": ["json-file"],
+        },
+        "MemoryLimit": true,
+        "SwapLimit": false,
+        "KernelMemory": false,
+        "KernelMemoryTCP": false,
+        "CpuCfsPeriod": true,
+        "CpuCfsQuota": true,
+        "CPUShares": true,
+        "CPUSet": true,
+        "PidsLimit": true,
+        "IPv4Forwarding": true,
+        "BridgeNfIptables": false,
+        "BridgeNfIp6tables": false,
+        "Debug": false,
+        "NFd": 0,
+        "OomKillDisable": false,
+        "NGoroutines": 0,
+        "SystemTime": now,
+        "LoggingDriver": "json-file",
+        "CgroupDriver": "cgroupfs",
+        "CgroupVersion": cgroup_version(),
+        "NEventsListener": 0,
+    });
+    let rest = json!({
+        "KernelVersion": kernel,
+        "OperatingSystem": os,
+        "OSVersion": os_version,
+        "OSType": "linux",
+        "Architecture": machine,
+        "IndexServerAddress": "https://index.docker.io/v1/",
+        "RegistryConfig": {
+            "AllowNondistributableArtifactsCIDRs": [],
+            "AllowNondistributableArtifactsHostnames": [],
+            "InsecureRegistryCIDRs": ["127.0.0.0/8"],
+            "IndexConfigs": {
+                "docker.io": { "Name": "docker.io", "Mirrors": [], "Secure": true, "Official": true },
+            },
+            "Mirrors": [],
+        },
+        "NCPU": ncpu,
+        "MemTotal": memory_total(),
+        "GenericResources": null,
+        "DockerRootDir": root,
+        "HttpProxy": "",
+        "HttpsProxy": "",
+        "NoProxy": "",
+        "Name": hostname,
+        "Labels": [],
+        "ExperimentalBuild": false,
+        "ServerVersion": ENGINE_VERSION,
+        "Runtimes": runtimes,
+        "DefaultRuntime": "runc",
+        "Swarm": {
+            "NodeID": "",
+            "NodeAddr": "",
+            "LocalNodeState": "inactive",
+            "ControlAvailable": false,
+            "Error": "",
+            "RemoteManagers": null,
+        },
+        "LiveRestoreEnabled": true,
+        "Isolation": "",
+        "InitBinary": "",
+        "ContainerdCommit": { "ID": GIT_COMMIT, "Expected": GIT_COMMIT },
+        "RuncCommit": { "ID": GIT_COMMIT, "Expected": GIT_COMMIT },
+        "InitCommit": { "ID": "", "Expected": "" },
+        "SecurityOptions": ["name=seccomp,profile=default"],
+        "Warnings": [],
+    });
+    if let (Some(info), Value::Object(rest)) = (info.as_object_mut(), rest) {
+        info.extend(rest);
+    }
+    Ok(Json(info))
+}
+
+/// `GET /system/df`: images now; containers, volumes and build cache are
+/// empty until those exist.
+pub async fn disk_usage(State(frontend): State<Frontend>) -> ApiResult<Json<Value>> {
+    let catalog = frontend.catalog.clone();
+    let images = tokio::task::spawn_blocking(move || {
+        let images = catalog.list()?;
+        let layers: Vec<Vec<(String, u64)>> = images
+            .iter()
+            .map(|image| {
+                image
+                    .chain_ids()
+                    .into_iter()
+                    .zip(catalog.layer_sizes(image))
+                    .collect()
+            })
+            .collect();
+        Ok::<_, Error>((images, layers))
+    })
+    .await
+    .map_err(|err| Error::internal(format!("system df: {err}")))?;
+    let (images, layers) = images?;
+    // A layer is shared when more than one image stands on it; each is
+    // counted once in the total.
+    let mut users: BTreeMap<&str, (u64, usize)> = BTreeMap::new();
+    for (chain, size) in layers.iter().flatten() {
+        users.entry(chain).or_insert((*size, 0)).1 += 1;
+    }
+    let layers_size: u64 = users.values().map(|(size, _)| size).sum();
+    let images: Vec<Value> = images
+        .iter()
+        .zip(&layers)
+        .map(|(image, layers)| {
+            let shared: u64 = layers
+                .iter()
+                .filter(|(chain, _)| users.get(chain.as_str()).is_some_and(|(_, n)| *n > 1))
+                .map(|(_, size)| size)
+                .sum();
+            let mut value = summary(image);
+            value["Containers"] = json!(0);
+            value["SharedSize"] = json!(shared);
+            value
+        })
+        .collect();
+    Ok(Json(json!({
+        "LayersSize": layers_size,
+        "Images": images,
+        "Containers": [],
+        "Volumes": [],
+        "BuildCache": [],
+    })))
+}
