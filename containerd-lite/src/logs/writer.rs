@@ -122,7 +122,7 @@ pub fn parse_size(text: &str) -> Result<u64> {
 }
 
 /// `<path>.<n>`: the n-th older file of a rotated log.
-pub(crate) fn rotated_path(path: &Path, n: u32) -> PathBuf {
+pub fn rotated_path(path: &Path, n: u32) -> PathBuf {
     with_suffix(path, &n.to_string())
 }
 
