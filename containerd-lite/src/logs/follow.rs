@@ -63,9 +63,9 @@ enum Source {
 struct StreamState {
     source: Option<Source>,
     options: ReadOptions,
-    /// `None`: a snapshot. Otherwise the container's exit, until it came.
+    /// `None`: a snapshot. Otherwise a follow, ended by the container's exit.
     exit: Option<Exit>,
-    following: bool,
+    /// The exit came (a follow only).
     exited: bool,
     finished: bool,
 }
@@ -78,7 +78,6 @@ fn entry_stream(
     let state = StreamState {
         source: Some(Source::Opened(reader)),
         options,
-        following: exit.is_some(),
         exit,
         exited: false,
         finished: false,
@@ -95,7 +94,7 @@ async fn next_batch(mut state: StreamState) -> Option<(Vec<Result<LogEntry>>, St
         }
         let source = state.source.take()?;
         let options = state.options.clone();
-        let (following, check_writer) = (state.following, state.exited);
+        let (following, check_writer) = (state.exit.is_some(), state.exited);
         let polled = tokio::task::spawn_blocking(move || {
             let mut follower = match source {
                 Source::Reading(follower) => follower,
@@ -117,7 +116,7 @@ async fn next_batch(mut state: StreamState) -> Option<(Vec<Result<LogEntry>>, St
             }
         };
         state.source = Some(Source::Reading(follower));
-        state.finished = batch.finished || (batch.caught_up && !state.following);
+        state.finished = batch.finished || (batch.caught_up && !following);
         if !batch.entries.is_empty() {
             return Some((batch.entries.into_iter().map(Ok).collect(), state));
         }
