@@ -14,6 +14,7 @@ pub mod error;
 pub mod events;
 pub mod gc;
 pub mod grpc;
+pub mod logs;
 pub mod metadata;
 pub mod network;
 pub mod oci;
