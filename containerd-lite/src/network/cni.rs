@@ -23,6 +23,9 @@ use tokio::process::Command;
 
 use crate::{Error, Result};
 
+/// How long one plugin call may take.
+const PLUGIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// The CNI version of the configurations berthd writes.
 pub const CNI_VERSION: &str = "1.0.0";
 
@@ -160,9 +163,17 @@ impl CniRunner {
                 Error::from(err).context(format!("CNI plugin {plugin}: write config"))
             })?;
         }
-        let output = child
-            .wait_with_output()
+        // A plugin stuck (on the xtables lock, say) must not hold every
+        // network operation behind it: it is killed when the wait is dropped.
+        let output = tokio::time::timeout(PLUGIN_TIMEOUT, child.wait_with_output())
             .await
+            .map_err(|_| {
+                Error::unavailable(format!(
+                    "CNI plugin {plugin} ({}): no answer after {} s",
+                    command.as_str(),
+                    PLUGIN_TIMEOUT.as_secs()
+                ))
+            })?
             .map_err(|err| Error::from(err).context(format!("CNI plugin {plugin}: wait")))?;
         if !output.status.success() {
             return Err(plugin_failure(

@@ -180,6 +180,7 @@ impl NetworkManager {
         netns: &Path,
         ports: &[PortMapping],
     ) -> Result<Attachment> {
+        endpoint.validate()?;
         let network = self.network(network).await?;
         let _guard = self.lock.lock().await;
         self.attach_locked(endpoint, &network, netns, ports).await
@@ -341,6 +342,8 @@ impl NetworkManager {
     /// Networks a new container as `request.mode` says and writes its name
     /// files. On failure, whatever was set up is torn down again.
     pub async fn setup(&self, request: &SetupRequest) -> Result<ContainerNetwork> {
+        // Before anything is made (or rolled back) under the id.
+        request.validate()?;
         let container_id = request.endpoint.container_id.as_str();
         let result = self.setup_inner(request).await;
         if result.is_err() {

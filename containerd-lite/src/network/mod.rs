@@ -147,6 +147,48 @@ pub struct EndpointName {
     pub aliases: Vec<String>,
 }
 
+impl EndpointName {
+    /// Refuses what could not be a name in a hosts file or a path
+    /// component: these end up in every peer's `/etc/hosts` and under the
+    /// state directory, so a newline or a `/` must never get through.
+    pub fn validate(&self) -> Result<()> {
+        check_label("container id", &self.container_id)?;
+        if !self.name.is_empty() {
+            check_label("container name", &self.name)?;
+        }
+        for alias in &self.aliases {
+            check_label("network alias", alias)?;
+        }
+        Ok(())
+    }
+}
+
+impl SetupRequest {
+    /// [`EndpointName::validate`], and the hostname alike.
+    pub fn validate(&self) -> Result<()> {
+        self.endpoint.validate()?;
+        if !self.hostname.is_empty() {
+            check_label("hostname", &self.hostname)?;
+        }
+        Ok(())
+    }
+}
+
+/// `[a-zA-Z0-9][a-zA-Z0-9_.-]*`, at most 255 bytes: docker's container
+/// names, and every hostname and DNS name.
+fn check_label(what: &str, value: &str) -> Result<()> {
+    let mut chars = value.chars();
+    let first = chars.next().is_some_and(|c| c.is_ascii_alphanumeric());
+    let rest = chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if first && rest && value.len() <= 255 {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!(
+            "{what} {value:?}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed, at most 255 bytes"
+        )))
+    }
+}
+
 /// What [`NetworkManager::attach`] gave the container on one network.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attachment {
@@ -207,6 +249,34 @@ pub struct ContainerNetwork {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_that_reach_hosts_files_are_checked() {
+        let endpoint = |id: &str, name: &str, alias: &str| EndpointName {
+            container_id: id.into(),
+            name: name.into(),
+            aliases: vec![alias.into()],
+        };
+        endpoint("abc123", "web", "web-1.local").validate().unwrap();
+        for (bad, named) in [
+            (endpoint("abc", "web\n1.2.3.4 evil", "x"), "container name"),
+            (endpoint("abc", "web", "a b"), "network alias"),
+            (endpoint("../etc", "web", "x"), "container id"),
+            (endpoint("abc", "web", ""), "network alias"),
+            (endpoint("abc", "web", "-x"), "network alias"),
+        ] {
+            let err = bad.validate().unwrap_err();
+            assert_eq!(err.kind, crate::ErrorKind::InvalidArgument);
+            assert!(err.message.contains(named), "{err}");
+        }
+        let request = SetupRequest {
+            endpoint: endpoint("abc", "web", "x"),
+            hostname: "host\tname".into(),
+            mode: NetworkMode::None,
+            ports: Vec::new(),
+        };
+        assert!(request.validate().unwrap_err().message.contains("hostname"));
+    }
 
     #[test]
     fn network_modes_parse_as_docker_spells_them() {
