@@ -319,3 +319,44 @@ async fn a_failed_pull_puts_the_name_back() {
     records.restore(x, Some(&old)).unwrap();
     assert_eq!(names(&frontend), [(x.to_owned(), old.digest.to_string())]);
 }
+
+#[tokio::test]
+async fn a_name_pinned_to_a_digest_never_finds_another_image() {
+    use images::records::Records;
+    let dir = tempfile::tempdir().unwrap();
+    let frontend = frontend(dir.path());
+    // A real (empty) image, so that a lookup that trusted the name would
+    // find it.
+    let config = stored(
+        &frontend,
+        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#,
+    );
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": config.digest.to_string(),
+            "size": config.size,
+        },
+        "layers": [],
+    });
+    let actual = stored(&frontend, manifest.to_string().as_bytes());
+    let claimed = descriptor("claimed");
+    let pinned = format!("docker.io/library/alpine@{}", claimed.digest);
+    // A record whose name claims a digest its target does not have (what
+    // a crafted archive's RepoTag would make).
+    Records::new(&frontend.backend)
+        .set(&pinned, &actual)
+        .unwrap();
+    let err = frontend
+        .catalog
+        .find(&format!("alpine@{}", claimed.digest))
+        .unwrap_err();
+    assert_eq!(err.kind, crate::ErrorKind::NotFound, "{err}");
+    // The same record under a plain tag is found: the image is real.
+    Records::new(&frontend.backend)
+        .set("docker.io/library/alpine:real", &actual)
+        .unwrap();
+    frontend.catalog.find("alpine:real").unwrap();
+}

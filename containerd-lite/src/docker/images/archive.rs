@@ -243,6 +243,18 @@ fn load_records(
             let id = worker.catalog.by_name(&name)?.id.to_string();
             loaded.push(Loaded::Id(id));
         } else {
+            let pinned = ImageRef::parse(&image.name)
+                .ok()
+                .and_then(|name| name.digest().map(str::to_owned));
+            if pinned.is_some_and(|digest| digest != image.target.digest.as_str()) {
+                // `name@digest` naming another image: never recorded.
+                records.restore(&image.name, before.get(&image.name))?;
+                return Err(Error::invalid(format!(
+                    "docker load: {} pins a digest that is not its image's ({})",
+                    familiar(&image.name),
+                    image.target.digest
+                )));
+            }
             records.moved(&image.name, before.get(&image.name))?;
             loaded.push(Loaded::Name(familiar(&image.name)));
         }

@@ -231,7 +231,7 @@ impl Catalog {
                 .find(|image| image.id.as_str() == id)
                 .ok_or_else(no_such),
             Lookup::IdPrefix(prefix) => by_prefix(&prefix),
-            Lookup::Reference(parsed, prefix) => match self.by_name(&parsed.name()) {
+            Lookup::Reference(parsed, prefix) => match self.by_reference(&parsed) {
                 Ok(image) => Ok(image),
                 Err(err) if err.kind == ErrorKind::NotFound => {
                     if let Some(digest) = parsed.digest() {
@@ -261,6 +261,24 @@ impl Catalog {
     }
 
     /// The image of the record `name`, with all its other records.
+    /// [`Catalog::by_name`], and for `name@digest` only a record whose
+    /// target is that digest: a name can never make another image pass
+    /// for a digest it does not have.
+    fn by_reference(&self, parsed: &ImageRef) -> Result<DockerImage> {
+        let name = parsed.name();
+        if let Some(digest) = parsed.digest() {
+            let record = self.backend.images.get(NAMESPACE, &name)?;
+            if record.target.digest.as_str() != digest {
+                tracing::warn!(
+                    "image record {name} points at {}, not at its own digest",
+                    record.target.digest
+                );
+                return Err(Error::not_found(format!("No such image: {name}")));
+            }
+        }
+        self.by_name(&name)
+    }
+
     pub fn by_name(&self, name: &str) -> Result<DockerImage> {
         let record = self.backend.images.get(NAMESPACE, name)?;
         let mut image = self.resolve(record)?;
