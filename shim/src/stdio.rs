@@ -381,7 +381,7 @@ impl Prepared {
 /// tell it the client is done writing.
 struct StdinRelay {
     task: JoinHandle<()>,
-    closed: oneshot::Sender<()>,
+    closed: Option<oneshot::Sender<()>>,
 }
 
 impl StdinRelay {
@@ -389,7 +389,7 @@ impl StdinRelay {
         let (closed, when_closed) = oneshot::channel();
         StdinRelay {
             task: tokio::spawn(relay_input(fifo, writer, when_closed)),
-            closed,
+            closed: Some(closed),
         }
     }
 
@@ -418,20 +418,19 @@ impl Io {
     /// CloseIO: the client wrote all it will. What it wrote is still
     /// delivered (the fifo may hold some); then the process sees end-of-file.
     pub fn close_stdin(&self) {
-        if let Some(relay) = self.take_stdin() {
-            let _ = relay.closed.send(());
+        let mut stdin = self.stdin.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(closed) = stdin.as_mut().and_then(|relay| relay.closed.take()) {
+            let _ = closed.send(());
         }
     }
 
-    /// The process is gone: stop relaying its stdin at once.
+    /// The process is gone: stop relaying its stdin at once (a drain after
+    /// CloseIO too, should the process have left input unread).
     fn stop_stdin(&self) {
-        if let Some(relay) = self.take_stdin() {
+        let relay = self.stdin.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(relay) = relay {
             relay.task.abort();
         }
-    }
-
-    fn take_stdin(&self) -> Option<StdinRelay> {
-        self.stdin.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 
     pub fn resize(&self, width: u32, height: u32) -> Result<()> {
