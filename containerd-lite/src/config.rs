@@ -213,6 +213,26 @@ fn read_file(path: &Path) -> Result<File> {
 }
 
 #[cfg(test)]
+impl Config {
+    /// The configuration of a daemon living in `dir` (root, state and an
+    /// empty config file there), serving on `address`: for tests.
+    pub(crate) fn in_dir(dir: &Path, address: PathBuf) -> Config {
+        let file = dir.join("berthd.toml");
+        std::fs::write(&file, "").expect("test config file");
+        Config::load(
+            Some(&file),
+            Overrides {
+                root: Some(dir.join("root")),
+                state: Some(dir.join("state")),
+                address: Some(address),
+                ..Default::default()
+            },
+        )
+        .expect("test config")
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::ErrorKind;

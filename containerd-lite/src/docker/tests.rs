@@ -7,21 +7,10 @@ use serde_json::Value;
 use tower::{Layer, ServiceExt};
 
 use super::*;
-use crate::config::{Config, Overrides};
+use crate::config::Config;
 
 fn frontend(dir: &std::path::Path) -> Frontend {
-    let file = dir.join("berthd.toml");
-    std::fs::write(&file, "").unwrap();
-    let config = Config::load(
-        Some(&file),
-        Overrides {
-            root: Some(dir.join("root")),
-            state: Some(dir.join("state")),
-            address: Some(dir.join("berthd.sock")),
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let config = Config::in_dir(dir, dir.join("berthd.sock"));
     Frontend::new(
         Backend::open(&config).unwrap(),
         Settings::from_config(&config),

@@ -229,7 +229,7 @@ impl containers_server::Containers for ContainersService {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Config, Overrides};
+    use crate::config::Config;
     use crate::events::Received;
     use crate::grpc::Backend;
     use berth_proto::containerd::services::containers::v1::containers_server::Containers;
@@ -237,19 +237,7 @@ mod tests {
     use tonic::Code;
 
     fn backend(dir: &std::path::Path) -> Backend {
-        let file = dir.join("berthd.toml");
-        std::fs::write(&file, "").unwrap();
-        let config = Config::load(
-            Some(&file),
-            Overrides {
-                root: Some(dir.join("root")),
-                state: Some(dir.join("state")),
-                address: Some(dir.join("berthd.sock")),
-                ..Default::default()
-            },
-        )
-        .unwrap();
-        Backend::open(&config).unwrap()
+        Backend::open(&Config::in_dir(dir, dir.join("berthd.sock"))).unwrap()
     }
 
     fn service(backend: &Backend) -> ContainersService {

@@ -752,7 +752,7 @@ pub fn runtime_config(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Config, Overrides};
+    use crate::config::Config;
     use crate::grpc::Backend;
     use crate::metadata::containers::{Payload, Runtime};
     use crate::metadata::Container;
@@ -760,19 +760,7 @@ mod tests {
     use tonic::Code;
 
     fn backend(dir: &std::path::Path) -> Backend {
-        let file = dir.join("berthd.toml");
-        std::fs::write(&file, "").unwrap();
-        let config = Config::load(
-            Some(&file),
-            Overrides {
-                root: Some(dir.join("root")),
-                state: Some(dir.join("state")),
-                address: Some(dir.join("berthd.sock")),
-                ..Default::default()
-            },
-        )
-        .unwrap();
-        Backend::open(&config).unwrap()
+        Backend::open(&Config::in_dir(dir, dir.join("berthd.sock"))).unwrap()
     }
 
     fn in_ns<T>(message: T) -> Request<T> {

@@ -30,7 +30,7 @@ use tonic::{Code, Request};
 
 use super::client::{connect, WithNamespace};
 use super::{serve, Backend};
-use crate::config::{Config, Overrides};
+use crate::config::Config;
 use crate::content::Digest;
 
 /// A daemon serving in a temp dir until dropped.
@@ -45,18 +45,7 @@ impl Daemon {
     async fn start() -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("run/berthd.sock");
-        let file = dir.path().join("berthd.toml");
-        std::fs::write(&file, "").unwrap();
-        let config = Config::load(
-            Some(&file),
-            Overrides {
-                root: Some(dir.path().join("root")),
-                state: Some(dir.path().join("state")),
-                address: Some(socket.clone()),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+        let config = Config::in_dir(dir.path(), socket.clone());
         let backend = Backend::open(&config).unwrap();
         let (stop, stopped) = oneshot::channel();
         let path = socket.clone();
