@@ -16,6 +16,7 @@
 //! pull, push, save, load). Containers, exec, networks, volumes and build
 //! come next, as further modules beside these.
 
+pub mod containers;
 pub mod error;
 pub mod events;
 pub mod exchange;
@@ -114,25 +115,29 @@ pub struct Frontend {
     pub backend: Backend,
     pub transfers: Transfers,
     pub catalog: Catalog,
+    pub containers: containers::Registry,
     pub journal: Journal,
     pub settings: Arc<Settings>,
 }
 
 impl Frontend {
-    /// The frontend over `backend`, with an empty event journal.
-    pub fn new(backend: Backend, settings: Settings) -> Frontend {
+    /// The frontend over `backend`, with an empty event journal and the
+    /// containers recorded under `<root>/docker/containers`.
+    pub fn new(backend: Backend, settings: Settings) -> Result<Frontend> {
+        let containers = containers::Registry::open(settings.root.join("docker/containers"))?;
         let transfers = Transfers::new(
             backend.content.clone(),
             backend.images.clone(),
             backend.leases.clone(),
         );
-        Frontend {
+        Ok(Frontend {
             catalog: Catalog::new(backend.clone()),
+            containers,
             journal: Journal::new(),
             transfers,
             backend,
             settings: Arc::new(settings),
-        }
+        })
     }
 }
 
@@ -211,7 +216,7 @@ pub async fn serve(
     settings: Settings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    let frontend = Frontend::new(backend, settings);
+    let frontend = Frontend::new(backend, settings)?;
     let journal = frontend.journal.clone();
     exchange::follow(
         &frontend.backend.events,

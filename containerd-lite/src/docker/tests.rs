@@ -15,6 +15,7 @@ fn frontend(dir: &std::path::Path) -> Frontend {
         Backend::open(&config).unwrap(),
         Settings::from_config(&config),
     )
+    .unwrap()
 }
 
 /// Sends one request; returns the status, headers and body as JSON (or

@@ -1,0 +1,18 @@
+//! Docker containers: created from an image with docker's configuration,
+//! run as containerd tasks in the `moby` namespace through berthd's own
+//! runtime manager, their output kept in a json-file log by
+//! `berth-logger`, their state and restart policy kept by berthd across
+//! restarts.
+//!
+//! - [`record`]: what is kept about one container, on disk.
+//! - [`registry`]: every container; lookup by ID, name or prefix; names.
+//! - [`names`]: generated names.
+//! - [`stdin`]: the fifo a container's stdin comes through.
+
+pub mod names;
+pub mod record;
+pub mod registry;
+pub mod stdin;
+
+pub use record::{MountKind, MountPoint, Record, State, Status};
+pub use registry::{Container, Registry};
