@@ -42,6 +42,7 @@ use tokio::net::UnixListener;
 use tower::Layer;
 
 use crate::grpc::Backend;
+use crate::network::{NetworkConfig, NetworkManager};
 use crate::transfer::Transfers;
 use crate::{Error, Result};
 use error::message_response;
@@ -95,6 +96,8 @@ impl ApiVersion {
 pub struct Settings {
     /// berthd's data directory (`DockerRootDir`).
     pub root: PathBuf,
+    /// berthd's state directory (bundles, network namespaces; tmpfs).
+    pub state: PathBuf,
     /// Runtime name -> shim binary, as configured.
     pub runtimes: BTreeMap<String, String>,
 }
@@ -104,6 +107,7 @@ impl Settings {
     pub fn from_config(config: &crate::config::Config) -> Settings {
         Settings {
             root: config.root.clone(),
+            state: config.state.clone(),
             runtimes: config.runtimes.clone(),
         }
     }
@@ -116,6 +120,8 @@ pub struct Frontend {
     pub transfers: Transfers,
     pub catalog: Catalog,
     pub containers: containers::Registry,
+    /// Networks and the containers' network namespaces.
+    pub network: Arc<NetworkManager>,
     pub journal: Journal,
     pub settings: Arc<Settings>,
 }
@@ -125,6 +131,10 @@ impl Frontend {
     /// containers recorded under `<root>/docker/containers`.
     pub fn new(backend: Backend, settings: Settings) -> Result<Frontend> {
         let containers = containers::Registry::open(settings.root.join("docker/containers"))?;
+        let network = Arc::new(NetworkManager::open(
+            backend.db.clone(),
+            NetworkConfig::new(&settings.state),
+        )?);
         let transfers = Transfers::new(
             backend.content.clone(),
             backend.images.clone(),
@@ -133,6 +143,7 @@ impl Frontend {
         Ok(Frontend {
             catalog: Catalog::new(backend.clone()),
             containers,
+            network,
             journal: Journal::new(),
             transfers,
             backend,
