@@ -65,6 +65,9 @@ pub const MIN_API_VERSION: ApiVersion = ApiVersion {
     minor: 24,
 };
 
+/// The logging program's file name.
+const LOGGER_BINARY: &str = "berth-logger";
+
 /// How long requests in flight may take to finish once berthd stops.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -100,6 +103,9 @@ pub struct Settings {
     pub state: PathBuf,
     /// Runtime name -> shim binary, as configured.
     pub runtimes: BTreeMap<String, String>,
+    /// The logging program containers' output goes through
+    /// (`berth-logger`, found beside berthd or on PATH).
+    pub logger: PathBuf,
 }
 
 impl Settings {
@@ -109,6 +115,8 @@ impl Settings {
             root: config.root.clone(),
             state: config.state.clone(),
             runtimes: config.runtimes.clone(),
+            logger: crate::runtime::shim::find_binary(LOGGER_BINARY)
+                .unwrap_or_else(|| PathBuf::from(LOGGER_BINARY)),
         }
     }
 }
@@ -161,6 +169,22 @@ pub fn router(frontend: Frontend) -> Router {
         .route("/info", get(system::info))
         .route("/events", get(events::events))
         .route("/system/df", get(system::disk_usage))
+        .route("/containers/json", get(containers::api::list))
+        .route("/containers/create", post(containers::create::create))
+        .route("/containers/prune", post(containers::api::prune))
+        .route(
+            "/containers/{id}",
+            axum::routing::delete(containers::api::delete),
+        )
+        .route("/containers/{id}/json", get(containers::api::inspect))
+        .route("/containers/{id}/start", post(containers::api::start))
+        .route("/containers/{id}/stop", post(containers::api::stop))
+        .route("/containers/{id}/restart", post(containers::api::restart))
+        .route("/containers/{id}/kill", post(containers::api::kill))
+        .route("/containers/{id}/pause", post(containers::api::pause))
+        .route("/containers/{id}/unpause", post(containers::api::unpause))
+        .route("/containers/{id}/rename", post(containers::api::rename))
+        .route("/containers/{id}/wait", post(containers::api::wait))
         .route("/images/json", get(images::list))
         .route("/images/create", post(images::pull::create))
         .route("/images/get", get(images::archive::save_many))
@@ -229,6 +253,8 @@ pub async fn serve(
 ) -> Result<()> {
     let frontend = Frontend::new(backend, settings)?;
     let journal = frontend.journal.clone();
+    containers::api::follow_oom(&frontend);
+    containers::lifecycle::restore(&frontend).await;
     exchange::follow(
         &frontend.backend.events,
         frontend.backend.containers.clone(),

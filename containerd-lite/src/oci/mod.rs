@@ -260,6 +260,16 @@ impl SpecBuilder {
         self
     }
 
+    /// Changes the spec directly, for what no step above covers (the
+    /// Docker frontend's host config). Changes to the bounding
+    /// capabilities are seen by the seccomp profile [`build`] adds.
+    ///
+    /// [`build`]: SpecBuilder::build
+    pub fn edit(mut self, change: impl FnOnce(&mut Spec)) -> SpecBuilder {
+        change(&mut self.spec);
+        self
+    }
+
     /// The finished spec. Fails when there is nothing to run.
     pub fn build(mut self) -> Result<Spec> {
         let has_args = self

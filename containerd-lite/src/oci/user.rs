@@ -37,7 +37,7 @@ pub struct UserDb {
 }
 
 /// What `process.user` becomes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ResolvedUser {
     pub uid: u32,
     pub gid: u32,

@@ -9,10 +9,18 @@
 //! - [`names`]: generated names.
 //! - [`stdin`]: the fifo a container's stdin comes through.
 
+pub mod api;
+pub mod create;
+pub mod lifecycle;
+pub mod mounts;
 pub mod names;
 pub mod record;
 pub mod registry;
+pub mod remove;
+pub mod spec;
 pub mod stdin;
+pub mod view;
+pub mod volumes;
 
 pub use record::{MountKind, MountPoint, Record, State, Status};
 pub use registry::{Container, Registry};

@@ -32,6 +32,8 @@ const RECORD_FILE: &str = "config.v2.json";
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Progress {
     pub exits: u64,
+    /// The code of the last exit.
+    pub exit_code: i64,
     pub removed: bool,
 }
 
@@ -78,8 +80,11 @@ impl Container {
     }
 
     /// Records an exit (for `wait` conditions `next-exit`/`not-running`).
-    pub fn notify_exit(&self) {
-        self.progress.send_modify(|p| p.exits += 1);
+    pub fn notify_exit(&self, exit_code: i64) {
+        self.progress.send_modify(|p| {
+            p.exits += 1;
+            p.exit_code = exit_code;
+        });
     }
 
     /// Watches exits and removal.

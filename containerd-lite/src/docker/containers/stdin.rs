@@ -48,6 +48,20 @@ impl StdinPipe {
         })
     }
 
+    /// Opens the fifo a running task already reads (after a berthd
+    /// restart).
+    pub fn reopen(dir: &Path) -> Result<StdinPipe> {
+        let path = dir.join(FIFO_NAME);
+        let sender = pipe::OpenOptions::new()
+            .read_write(true)
+            .open_sender(&path)
+            .context(format!("opening {}", path.display()))?;
+        Ok(StdinPipe {
+            path,
+            sender: tokio::sync::Mutex::new(Some(sender)),
+        })
+    }
+
     /// The fifo's path, for the task's stdio.
     pub fn path(&self) -> &Path {
         &self.path
