@@ -14,6 +14,10 @@
 //! [docker]
 //! address = "/run/berth/docker.sock"   # "" serves no Docker API
 //!
+//! [network]
+//! bridge = "berth0"              # the default network's bridge device
+//! subnet = "172.31.0.0/16"       # its subnet (default: the first free one)
+//!
 //! [runtimes."io.containerd.kata.v2"]     # any runtime name a container asks for
 //! shim = "containerd-shim-kata-v2"       # the shim serving it (on PATH, or a path)
 //! ```
@@ -54,7 +58,14 @@ pub struct Config {
     pub log_level: String,
     /// Runtime name -> shim binary, over the defaults (see the module doc).
     pub runtimes: BTreeMap<String, String>,
+    /// The default network's bridge device.
+    pub network_bridge: String,
+    /// The default network's subnet; `None` picks the first free one.
+    pub network_subnet: Option<ipnet::Ipv4Net>,
 }
+
+/// The default network's bridge device unless configured.
+pub const DEFAULT_BRIDGE: &str = "berth0";
 
 impl Default for Config {
     fn default() -> Self {
@@ -65,6 +76,8 @@ impl Default for Config {
             docker_address: Some(DEFAULT_DOCKER_ADDRESS.into()),
             log_level: DEFAULT_LOG_LEVEL.into(),
             runtimes: BTreeMap::new(),
+            network_bridge: DEFAULT_BRIDGE.into(),
+            network_subnet: None,
         }
     }
 }
@@ -94,7 +107,16 @@ struct File {
     #[serde(default)]
     docker: Section,
     #[serde(default)]
+    network: NetworkSection,
+    #[serde(default)]
     runtimes: BTreeMap<String, RuntimeSection>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NetworkSection {
+    bridge: Option<String>,
+    subnet: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -149,6 +171,14 @@ impl Config {
                 .into_iter()
                 .map(|(name, section)| (name, section.shim))
                 .collect(),
+            network_bridge: file.network.bridge.unwrap_or(defaults.network_bridge),
+            network_subnet: match file.network.subnet {
+                Some(text) => Some(
+                    text.parse()
+                        .map_err(|err| Error::invalid(format!("network.subnet {text:?}: {err}")))?,
+                ),
+                None => None,
+            },
         };
         config.validate()?;
         Ok(config)
@@ -180,6 +210,17 @@ impl Config {
                     "runtime {name:?}: both the name and its shim must be set (shim {shim:?})"
                 )));
             }
+        }
+        let bridge = &self.network_bridge;
+        let bridge_ok = !bridge.is_empty()
+            && bridge.len() < 16
+            && bridge
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if !bridge_ok {
+            return Err(Error::invalid(format!(
+                "network.bridge {bridge:?}: an interface name of 1-15 letters, digits, '-', '_' or '.'"
+            )));
         }
         if !["error", "warn", "info", "debug", "trace"].contains(&self.log_level.as_str()) {
             return Err(Error::invalid(format!(

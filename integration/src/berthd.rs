@@ -71,6 +71,21 @@ pub struct Berthd {
     config: PathBuf,
     path_env: String,
     child: Option<Child>,
+    /// The default network's bridge, this daemon's own.
+    bridge: String,
+}
+
+/// A bridge name and subnet for one test daemon's default network, so
+/// daemons running side by side never share (or fight over) one: unique
+/// in this process by a counter, across processes by the pid.
+fn private_network() -> (String, String) {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let pid = std::process::id();
+    (
+        format!("bt{}x{n}", pid % 100_000),
+        format!("10.{}.{}.0/24", 100 + pid % 100, n % 256),
+    )
 }
 
 impl Berthd {
@@ -106,12 +121,14 @@ impl Berthd {
         let socket = dir.path().join("berthd.sock");
         let docker_socket = options.docker.then(|| dir.path().join("docker.sock"));
         let config = dir.path().join("berthd.toml");
+        let (bridge, subnet) = private_network();
         std::fs::write(
             &config,
             format!(
                 "version = 2\nroot = \"{0}/root\"\nstate = \"{0}/state\"\n\
                  [grpc]\naddress = \"{1}\"\n[debug]\nlevel = \"debug\"\n\
-                 [docker]\naddress = \"{2}\"\n{3}",
+                 [docker]\naddress = \"{2}\"\n\
+                 [network]\nbridge = \"{bridge}\"\nsubnet = \"{subnet}\"\n{3}",
                 dir.path().display(),
                 socket.display(),
                 docker_socket.as_deref().unwrap_or(Path::new("")).display(),
@@ -131,12 +148,23 @@ impl Berthd {
             config,
             path_env,
             child: None,
+            bridge,
         };
         berthd.launch();
         if options.import_image {
             berthd.ctr_ok(&["images", "import", &image_archive().to_string_lossy()]);
         }
         Some(berthd)
+    }
+
+    /// Deletes this daemon's default bridge (berthd keeps it, as dockerd
+    /// keeps docker0).
+    fn remove_bridge(&self) {
+        if Path::new("/sys/class/net").join(&self.bridge).exists() {
+            let _ = Command::new("ip")
+                .args(["link", "delete", &self.bridge])
+                .status();
+        }
     }
 
     /// The temp dir everything lives in.
@@ -448,6 +476,7 @@ impl Drop for Berthd {
         for pid in self.shim_pids() {
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
         }
+        self.remove_bridge();
         for target in mounts_mentioning(&self.dir.path().to_string_lossy())
             .iter()
             .rev()

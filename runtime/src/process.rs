@@ -285,12 +285,15 @@ fn find_program(name: &str, env: &[String]) -> Result<PathBuf> {
     };
     if name.contains('/') {
         let p = PathBuf::from(name);
-        return if executable(&p) {
-            Ok(p)
-        } else {
-            Err(Error::invalid(format!(
-                "exec {name:?}: no such executable file"
-            )))
+        // The words runc uses: clients (docker's CLI) map them to exit codes
+        // 127 (not there) and 126 (not runnable).
+        return match std::fs::metadata(&p) {
+            Ok(_) if executable(&p) => Ok(p),
+            Ok(_) => Err(Error::invalid(format!("exec {name:?}: permission denied"))),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Err(Error::invalid(format!(
+                "exec {name:?}: stat {name}: no such file or directory"
+            ))),
+            Err(err) => Err(Error::invalid(format!("exec {name:?}: stat {name}: {err}"))),
         };
     }
     let path = env

@@ -101,6 +101,9 @@ pub struct Settings {
     pub root: PathBuf,
     /// berthd's state directory (bundles, network namespaces; tmpfs).
     pub state: PathBuf,
+    /// The default network's bridge and subnet (configured or picked).
+    pub network_bridge: String,
+    pub network_subnet: Option<ipnet::Ipv4Net>,
     /// Runtime name -> shim binary, as configured.
     pub runtimes: BTreeMap<String, String>,
     /// The logging program containers' output goes through
@@ -114,6 +117,8 @@ impl Settings {
         Settings {
             root: config.root.clone(),
             state: config.state.clone(),
+            network_bridge: config.network_bridge.clone(),
+            network_subnet: config.network_subnet,
             runtimes: config.runtimes.clone(),
             logger: crate::runtime::shim::find_binary(LOGGER_BINARY)
                 .unwrap_or_else(|| PathBuf::from(LOGGER_BINARY)),
@@ -141,7 +146,11 @@ impl Frontend {
         let containers = containers::Registry::open(settings.root.join("docker/containers"))?;
         let network = Arc::new(NetworkManager::open(
             backend.db.clone(),
-            NetworkConfig::new(&settings.state),
+            NetworkConfig {
+                default_bridge: settings.network_bridge.clone(),
+                default_subnet: settings.network_subnet,
+                ..NetworkConfig::new(&settings.state)
+            },
         )?);
         let transfers = Transfers::new(
             backend.content.clone(),

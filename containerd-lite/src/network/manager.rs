@@ -103,8 +103,12 @@ impl NetworkManager {
             ..NetworkSpec::default()
         };
         let routes = subnet::host_routes()?;
-        let candidates =
-            std::iter::once(subnet::DEFAULT_NETWORK_SUBNET).chain(subnet::default_pool());
+        let candidates: Box<dyn Iterator<Item = _>> = match self.config.default_subnet {
+            Some(configured) => Box::new(std::iter::once(configured)),
+            None => Box::new(
+                std::iter::once(subnet::DEFAULT_NETWORK_SUBNET).chain(subnet::default_pool()),
+            ),
+        };
         self.store.create(
             &new_network_id(),
             &self.config.default_bridge,

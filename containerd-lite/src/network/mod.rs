@@ -67,6 +67,9 @@ pub struct NetworkConfig {
     pub state_dir: PathBuf,
     /// The default network's bridge device.
     pub default_bridge: String,
+    /// The default network's subnet, when configured (else the first
+    /// free one is picked).
+    pub default_subnet: Option<ipnet::Ipv4Net>,
     /// The host resolver configuration containers' resolv.conf derive from.
     pub host_resolv_conf: PathBuf,
 }
@@ -78,6 +81,7 @@ impl NetworkConfig {
             plugin_dir: PathBuf::from("/usr/lib/cni"),
             state_dir: state.join("network"),
             default_bridge: "berth0".to_owned(),
+            default_subnet: None,
             host_resolv_conf: PathBuf::from("/etc/resolv.conf"),
         }
     }

@@ -233,8 +233,30 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     found
 }
 
+impl Berthd {
+    /// The daemon under the frontend, for restarts.
+    pub fn daemon_mut(&mut self) -> &mut berth_integration::berthd::Berthd {
+        &mut self.daemon
+    }
+
+    /// Force-removes every docker container (what a failed test left).
+    pub fn remove_all_containers(&self) {
+        let (status, body) = self.http("GET", "/containers/json?all=1", b"");
+        if status != 200 {
+            return;
+        }
+        let listed: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        for container in listed.as_array().into_iter().flatten() {
+            if let Some(id) = container["Id"].as_str() {
+                let _ = self.http("DELETE", &format!("/containers/{id}?force=1&v=1"), b"");
+            }
+        }
+    }
+}
+
 impl Drop for Berthd {
     fn drop(&mut self) {
+        self.remove_all_containers();
         if !std::thread::panicking() {
             self.daemon.stop_cleanly();
         }

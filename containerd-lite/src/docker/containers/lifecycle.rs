@@ -139,6 +139,8 @@ async fn launch(
                 }
             }
             container.set_stdin(None);
+            // A shim that died on the way leaves its exit with the manager.
+            let _ = frontend.backend.tasks.delete_exited(NAMESPACE, &record.id);
             Err(err)
         }
     }

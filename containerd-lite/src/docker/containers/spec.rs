@@ -355,16 +355,23 @@ fn capability(name: &str) -> Option<Capability> {
     serde_json::from_value(serde_json::Value::String(name.to_owned())).ok()
 }
 
-/// Every capability this kernel has.
+/// Every capability berthd itself may pass on (its bounding set: on a
+/// host where root lacks one, asking for it would fail the start).
 fn all_capabilities() -> Vec<Capability> {
-    let last = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+    let bounding = std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|t| t.trim().parse::<usize>().ok())
-        .unwrap_or(CAPABILITY_NAMES.len() - 1);
+        .and_then(|status| {
+            status.lines().find_map(|line| {
+                line.strip_prefix("CapBnd:")
+                    .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+            })
+        })
+        .unwrap_or(u64::MAX);
     CAPABILITY_NAMES
         .iter()
-        .take(last + 1)
-        .filter_map(|name| capability(name))
+        .enumerate()
+        .filter(|(bit, _)| bounding & (1u64 << bit) != 0)
+        .filter_map(|(_, name)| capability(name))
         .collect()
 }
 

@@ -1,0 +1,638 @@
+//! Docker containers on berthd with the real docker CLIs (Debian's
+//! docker.io 20.10 and the current one when installed): the lifecycle of
+//! a detached container (ps, inspect, pause, stop, start, restart, kill,
+//! rename, rm), exit codes through `docker wait`, restart policies across
+//! a berthd crash, the memory limit and its OOM kill, the default
+//! security and its switches, bad input with dockerd's status codes, and
+//! nothing left behind.
+
+#![allow(clippy::unwrap_used)]
+
+mod docker_support;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use berth_integration::containerd::image_archive;
+use berth_integration::wait_until;
+use docker_support::{clis, Berthd, Cli};
+use serde_json::Value;
+
+/// The image hack/make-image builds, as `docker load` names it.
+const IMAGE: &str = "berth-busybox";
+
+fn start() -> Option<(Berthd, Vec<Cli>)> {
+    let daemon = Berthd::start()?;
+    let clis = clis();
+    assert!(!clis.is_empty(), "no docker CLI installed");
+    daemon.ok(&clis[0], &["load", "-i", image_archive().to_str().unwrap()]);
+    Some((daemon, clis))
+}
+
+fn inspect(daemon: &Berthd, cli: &Cli, name: &str) -> Value {
+    let text = daemon.ok(cli, &["inspect", name]);
+    let all: Value = serde_json::from_str(&text).unwrap();
+    all[0].clone()
+}
+
+/// What the container wrote, from its json-file log (`LogPath`), once it
+/// has exited.
+fn output(daemon: &Berthd, cli: &Cli, name: &str) -> String {
+    daemon.ok(cli, &["wait", name]);
+    let path = PathBuf::from(inspect(daemon, cli, name)["LogPath"].as_str().unwrap());
+    log_text(&path)
+}
+
+fn log_text(path: &Path) -> String {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|line| {
+            let entry: Value = serde_json::from_str(line).unwrap();
+            entry["log"].as_str().unwrap().to_owned()
+        })
+        .collect()
+}
+
+/// The network namespaces and container cgroups berthd still holds.
+fn docker_leaks(daemon: &Berthd) -> Vec<String> {
+    let mut found = Vec::new();
+    let netns = daemon.dir().join("state/network/netns");
+    for entry in std::fs::read_dir(&netns).into_iter().flatten().flatten() {
+        found.push(format!("netns {}", entry.path().display()));
+    }
+    // Other daemons (tests running beside this one) have cgroups under
+    // moby/ too: only those of tasks this daemon made (its log names each
+    // one its shim created) count.
+    let log = daemon.log();
+    for controller in ["memory", "pids", "cpu,cpuacct", "unified"] {
+        let dir = Path::new("/sys/fs/cgroup").join(controller).join("moby");
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if entry.file_type().is_ok_and(|t| t.is_dir())
+                && log.contains(&format!("create {name} "))
+            {
+                found.push(format!("cgroup {}", entry.path().display()));
+            }
+        }
+    }
+    for entry in std::fs::read_dir(daemon.root().join("docker/containers"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        found.push(format!("container dir {}", entry.path().display()));
+    }
+    found
+}
+
+fn assert_clean(daemon: &Berthd) {
+    let clean = wait_until(Duration::from_secs(10), || docker_leaks(daemon).is_empty());
+    assert!(
+        clean,
+        "left behind: {:?}\n{}",
+        docker_leaks(daemon),
+        daemon.log()
+    );
+}
+
+#[test]
+fn a_detached_container_lives_and_dies_as_docker_says() {
+    let Some((daemon, clis)) = start() else {
+        return;
+    };
+    for cli in &clis {
+        let id = daemon
+            .ok(
+                cli,
+                &[
+                    "run",
+                    "-d",
+                    "--name",
+                    "life",
+                    "--label",
+                    "tier=web",
+                    IMAGE,
+                    "sh",
+                    "-c",
+                    "echo out; echo err >&2; sleep 300",
+                ],
+            )
+            .trim()
+            .to_owned();
+        assert_eq!(id.len(), 64, "{}: {id}", cli.name);
+        let listed = daemon.ok(
+            cli,
+            &[
+                "ps",
+                "--filter",
+                "label=tier=web",
+                "--format",
+                "{{.ID}} {{.Names}} {{.Status}} {{.Command}}",
+            ],
+        );
+        assert!(listed.starts_with(&id[..12]), "{}: {listed}", cli.name);
+        assert!(listed.contains(" life Up "), "{}: {listed}", cli.name);
+        assert!(
+            listed.contains("\"sh -c echo out"),
+            "{}: {listed}",
+            cli.name
+        );
+
+        let info = inspect(&daemon, cli, "life");
+        assert_eq!(info["Id"], id.as_str());
+        assert_eq!(info["Name"], "/life");
+        assert_eq!(info["State"]["Status"], "running");
+        assert_eq!(info["Config"]["Labels"]["tier"], "web");
+        assert_eq!(info["Config"]["Hostname"], &id[..12]);
+        assert_eq!(info["Path"], "sh");
+        let pid = info["State"]["Pid"].as_u64().unwrap();
+        assert!(Path::new(&format!("/proc/{pid}")).exists(), "{}", cli.name);
+        assert!(
+            info["NetworkSettings"]["Networks"]["bridge"]["IPAddress"]
+                .as_str()
+                .is_some_and(|ip| ip.parse::<std::net::Ipv4Addr>().is_ok()),
+            "{}: {}",
+            cli.name,
+            info["NetworkSettings"]
+        );
+        let log = PathBuf::from(info["LogPath"].as_str().unwrap());
+        assert!(
+            wait_until(Duration::from_secs(10), || log_text(&log) == "out\nerr\n"
+                || log_text(&log) == "err\nout\n"),
+            "{}: {:?}",
+            cli.name,
+            log_text(&log)
+        );
+
+        daemon.ok(cli, &["pause", "life"]);
+        let paused = daemon.ok(
+            cli,
+            &[
+                "ps",
+                "--filter",
+                "status=paused",
+                "--format",
+                "{{.Names}} {{.Status}}",
+            ],
+        );
+        assert!(
+            paused.trim_end().ends_with("(Paused)"),
+            "{}: {paused}",
+            cli.name
+        );
+        let err = daemon.fails(cli, &["pause", "life"]);
+        assert!(err.contains("is already paused"), "{}: {err}", cli.name);
+        daemon.ok(cli, &["unpause", "life"]);
+
+        // sleep as pid 1 ignores SIGTERM: the stop ends in SIGKILL.
+        daemon.ok(cli, &["stop", "-t", "1", "life"]);
+        let info = inspect(&daemon, cli, "life");
+        assert_eq!(info["State"]["Status"], "exited");
+        assert_eq!(info["State"]["ExitCode"], 137);
+        assert!(!Path::new(&format!("/proc/{pid}")).exists());
+        let listed = daemon.ok(cli, &["ps", "--format", "{{.Names}}"]);
+        assert!(!listed.contains("life"), "{}: {listed}", cli.name);
+        let listed = daemon.ok(
+            cli,
+            &[
+                "ps",
+                "-a",
+                "--filter",
+                "exited=137",
+                "--format",
+                "{{.Names}} {{.Status}}",
+            ],
+        );
+        assert!(
+            listed.starts_with("life Exited (137)"),
+            "{}: {listed}",
+            cli.name
+        );
+
+        daemon.ok(cli, &["start", "life"]);
+        let first = inspect(&daemon, cli, "life")["State"]["Pid"]
+            .as_u64()
+            .unwrap();
+        daemon.ok(cli, &["restart", "-t", "0", "life"]);
+        let second = inspect(&daemon, cli, "life");
+        assert_eq!(second["State"]["Status"], "running");
+        assert_ne!(second["State"]["Pid"].as_u64().unwrap(), first);
+
+        daemon.ok(cli, &["rename", "life", "renamed"]);
+        let err = daemon.fails(cli, &["inspect", "life"]);
+        assert!(err.contains("No such"), "{}: {err}", cli.name);
+        daemon.ok(cli, &["kill", "renamed"]);
+        assert_eq!(daemon.ok(cli, &["wait", "renamed"]).trim(), "137");
+        let err = daemon.fails(cli, &["kill", "renamed"]);
+        assert!(err.contains("is not running"), "{}: {err}", cli.name);
+        daemon.ok(cli, &["rm", "renamed"]);
+        assert_eq!(daemon.ok(cli, &["ps", "-aq"]), "");
+        assert_clean(&daemon);
+    }
+}
+
+#[test]
+fn exit_codes_waits_and_removal() {
+    let Some((daemon, clis)) = start() else {
+        return;
+    };
+    for cli in &clis {
+        daemon.ok(
+            cli,
+            &["run", "-d", "--name", "seven", IMAGE, "sh", "-c", "exit 7"],
+        );
+        assert_eq!(
+            daemon.ok(cli, &["wait", "seven"]).trim(),
+            "7",
+            "{}",
+            cli.name
+        );
+        let info = inspect(&daemon, cli, "seven");
+        assert_eq!(info["State"]["ExitCode"], 7);
+        assert_ne!(info["State"]["FinishedAt"], "0001-01-01T00:00:00Z");
+
+        daemon.ok(cli, &["create", "--name", "made", IMAGE, "true"]);
+        let listed = daemon.ok(
+            cli,
+            &[
+                "ps",
+                "-a",
+                "--filter",
+                "status=created",
+                "--format",
+                "{{.Names}}",
+            ],
+        );
+        assert_eq!(listed, "made\n", "{}", cli.name);
+
+        daemon.ok(cli, &["run", "-d", "--name", "busy", IMAGE, "sleep", "300"]);
+        let err = daemon.fails(cli, &["rm", "busy"]);
+        assert!(
+            err.contains("You cannot remove a running container"),
+            "{}: {err}",
+            cli.name
+        );
+        daemon.ok(cli, &["rm", "-f", "busy"]);
+
+        // --rm: the container is gone once it has exited.
+        daemon.ok(
+            cli,
+            &["run", "-d", "--rm", "--name", "brief", IMAGE, "true"],
+        );
+        assert!(
+            wait_until(Duration::from_secs(10), || daemon
+                .ok(cli, &["ps", "-a", "--format", "{{.Names}}"])
+                .lines()
+                .all(|n| n != "brief")),
+            "{}: --rm left the container",
+            cli.name
+        );
+
+        let pruned = daemon.ok(cli, &["container", "prune", "-f"]);
+        assert!(
+            pruned.contains("Deleted Containers"),
+            "{}: {pruned}",
+            cli.name
+        );
+        assert_eq!(daemon.ok(cli, &["ps", "-aq"]), "", "{}", cli.name);
+        assert_clean(&daemon);
+    }
+}
+
+#[test]
+fn bad_input_gets_dockerds_answers_and_leaves_nothing() {
+    let Some((daemon, clis)) = start() else {
+        return;
+    };
+    let create = |name: &str, body: &str| {
+        daemon.http(
+            "POST",
+            &format!("/containers/create?name={name}"),
+            body.as_bytes(),
+        )
+    };
+    let (status, body) = create("x1", r#"{"Image":"no-such-image"}"#);
+    assert_eq!(
+        (status, body.contains("No such image: no-such-image")),
+        (404, true),
+        "{body}"
+    );
+    let (status, body) = create("x2", r#"{"Image": "#);
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = create("-bad", r#"{"Image":"berth-busybox"}"#);
+    assert_eq!(
+        (status, body.contains("Invalid container name")),
+        (400, true),
+        "{body}"
+    );
+    let (status, body) = create(
+        "x3",
+        r#"{"Image":"berth-busybox","HostConfig":{"RestartPolicy":{"Name":"always","MaximumRetryCount":3}}}"#,
+    );
+    assert_eq!(
+        (status, body.contains("maximum retry count")),
+        (400, true),
+        "{body}"
+    );
+    let (status, body) = create(
+        "x4",
+        r#"{"Image":"berth-busybox","HostConfig":{"Memory":1024}}"#,
+    );
+    assert_eq!(
+        (status, body.contains("Minimum memory limit")),
+        (400, true),
+        "{body}"
+    );
+    let (status, body) = create(
+        "x5",
+        r#"{"Image":"berth-busybox","HostConfig":{"Binds":["relative:dir"]}}"#,
+    );
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = create(
+        "x6",
+        r#"{"Image":"berth-busybox","HostConfig":{"LogConfig":{"Type":"syslog"}}}"#,
+    );
+    assert_eq!((status, body.contains("syslog")), (400, true), "{body}");
+    let (status, body) = create(
+        "x7",
+        r#"{"Image":"berth-busybox","HostConfig":{"CapAdd":["NOT_A_CAP"]}}"#,
+    );
+    // Capabilities are checked when the spec is built, at start.
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = daemon.http("POST", "/containers/x7/start", b"");
+    assert_eq!(
+        (status, body.contains("CAP_NOT_A_CAP")),
+        (400, true),
+        "{body}"
+    );
+    let (status, _) = daemon.http("DELETE", "/containers/x7", b"");
+    assert_eq!(status, 204);
+    for (method, path) in [
+        ("GET", "/containers/nope/json"),
+        ("POST", "/containers/nope/start"),
+        ("POST", "/containers/nope/stop"),
+        ("POST", "/containers/nope/wait"),
+        ("DELETE", "/containers/nope"),
+    ] {
+        let (status, body) = daemon.http(method, path, b"");
+        assert_eq!(
+            (status, body.contains("No such container: nope")),
+            (404, true),
+            "{method} {path}: {body}"
+        );
+    }
+    let (status, body) = daemon.http(
+        "GET",
+        "/containers/json?filters=%7B%22bogus%22%3A%7B%22x%22%3Atrue%7D%7D",
+        b"",
+    );
+    assert_eq!(status, 400, "{body}");
+
+    for cli in &clis {
+        daemon.ok(cli, &["create", "--name", "dup", IMAGE, "true"]);
+        let err = daemon.fails(cli, &["create", "--name", "dup", IMAGE, "true"]);
+        assert!(
+            err.contains("The container name \"/dup\" is already in use"),
+            "{}: {err}",
+            cli.name
+        );
+        daemon.ok(cli, &["rm", "dup"]);
+
+        // A command that is not there: docker's exit code 127.
+        let out = daemon.docker(
+            cli,
+            &["run", "-d", "--name", "nocmd", IMAGE, "/no/such/command"],
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(127),
+            "{}: {}",
+            cli.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let info = inspect(&daemon, cli, "nocmd");
+        assert_eq!(info["State"]["ExitCode"], 127);
+        assert!(
+            info["State"]["Error"]
+                .as_str()
+                .unwrap()
+                .contains("/no/such/command"),
+            "{info}"
+        );
+        daemon.ok(cli, &["rm", "nocmd"]);
+    }
+    assert_eq!(daemon.ok(&clis[0], &["ps", "-aq"]), "");
+    assert_eq!(daemon.http("GET", "/_ping", b"").0, 200);
+    assert_clean(&daemon);
+}
+
+#[test]
+fn restart_policies_hold_across_a_berthd_crash() {
+    let Some((mut daemon, clis)) = start() else {
+        return;
+    };
+    let cli = &clis[0];
+    daemon.ok(
+        cli,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "flaky",
+            "--restart",
+            "on-failure:2",
+            IMAGE,
+            "sh",
+            "-c",
+            "exit 5",
+        ],
+    );
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            let info = inspect(&daemon, cli, "flaky");
+            info["RestartCount"] == 2 && info["State"]["Status"] == "exited"
+        }),
+        "{}",
+        inspect(&daemon, cli, "flaky")
+    );
+    assert_eq!(inspect(&daemon, cli, "flaky")["State"]["ExitCode"], 5);
+
+    daemon.ok(
+        cli,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "always",
+            "--restart",
+            "always",
+            IMAGE,
+            "sleep",
+            "300",
+        ],
+    );
+    daemon.ok(
+        cli,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "unless",
+            "--restart",
+            "unless-stopped",
+            IMAGE,
+            "sleep",
+            "300",
+        ],
+    );
+    daemon.ok(cli, &["stop", "-t", "0", "unless"]);
+    let pid = |daemon: &Berthd| {
+        inspect(daemon, cli, "always")["State"]["Pid"]
+            .as_u64()
+            .unwrap()
+    };
+    let before = pid(&daemon);
+
+    // The process dies: the policy starts it again.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(before as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let info = inspect(&daemon, cli, "always");
+            info["RestartCount"] == 1 && info["State"]["Status"] == "running"
+        }),
+        "{}",
+        inspect(&daemon, cli, "always")
+    );
+    let running = pid(&daemon);
+
+    // berthd dies: the container runs on, and is still watched after.
+    daemon.daemon_mut().kill_hard();
+    assert!(Path::new(&format!("/proc/{running}")).exists());
+    daemon.daemon_mut().launch();
+    assert_eq!(pid(&daemon), running);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(running as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let info = inspect(&daemon, cli, "always");
+            info["RestartCount"] == 2 && info["State"]["Status"] == "running"
+        }),
+        "{}",
+        inspect(&daemon, cli, "always")
+    );
+
+    // Stopped by the user, `always` comes back with the daemon; a stopped
+    // `unless-stopped` does not.
+    daemon.ok(cli, &["stop", "-t", "0", "always"]);
+    daemon.daemon_mut().stop();
+    daemon.daemon_mut().launch();
+    assert!(
+        wait_until(Duration::from_secs(10), || inspect(&daemon, cli, "always")
+            ["State"]["Status"]
+            == "running"),
+        "{}",
+        daemon.log()
+    );
+    assert_eq!(inspect(&daemon, cli, "unless")["State"]["Status"], "exited");
+    daemon.ok(cli, &["rm", "-f", "always", "unless", "flaky"]);
+    assert_clean(&daemon);
+}
+
+#[test]
+fn the_memory_limit_is_enforced_and_an_oom_kill_is_reported() {
+    let Some((daemon, clis)) = start() else {
+        return;
+    };
+    let cli = &clis[0];
+    daemon.ok(
+        cli,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "hog",
+            "--memory",
+            "16m",
+            "--memory-swap",
+            "16m",
+            IMAGE,
+            "sh",
+            "-c",
+            "x=$(head -c 64000000 /dev/zero | tr '\\0' a); echo survived",
+        ],
+    );
+    assert_eq!(daemon.ok(cli, &["wait", "hog"]).trim(), "137");
+    let info = inspect(&daemon, cli, "hog");
+    assert_eq!(info["State"]["OOMKilled"], true, "{}", info["State"]);
+    assert_eq!(info["HostConfig"]["Memory"], 16 * 1024 * 1024);
+    daemon.ok(cli, &["rm", "hog"]);
+    assert_clean(&daemon);
+}
+
+#[test]
+fn default_security_and_its_switches() {
+    let Some((daemon, clis)) = start() else {
+        return;
+    };
+    let cli = &clis[0];
+    let probe = "grep -E '^(CapEff|Seccomp|NoNewPrivs):' /proc/self/status; hostname; id -u; touch /probe 2>/dev/null && echo writable || echo read-only";
+    let run = |name: &str, extra: &[&str]| -> String {
+        let mut args = vec!["run", "-d", "--name", name];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&[IMAGE, "sh", "-c", probe]);
+        daemon.ok(cli, &args);
+        let out = output(&daemon, cli, name);
+        daemon.ok(cli, &["rm", name]);
+        out
+    };
+    let default = run("plain", &["--hostname", "box"]);
+    assert!(default.contains("CapEff:\t00000000a80425fb"), "{default}");
+    assert!(default.contains("Seccomp:\t2"), "{default}");
+    assert!(default.contains("NoNewPrivs:\t0"), "{default}");
+    assert!(default.contains("box\n0\nwritable"), "{default}");
+
+    let privileged = run("priv", &["--privileged"]);
+    assert!(privileged.contains("Seccomp:\t0"), "{privileged}");
+    assert!(
+        !privileged.contains("CapEff:\t00000000a80425fb"),
+        "{privileged}"
+    );
+
+    let narrowed = run(
+        "narrow",
+        &[
+            "--cap-drop",
+            "ALL",
+            "--cap-add",
+            "NET_ADMIN",
+            "--read-only",
+            "--user",
+            "1000:1000",
+            "--security-opt",
+            "no-new-privileges",
+        ],
+    );
+    assert!(narrowed.contains("CapEff:\t0000000000000000"), "{narrowed}");
+    assert!(narrowed.contains("NoNewPrivs:\t1"), "{narrowed}");
+    assert!(narrowed.contains("1000\nread-only"), "{narrowed}");
+    let root_narrow = run(
+        "rootnarrow",
+        &["--cap-drop", "ALL", "--cap-add", "net_admin"],
+    );
+    assert!(
+        root_narrow.contains("CapEff:\t0000000000001000"),
+        "{root_narrow}"
+    );
+
+    let unconfined = run("unconfined", &["--security-opt", "seccomp=unconfined"]);
+    assert!(unconfined.contains("Seccomp:\t0"), "{unconfined}");
+    assert_clean(&daemon);
+}
