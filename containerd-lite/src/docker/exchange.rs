@@ -109,7 +109,11 @@ fn translate(
     if !facts.image.is_empty() {
         attributes.insert("image".to_owned(), familiar(&facts.image));
     }
-    attributes.insert("name".to_owned(), id.clone());
+    // The docker frontend's containers carry their name in a label.
+    let name = attributes
+        .remove(super::containers::create::NAME_LABEL)
+        .unwrap_or_else(|| id.clone());
+    attributes.insert("name".to_owned(), name);
     attributes.extend(extra);
     Some(DockerEvent {
         kind: "container".to_owned(),

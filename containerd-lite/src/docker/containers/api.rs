@@ -207,6 +207,22 @@ pub async fn rename(
         );
     }
     frontend.containers.rename(&container, &name)?;
+    // Events name the container from its containerd record's label.
+    let label = super::create::NAME_LABEL;
+    let relabelled = frontend
+        .backend
+        .containers
+        .get(NAMESPACE, &container.id)
+        .and_then(|mut record| {
+            record.labels.insert(label.to_owned(), name.clone());
+            frontend
+                .backend
+                .containers
+                .update(NAMESPACE, record, &[format!("labels.{label}")])
+        });
+    if let Err(err) = relabelled {
+        tracing::warn!(id = %container.id, "rename: the containerd record keeps the old name: {err}");
+    }
     frontend.journal.record(event(
         &container,
         "rename",

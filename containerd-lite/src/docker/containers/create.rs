@@ -33,7 +33,7 @@ use crate::{Error, Result};
 pub const DEFAULT_RUNTIME: &str = "io.containerd.runc.v2";
 
 /// The containerd label naming the docker container a record belongs to.
-const NAME_LABEL: &str = "com.docker/container.name";
+pub const NAME_LABEL: &str = "com.docker/container.name";
 
 /// `POST /containers/create?name=`.
 pub async fn create(

@@ -17,6 +17,7 @@ use time::OffsetDateTime;
 
 use super::record::{now_rfc3339, rfc3339, Record, Status};
 use super::registry::Container;
+
 use super::spec::{self, Netns, Prepared};
 use super::stdin::StdinPipe;
 use crate::docker::{Frontend, NAMESPACE};
@@ -70,6 +71,7 @@ pub async fn start(frontend: &Frontend, container: &Arc<Container>) -> Result<Ou
 /// a missing command, 126 for one that cannot run, 128 otherwise) and
 /// nothing is left running.
 async fn start_locked(frontend: &Frontend, container: &Arc<Container>) -> Result<()> {
+    container.cleaned().await;
     let record = container.record();
     match launch(frontend, container, &record).await {
         Ok(task) => {
@@ -401,8 +403,10 @@ async fn wait_task(frontend: &Frontend, task: &Arc<Task>) -> (u32, SystemTime) {
     }
 }
 
-/// After the task ended: its task and network are cleaned up, the exit
-/// recorded, waiters told; then the restart policy or AutoRemove acts.
+/// After the task ended: the exit is recorded and waiters told at once;
+/// then the task and network are cleaned up (starts and removals wait
+/// for that, see [`Container::cleaned`]); then the restart policy or
+/// AutoRemove acts.
 async fn after_exit(
     frontend: &Frontend,
     container: &Arc<Container>,
@@ -410,28 +414,14 @@ async fn after_exit(
     exited_at: SystemTime,
 ) {
     let id = container.id.clone();
-    if let Err(err) = frontend.backend.tasks.delete(NAMESPACE, &id).await {
-        if err.kind != ErrorKind::NotFound {
-            tracing::warn!(%id, "deleting the exited task: {err}");
-        }
-    }
-    let _ = frontend.backend.tasks.delete_exited(NAMESPACE, &id);
     let record = container.record();
-    if needs_teardown(&record) {
-        if let Err(err) = frontend.network.teardown(&id).await {
-            tracing::warn!(%id, "network teardown after exit: {err}");
-        }
-    }
-    if let Some(stdin) = container.stdin() {
-        stdin.close().await;
-    }
-    container.set_stdin(None);
     let ran_for =
         Duration::from_millis((unix_ms(exited_at) - record.last_start_unix_ms).max(0) as u64);
     let restart = record.state.status != Status::Removing
         && !record.manually_stopped
         && should_restart(&record, status);
     let exit_code = i64::from(status);
+    container.begin_cleanup();
     let recorded = container.update(|r| {
         if r.state.status != Status::Removing {
             r.state.status = if restart {
@@ -448,6 +438,8 @@ async fn after_exit(
         tracing::error!(%id, "recording the exit: {err}");
     }
     container.notify_exit(exit_code);
+    clean_up_task(frontend, container, &record).await;
+    container.end_cleanup();
     if restart {
         let pause = backoff(&record, ran_for);
         let frontend = frontend.clone();
@@ -467,6 +459,26 @@ async fn after_exit(
             }
         }
     }
+}
+
+/// Deletes an exited task and tears down its network and stdin.
+async fn clean_up_task(frontend: &Frontend, container: &Container, record: &Record) {
+    let id = &container.id;
+    if let Err(err) = frontend.backend.tasks.delete(NAMESPACE, id).await {
+        if err.kind != ErrorKind::NotFound {
+            tracing::warn!(%id, "deleting the exited task: {err}");
+        }
+    }
+    let _ = frontend.backend.tasks.delete_exited(NAMESPACE, id);
+    if needs_teardown(record) {
+        if let Err(err) = frontend.network.teardown(id).await {
+            tracing::warn!(%id, "network teardown after exit: {err}");
+        }
+    }
+    if let Some(stdin) = container.stdin() {
+        stdin.close().await;
+    }
+    container.set_stdin(None);
 }
 
 /// Whether the restart policy brings the container back after `status`.
@@ -631,6 +643,8 @@ pub async fn stop_locked(
     } else {
         exited.await;
     }
+    // Stopped means cleaned up too (network gone), as with dockerd.
+    container.cleaned().await;
     Ok(Outcome::Done)
 }
 
@@ -670,6 +684,7 @@ pub async fn kill(
         {
             tracing::warn!(id = %container.id, "no exit reported {KILL_WAIT:?} after SIGKILL");
         }
+        container.cleaned().await;
     }
     Ok(())
 }
@@ -760,6 +775,25 @@ async fn resume_task(task: &Task) -> Result<()> {
 /// `always` containers start, and `unless-stopped` ones not stopped by
 /// the user.
 pub async fn restore(frontend: &Frontend) {
+    // Network state of containers whose task is gone (a cleanup cut short
+    // by a crash or a stop) goes first, so their next start finds none.
+    let live: std::collections::HashSet<String> = frontend
+        .containers
+        .all()
+        .into_iter()
+        .filter(|c| frontend.backend.tasks.get(NAMESPACE, &c.id).is_ok())
+        .map(|c| c.id.clone())
+        .collect();
+    match frontend.network.cleanup(&live).await {
+        Ok(cleaned) if !cleaned.is_empty() => {
+            tracing::info!(
+                containers = cleaned.len(),
+                "network state of stopped containers removed"
+            )
+        }
+        Ok(_) => {}
+        Err(err) => tracing::warn!("cleaning up network state: {err}"),
+    }
     for container in frontend.containers.all() {
         let record = container.record();
         let task = frontend.backend.tasks.get(NAMESPACE, &container.id).ok();

@@ -50,6 +50,9 @@ pub struct Container {
     operation: tokio::sync::Mutex<()>,
     /// The write end of stdin while a task with `OpenStdin` runs.
     stdin: Mutex<Option<Arc<StdinPipe>>>,
+    /// Set while an exited task is being cleaned up (its task deleted,
+    /// its network torn down): starts and removals wait for the end.
+    cleaning: watch::Sender<bool>,
 }
 
 impl Container {
@@ -95,6 +98,22 @@ impl Container {
     /// Serializes lifecycle operations on this container.
     pub async fn operation(&self) -> tokio::sync::MutexGuard<'_, ()> {
         self.operation.lock().await
+    }
+
+    /// Marks the exited task's cleanup as started.
+    pub fn begin_cleanup(&self) {
+        self.cleaning.send_replace(true);
+    }
+
+    /// Marks the exited task's cleanup as finished.
+    pub fn end_cleanup(&self) {
+        self.cleaning.send_replace(false);
+    }
+
+    /// Resolves once no cleanup of an exited task is under way.
+    pub async fn cleaned(&self) {
+        let mut cleaning = self.cleaning.subscribe();
+        let _ = cleaning.wait_for(|busy| !*busy).await;
     }
 
     /// The write end of the running task's stdin (`OpenStdin` only).
@@ -177,6 +196,7 @@ impl Registry {
                 progress: watch::channel(Progress::default()).0,
                 operation: tokio::sync::Mutex::new(()),
                 stdin: Mutex::new(None),
+                cleaning: watch::channel(false).0,
             });
             table.by_id.insert(container.id.clone(), container);
         }
@@ -264,6 +284,7 @@ impl Registry {
             progress: watch::channel(Progress::default()).0,
             operation: tokio::sync::Mutex::new(()),
             stdin: Mutex::new(None),
+            cleaning: watch::channel(false).0,
         });
         self.lock()
             .by_id

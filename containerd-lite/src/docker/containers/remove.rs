@@ -89,6 +89,7 @@ pub async fn remove(frontend: &Frontend, container: &Arc<Container>, how: Remova
 
 /// Takes down what the container holds and forgets it.
 async fn dismantle(frontend: &Frontend, container: &Arc<Container>, how: Removal) -> Result<()> {
+    container.cleaned().await;
     let id = container.id.clone();
     let record = container.record();
     match frontend.backend.tasks.delete(NAMESPACE, &id).await {
