@@ -269,7 +269,18 @@ pub async fn serve(
         frontend.backend.containers.clone(),
         journal.clone(),
     );
-    let app = middleware::from_fn(versioned).layer(router(frontend));
+    // One debug line per request with its latency (to the headers: a
+    // stream's body may last much longer), like the gRPC side's.
+    let logged = router(frontend).layer(
+        tower_http::trace::TraceLayer::new_for_http()
+            .make_span_with(tower_http::trace::DefaultMakeSpan::new().level(tracing::Level::DEBUG))
+            .on_request(())
+            .on_response(crate::grpc::LogResponse)
+            .on_body_chunk(())
+            .on_eos(())
+            .on_failure(()),
+    );
+    let app = middleware::from_fn(versioned).layer(logged);
     let (draining, drain_started) = tokio::sync::oneshot::channel::<()>();
     let shutdown = async move {
         shutdown.await;
