@@ -65,7 +65,7 @@ fn docker_leaks(daemon: &Berthd) -> Vec<String> {
     // moby/ too: only those of tasks this daemon made (its log names each
     // one its shim created) count.
     let log = daemon.log();
-    for controller in ["memory", "pids", "cpu,cpuacct", "unified"] {
+    for controller in ["memory", "pids", "cpu", "unified"] {
         let dir = Path::new("/sys/fs/cgroup").join(controller).join("moby");
         for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
@@ -218,6 +218,33 @@ fn a_detached_container_lives_and_dies_as_docker_says() {
         let second = inspect(&daemon, cli, "life");
         assert_eq!(second["State"]["Status"], "running");
         assert_ne!(second["State"]["Pid"].as_u64().unwrap(), first);
+
+        // Limits change on the running container, and stay in its record.
+        daemon.ok(
+            cli,
+            &[
+                "update",
+                "--memory",
+                "32m",
+                "--memory-swap",
+                "64m",
+                "--restart",
+                "on-failure:3",
+                "life",
+            ],
+        );
+        let limit = std::fs::read_to_string(format!(
+            "/sys/fs/cgroup/memory/moby/{id}/memory.limit_in_bytes"
+        ));
+        if let Ok(limit) = limit {
+            assert_eq!(limit.trim(), (32 << 20).to_string(), "{}", cli.name);
+        }
+        let info = inspect(&daemon, cli, "life");
+        assert_eq!(info["HostConfig"]["Memory"], 32 << 20);
+        assert_eq!(info["HostConfig"]["RestartPolicy"]["Name"], "on-failure");
+        assert_eq!(info["HostConfig"]["RestartPolicy"]["MaximumRetryCount"], 3);
+        let err = daemon.fails(cli, &["update", "--memory", "1k", "life"]);
+        assert!(err.contains("Minimum memory limit"), "{}: {err}", cli.name);
 
         daemon.ok(cli, &["rename", "life", "renamed"]);
         let err = daemon.fails(cli, &["inspect", "life"]);

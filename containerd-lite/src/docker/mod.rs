@@ -194,6 +194,7 @@ pub fn router(frontend: Frontend) -> Router {
         .route("/containers/{id}/unpause", post(containers::api::unpause))
         .route("/containers/{id}/rename", post(containers::api::rename))
         .route("/containers/{id}/wait", post(containers::api::wait))
+        .route("/containers/{id}/update", post(containers::api::update))
         .route("/images/json", get(images::list))
         .route("/images/create", post(images::pull::create))
         .route("/images/get", get(images::archive::save_many))

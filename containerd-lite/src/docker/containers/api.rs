@@ -231,6 +231,20 @@ pub async fn rename(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// `POST /containers/{id}/update`.
+pub async fn update(
+    State(frontend): State<Frontend>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult<Json<Value>> {
+    let change: bollard_stubs::models::ContainerUpdateBody = serde_json::from_slice(&body)
+        .map_err(|err| Error::invalid(format!("invalid JSON body: {err}")))?;
+    let container = find(&frontend, &id)?;
+    lifecycle::update(&frontend, &container, change).await?;
+    frontend.journal.record(event(&container, "update", &[]));
+    Ok(Json(json!({ "Warnings": [] })))
+}
+
 /// `DELETE /containers/{id}?force=&v=`.
 pub async fn delete(
     State(frontend): State<Frontend>,

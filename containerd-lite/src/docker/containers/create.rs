@@ -355,7 +355,7 @@ fn command_of(config: &ContainerConfig) -> Result<(String, Vec<String>)> {
 
 /// The host config checked where a mistake would only show at start:
 /// restart policy, limits, network mode, log driver.
-fn check_host_config(mut host: HostConfig) -> Result<HostConfig> {
+pub(super) fn check_host_config(mut host: HostConfig) -> Result<HostConfig> {
     use bollard_stubs::models::RestartPolicyNameEnum as Policy;
     if let Some(policy) = &host.restart_policy {
         let retries = policy.maximum_retry_count.unwrap_or(0);

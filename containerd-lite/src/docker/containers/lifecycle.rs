@@ -855,3 +855,66 @@ fn unix_ms(time: SystemTime) -> i64 {
     time.duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
 }
+
+/// `docker update`: new limits and restart policy, checked as at create,
+/// kept in the record and applied to the running task (if any). Zero and
+/// absent values leave a setting as it was, as dockerd reads them.
+pub async fn update(
+    frontend: &Frontend,
+    container: &Arc<Container>,
+    change: bollard_stubs::models::ContainerUpdateBody,
+) -> Result<()> {
+    let _operation = container.operation().await;
+    let mut host = container.record().host_config;
+    fn set<T: PartialEq + Default>(slot: &mut Option<T>, value: Option<T>) {
+        if let Some(value) = value.filter(|v| *v != T::default()) {
+            *slot = Some(value);
+        }
+    }
+    set(&mut host.memory, change.memory);
+    set(&mut host.memory_swap, change.memory_swap);
+    set(&mut host.memory_reservation, change.memory_reservation);
+    set(&mut host.nano_cpus, change.nano_cpus);
+    set(&mut host.cpu_shares, change.cpu_shares);
+    set(&mut host.cpu_period, change.cpu_period);
+    set(&mut host.cpu_quota, change.cpu_quota);
+    set(&mut host.cpuset_cpus, change.cpuset_cpus);
+    set(&mut host.cpuset_mems, change.cpuset_mems);
+    set(&mut host.pids_limit, change.pids_limit);
+    if let Some(policy) = change.restart_policy {
+        host.restart_policy = Some(policy);
+    }
+    let host = super::create::check_host_config(host)?;
+    if container.status().is_active() {
+        if let Ok(task) = frontend.backend.tasks.get(NAMESPACE, &container.id) {
+            let mut resources = oci_spec::runtime::LinuxResources::default();
+            spec::apply_limits(&mut resources, &host)?;
+            let json = serde_json::to_vec(&resources)
+                .map_err(|err| Error::internal(format!("encoding resources: {err}")))?;
+            task.client()
+                .update(
+                    ctx(),
+                    &api::UpdateTaskRequest {
+                        id: container.id.clone(),
+                        resources: containerd_shim_protos::protobuf::MessageField::some(
+                            containerd_shim_protos::protobuf::well_known_types::any::Any {
+                                type_url: RESOURCES_TYPE.to_owned(),
+                                value: json,
+                                ..Default::default()
+                            },
+                        ),
+                        ..Default::default()
+                    },
+                )
+                .await
+                .map_err(|err| {
+                    status_error(err).context(format!("updating container {}", container.id))
+                })?;
+        }
+    }
+    container.update(|r| r.host_config = host)?;
+    Ok(())
+}
+
+/// The type of the resources a task update carries.
+const RESOURCES_TYPE: &str = "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources";

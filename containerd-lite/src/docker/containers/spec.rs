@@ -11,7 +11,7 @@ use std::str::FromStr;
 use bollard_stubs::models::HostConfig;
 use oci_spec::runtime::{
     Capability, LinuxCpu, LinuxDeviceCgroupBuilder, LinuxMemory, LinuxNamespaceType, LinuxPids,
-    Mount, MountBuilder, PosixRlimitBuilder, PosixRlimitType, Spec,
+    LinuxResources, Mount, MountBuilder, PosixRlimitBuilder, PosixRlimitType, Spec,
 };
 
 use super::record::{MountKind, MountPoint, Record};
@@ -196,6 +196,13 @@ fn apply_host_config(spec: &mut Spec, record: &Record, prepared: &Prepared) -> R
             .map_err(|err| Error::internal(format!("device rule: {err}")))?;
         resources.set_devices(Some(vec![allow_all]));
     }
+    apply_limits(resources, host)?;
+    Ok(())
+}
+
+/// The memory, CPU and pids limits of `host` set on `resources` (what
+/// `docker update` may change on a running container too).
+pub fn apply_limits(resources: &mut LinuxResources, host: &HostConfig) -> Result<()> {
     let mut memory = LinuxMemory::default();
     let mut memory_set = false;
     if let Some(limit) = host.memory.filter(|m| *m > 0) {
