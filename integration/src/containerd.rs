@@ -62,20 +62,42 @@ pub fn shim_binary() -> PathBuf {
     target_binary("containerd-shim-berth-v2")
 }
 
-/// The busybox OCI archive, built once per test process.
+/// The busybox OCI archive, built once and shared by every test process
+/// (hack/make-image is reproducible): `target/tmp/berth-busybox-<key>.tar`,
+/// keyed by the script's and busybox's sizes and times, made under a
+/// temporary name and renamed into place, so nothing is left in /tmp.
 pub fn image_archive() -> &'static Path {
     static ARCHIVE: OnceLock<PathBuf> = OnceLock::new();
     ARCHIVE.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("berth-it-image-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("image dir");
-        let out = dir.join("busybox.tar");
-        let status = Command::new(workspace_root().join("hack/make-image"))
-            .arg(&out)
+        let script = workspace_root().join("hack/make-image");
+        let stamp = |path: &Path| {
+            std::fs::metadata(path)
+                .ok()
+                .and_then(|m| Some((m.len(), m.modified().ok()?)))
+                .map(|(len, at)| {
+                    let secs = at
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs());
+                    format!("{len:x}{secs:x}")
+                })
+                .unwrap_or_default()
+        };
+        let key = format!("{}-{}", stamp(&script), stamp(Path::new("/bin/busybox")));
+        let dir = workspace_root().join("target/tmp");
+        std::fs::create_dir_all(&dir).expect("target/tmp");
+        let out = dir.join(format!("berth-busybox-{key}.tar"));
+        if out.is_file() {
+            return out;
+        }
+        let partial = dir.join(format!("berth-busybox-{key}.tar.{}", std::process::id()));
+        let status = Command::new(&script)
+            .arg(&partial)
             .arg(IMAGE)
             .stdout(Stdio::null())
             .status()
             .expect("running hack/make-image");
         assert!(status.success(), "hack/make-image failed");
+        std::fs::rename(&partial, &out).expect("placing the image archive");
         out
     })
 }
