@@ -663,3 +663,57 @@ fn default_security_and_its_switches() {
     assert!(unconfined.contains("Seccomp:\t0"), "{unconfined}");
     assert_clean(&daemon);
 }
+
+#[test]
+fn many_containers_at_once_leave_nothing_behind() {
+    let Some((daemon, clis)) = start() else {
+        return;
+    };
+    let cli = &clis[0];
+    // 20 short-lived containers at once, half of them on the bridge
+    // network, removed as they exit (--rm).
+    let children: Vec<_> = ["none", "bridge"]
+        .iter()
+        .flat_map(|network| (0..10).map(move |i| (*network, format!("{network}-{i}"))))
+        .map(|(network, name)| {
+            let child = daemon
+                .docker_cmd(
+                    cli,
+                    &[
+                        "run",
+                        "-d",
+                        "--rm",
+                        "--network",
+                        network,
+                        "--name",
+                        &name,
+                        IMAGE,
+                        "sh",
+                        "-c",
+                        "echo hi; sleep 0.2",
+                    ],
+                )
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            (name, child)
+        })
+        .collect();
+    for (name, child) in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert!(
+        wait_until(Duration::from_secs(30), || daemon
+            .ok(cli, &["ps", "-aq"])
+            .is_empty()),
+        "containers left: {}",
+        daemon.ok(cli, &["ps", "-a"])
+    );
+    assert_clean(&daemon);
+}
