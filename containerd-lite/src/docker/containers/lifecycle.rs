@@ -17,7 +17,6 @@ use time::OffsetDateTime;
 
 use super::record::{now_rfc3339, rfc3339, Record, Status};
 use super::registry::Container;
-
 use super::spec::{self, Netns, Prepared};
 use super::stdin::StdinPipe;
 use crate::docker::{Frontend, NAMESPACE};
@@ -39,6 +38,9 @@ const RESTART_RESET_AFTER: Duration = Duration::from_secs(10);
 const KILL_WAIT: Duration = Duration::from_secs(10);
 /// The exit recorded for a task whose shim vanished without saying.
 const LOST_EXIT: u32 = 255;
+/// How long a failed Wait gives the shim to be found dead before it is
+/// asked again.
+const WAIT_RETRY: Duration = Duration::from_secs(1);
 
 /// Why an operation did nothing: dockerd answers 304 for these.
 #[derive(Debug, PartialEq, Eq)]
@@ -85,12 +87,13 @@ async fn start_locked(frontend: &Frontend, container: &Arc<Container>) -> Result
                 r.state.started_at = Some(now_rfc3339());
                 r.last_start_unix_ms = unix_ms(SystemTime::now());
             });
+            watch(frontend.clone(), container.clone(), task.clone());
             if let Err(err) = started {
-                // The task runs but its record could not say so: stop it.
+                // The task runs but its record could not say so: stop it
+                // (the watcher records the exit and cleans up).
                 let _ = kill_task(&task, libc_signal::SIGKILL, true).await;
                 return Err(err);
             }
-            watch(frontend.clone(), container.clone(), task);
             Ok(())
         }
         Err(err) => {
@@ -373,31 +376,38 @@ fn watch(frontend: Frontend, container: Arc<Container>, task: Arc<Task>) {
     });
 }
 
-/// The task's exit status and time, however it ends (its shim dying too).
+/// The task's exit status and time, however it ends (its shim dying
+/// too). A Wait that fails while the shim lives is asked again.
 async fn wait_task(frontend: &Frontend, task: &Arc<Task>) -> (u32, SystemTime) {
     let request = api::WaitRequest {
         id: task.id.clone(),
         ..Default::default()
     };
-    let waited = tokio::select! {
-        waited = task.client().wait(ctx_forever(), &request) => waited.ok(),
-        _ = task.shim_gone() => None,
-    };
-    match waited {
-        Some(waited) => (
-            waited.exit_status,
-            waited
-                .exited_at
-                .as_ref()
-                .map(to_system_time)
-                .unwrap_or_else(SystemTime::now),
-        ),
-        None => {
-            let gone = tokio::time::timeout(Duration::from_secs(10), task.shim_gone()).await;
-            let _ = frontend.backend.tasks.delete_exited(NAMESPACE, &task.id);
-            match gone {
-                Ok(gone) => (gone.exit_status, gone.exited_at),
-                Err(_) => (LOST_EXIT, SystemTime::now()),
+    loop {
+        let waited = tokio::select! {
+            waited = task.client().wait(ctx_forever(), &request) => waited,
+            gone = task.shim_gone() => {
+                let _ = frontend.backend.tasks.delete_exited(NAMESPACE, &task.id);
+                return (gone.exit_status, gone.exited_at);
+            }
+        };
+        match waited {
+            Ok(waited) => {
+                let at = waited
+                    .exited_at
+                    .as_ref()
+                    .map(to_system_time)
+                    .unwrap_or_else(SystemTime::now);
+                return (waited.exit_status, at);
+            }
+            Err(err) => {
+                // Most likely the shim is dying: the manager reports how
+                // the task ended. Otherwise, ask again.
+                tracing::debug!(id = %task.id, "waiting for the task: {err}");
+                if let Ok(gone) = tokio::time::timeout(WAIT_RETRY, task.shim_gone()).await {
+                    let _ = frontend.backend.tasks.delete_exited(NAMESPACE, &task.id);
+                    return (gone.exit_status, gone.exited_at);
+                }
             }
         }
     }
