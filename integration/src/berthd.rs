@@ -165,6 +165,23 @@ impl Berthd {
                 .args(["link", "delete", &self.bridge])
                 .status();
         }
+        // And its forwarding and masquerading rules (berthd's chains).
+        for (table, chain) in [("filter", "BERTH-FORWARD"), ("nat", "BERTH-POSTROUTING")] {
+            let Ok(listed) = Command::new("iptables")
+                .args(["-w", "-t", table, "-S", chain])
+                .output()
+            else {
+                continue;
+            };
+            for rule in String::from_utf8_lossy(&listed.stdout).lines() {
+                let mentions = rule.split_whitespace().any(|word| word == self.bridge);
+                if let (true, Some(spec)) = (mentions, rule.strip_prefix("-A ")) {
+                    let mut args = vec!["-w", "-t", table, "-D"];
+                    args.extend(spec.split_whitespace());
+                    let _ = Command::new("iptables").args(&args).status();
+                }
+            }
+        }
     }
 
     /// The temp dir everything lives in.

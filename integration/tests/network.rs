@@ -507,8 +507,10 @@ async fn overlapping_subnets_are_refused_and_the_default_network_comes_on_first_
     assert!(ok, "gateway {} unreachable: {out}", default.gateway);
 
     manager.teardown(&id).await.unwrap();
-    // The default network is never removed by berthd; the test drops its bridge.
+    // The default network is never removed by berthd; the test drops its
+    // bridge and its rules.
     link::delete_link(&default.bridge).await.unwrap();
+    berthd::network::firewall::remove_rules(&default).await;
     assert_nothing_left(
         dir.path(),
         &[&default.bridge, &first.bridge],

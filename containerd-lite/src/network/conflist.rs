@@ -3,13 +3,14 @@
 //! A network's list chains:
 //! - `bridge`: the network's Linux bridge with the gateway address on it
 //!   (`isGateway`), a veth pair into the container, hairpin mode (a
-//!   container reaches itself through a published port), masquerading of
-//!   outgoing traffic unless the network is internal, and `host-local`
+//!   container reaches itself through a published port), and `host-local`
 //!   IPAM over the network's subnet with its leases under berthd's state;
-//! - `portmap`: published ports (`runtimeConfig.portMappings`), DNAT from
-//!   the host, SNAT so that `127.0.0.1` mappings work;
-//! - `firewall`: lets the container's traffic through the FORWARD chain
-//!   on hosts whose policy drops it (as it is wherever dockerd ran).
+//! - `portmap`, only for a container that publishes ports
+//!   (`runtimeConfig.portMappings`): DNAT from the host, SNAT so that
+//!   `127.0.0.1` mappings work.
+//!
+//! Masquerading and the FORWARD rules are the network's, set once (see
+//! [`super::firewall`]), not the plugins' per container.
 //!
 //! The list is named after the network id, so the plugins' iptables
 //! chains and the IPAM directory are unique to one network.
@@ -22,8 +23,9 @@ use super::cni::CNI_VERSION;
 use super::store::{Network, PortMapping};
 
 /// The configuration list for `network`; host-local keeps its leases in
-/// `ipam_dir/<network id>`.
-pub fn network_conflist(network: &Network, ipam_dir: &Path) -> Value {
+/// `ipam_dir/<network id>`. `publishes` adds portmap (a container with
+/// ports to publish; its DEL must name the same plugins).
+pub fn network_conflist(network: &Network, ipam_dir: &Path, publishes: bool) -> Value {
     let mut range = json!({
         "subnet": network.subnet.to_string(),
         "gateway": network.gateway.to_string(),
@@ -40,42 +42,30 @@ pub fn network_conflist(network: &Network, ipam_dir: &Path) -> Value {
     } else {
         json!([{ "dst": "0.0.0.0/0" }])
     };
+    let mut plugins = vec![json!({
+        "type": "bridge",
+        "bridge": network.bridge,
+        "isGateway": true,
+        "ipMasq": false,
+        "hairpinMode": true,
+        "ipam": {
+            "type": "host-local",
+            "ranges": [[range]],
+            "routes": routes,
+            "dataDir": ipam_dir.to_string_lossy(),
+        }
+    })];
+    if publishes {
+        plugins.push(json!({
+            "type": "portmap",
+            "capabilities": { "portMappings": true },
+            "snat": true
+        }));
+    }
     json!({
         "cniVersion": CNI_VERSION,
         "name": network.id,
-        "plugins": [
-            {
-                "type": "bridge",
-                "bridge": network.bridge,
-                "isGateway": true,
-                "ipMasq": !network.internal,
-                "hairpinMode": true,
-                "ipam": {
-                    "type": "host-local",
-                    "ranges": [[range]],
-                    "routes": routes,
-                    "dataDir": ipam_dir.to_string_lossy(),
-                }
-            },
-            {
-                "type": "portmap",
-                "capabilities": { "portMappings": true },
-                "snat": true
-            },
-            {
-                "type": "firewall",
-                "backend": "iptables"
-            }
-        ]
-    })
-}
-
-/// The configuration that brings up `lo` inside a namespace.
-pub fn loopback_conf() -> Value {
-    json!({
-        "cniVersion": CNI_VERSION,
-        "name": "berth-loopback",
-        "type": "loopback"
+        "plugins": plugins,
     })
 }
 
@@ -120,8 +110,8 @@ mod tests {
     }
 
     #[test]
-    fn conflist_chains_bridge_portmap_firewall() {
-        let list = network_conflist(&network(false, None), Path::new("/run/berth/ipam"));
+    fn conflist_chains_bridge_and_portmap_only_when_publishing() {
+        let list = network_conflist(&network(false, None), Path::new("/run/berth/ipam"), true);
         assert_eq!(list["cniVersion"], "1.0.0");
         assert_eq!(list["name"], "ab".repeat(32));
         let plugins = list["plugins"].as_array().unwrap();
@@ -129,11 +119,12 @@ mod tests {
             .iter()
             .map(|p| p["type"].as_str().unwrap())
             .collect();
-        assert_eq!(types, ["bridge", "portmap", "firewall"]);
+        assert_eq!(types, ["bridge", "portmap"]);
         let bridge = &plugins[0];
         assert_eq!(bridge["bridge"], "br-abababababab");
         assert_eq!(bridge["isGateway"], true);
-        assert_eq!(bridge["ipMasq"], true);
+        // Masquerading is the network's rule (firewall.rs), not per container.
+        assert_eq!(bridge["ipMasq"], false);
         assert_eq!(bridge["hairpinMode"], true);
         assert_eq!(
             bridge["ipam"],
@@ -145,11 +136,13 @@ mod tests {
             })
         );
         assert_eq!(plugins[1]["capabilities"], json!({"portMappings": true}));
+        let quiet = network_conflist(&network(false, None), Path::new("/x"), false);
+        assert_eq!(quiet["plugins"].as_array().unwrap().len(), 1);
     }
 
     #[test]
     fn internal_network_has_no_masquerade_nor_default_route_and_honours_ip_range() {
-        let list = network_conflist(&network(true, Some("10.77.5.0/24")), Path::new("/x"));
+        let list = network_conflist(&network(true, Some("10.77.5.0/24")), Path::new("/x"), false);
         let bridge = &list["plugins"][0];
         assert_eq!(bridge["ipMasq"], false);
         assert_eq!(bridge["ipam"]["routes"], json!([]));

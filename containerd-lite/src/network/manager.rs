@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 use tokio::sync::Mutex;
 
+use super::firewall::Firewall;
 use super::{
     cni, conflist, hosts, ipam, link, netns, subnet, Attachment, CniRunner, ContainerNetwork,
     Endpoint, EndpointName, NameFiles, NetnsManager, Network, NetworkConfig, NetworkMode,
@@ -28,6 +29,7 @@ pub struct NetworkManager {
     store: NetworkStore,
     cni: CniRunner,
     netns: NetnsManager,
+    firewall: Firewall,
     lock: Mutex<()>,
 }
 
@@ -38,6 +40,7 @@ impl NetworkManager {
             store: NetworkStore::open(db)?,
             cni: CniRunner::new(&config.plugin_dir),
             netns: NetnsManager::new(config.state_dir.join("netns")),
+            firewall: Firewall::default(),
             config,
             lock: Mutex::new(()),
         })
@@ -166,6 +169,7 @@ impl NetworkManager {
             )));
         }
         self.store.remove(&network)?;
+        self.firewall.remove(&network).await;
         link::delete_link(&network.bridge)
             .await
             .with_context(|| format!("network {}", network.name))?;
@@ -215,7 +219,8 @@ impl NetworkManager {
             .map(|n| format!("eth{n}"))
             .find(|name| !existing.iter().any(|e| &e.ifname == name))
             .unwrap_or_default();
-        let list = conflist::network_conflist(network, &self.ipam_dir());
+        self.firewall.ensure(network).await.with_context(context)?;
+        let list = conflist::network_conflist(network, &self.ipam_dir(), !ports.is_empty());
         let runtime_config = conflist::runtime_config(ports);
         let invocation = cni::Invocation {
             container_id,
@@ -284,7 +289,11 @@ impl NetworkManager {
                 network.name
             )
         };
-        let list = conflist::network_conflist(network, &self.ipam_dir());
+        let list = conflist::network_conflist(
+            network,
+            &self.ipam_dir(),
+            !endpoint.port_mappings.is_empty(),
+        );
         let runtime_config = conflist::runtime_config(&endpoint.port_mappings);
         let invocation = cni::Invocation {
             container_id,
@@ -320,7 +329,7 @@ impl NetworkManager {
                     network.name
                 ))
             })?;
-        let mut list = conflist::network_conflist(&network, &self.ipam_dir());
+        let mut list = conflist::network_conflist(&network, &self.ipam_dir(), false);
         // portmap up to plugins 1.2 (Debian's is 1.1.1) fails CHECK on an
         // IPv4-only container: it insists on IPv6 DNAT rules it never made
         // (containernetworking/plugins#819). Its rules are left unchecked.
@@ -385,15 +394,8 @@ impl NetworkManager {
             NetworkMode::None | NetworkMode::Network(_) => {}
         }
         self.write_name_files(&files, &request.hostname)?;
+        // The namespace comes with lo up (see netns.rs).
         let netns = self.netns.create(container_id).await?;
-        let loopback = cni::Invocation {
-            container_id,
-            netns: &netns,
-            ifname: "lo",
-        };
-        self.cni
-            .exec(cni::CniCommand::Add, &loopback, &conflist::loopback_conf())
-            .await?;
         let mut attachments = Vec::new();
         if let NetworkMode::Network(name) = &request.mode {
             attachments.push(

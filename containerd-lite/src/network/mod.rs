@@ -1,8 +1,9 @@
 //! Container networking through the standard CNI plugins.
 //!
 //! berthd gives containers docker's network modes with Debian's
-//! `containernetworking-plugins` (bridge, host-local, loopback, portmap,
-//! firewall) run as the CNI specification says ([`cni`]):
+//! `containernetworking-plugins` (bridge, host-local, portmap) run as the
+//! CNI specification says ([`cni`]), and each network's forwarding and
+//! masquerading rules set once ([`firewall`]):
 //!
 //! - a network ([`store::Network`]) is a Linux bridge and an IPv4 subnet.
 //!   The default network, named `bridge` as docker's, uses the device
@@ -31,6 +32,7 @@
 
 pub mod cni;
 pub mod conflist;
+pub mod firewall;
 pub mod hosts;
 pub mod ipam;
 pub mod link;

@@ -5,9 +5,10 @@
 //! namespace has to come from a process that unshared it. berthd forbids
 //! unsafe code, and unsharing a thread of a multi-threaded daemon is
 //! unsafe (and would leave a tokio worker in the wrong namespace), so the
-//! namespace is made by util-linux's `unshare --net=<file> true`: the
-//! short-lived child unshares, util-linux bind-mounts its
-//! `/proc/<pid>/ns/net` on the file, and the child exits. `ip netns add`
+//! namespace is made by util-linux's `unshare --net=<file> ip link set lo
+//! up`: the short-lived child unshares, util-linux bind-mounts its
+//! `/proc/<pid>/ns/net` on the file, and the child brings `lo` up (what
+//! CNI's loopback plugin would do, one program run fewer) and exits. `ip netns add`
 //! would do the same but only under `/run/netns` (or `$IP_NETNS_DIR`),
 //! and it turns that directory into a shared mount point; `unshare`
 //! leaves propagation alone and takes any path.
@@ -55,9 +56,11 @@ impl NetnsManager {
             .create_new(true)
             .open(&path)
             .with_context(|| format!("netns {}", path.display()))?;
+        // One child does it all: unshare binds the new namespace on the
+        // file, then runs `ip` inside it to bring lo up.
         let made = Command::new("unshare")
             .arg(format!("--net={}", path.display()))
-            .arg("true")
+            .args(["ip", "link", "set", "lo", "up"])
             .output()
             .await;
         let failure = match made {
