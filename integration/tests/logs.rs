@@ -16,7 +16,9 @@ use berth_integration::containerd::{target_binary, IMAGE};
 use berth_integration::leak::processes_with_cmdline;
 use berth_integration::wait_until;
 use berthd::logs::writer::rotated_path;
-use berthd::logs::{logger_uri, LogEntry, LogReader, LogStream, ReadOptions, Rotation};
+use berthd::logs::{
+    logger_uri, LogEntry, LogReader, LogStream, LoggerConfig, ReadOptions, Rotation,
+};
 
 /// A container that prints `out N` and `err N` until SIGTERM, then `bye`.
 const CHATTY: &str = "trap 'echo bye; exit 0' TERM; i=0; \
@@ -61,7 +63,14 @@ fn the_log_grows_while_berthd_is_dead_and_the_logger_ends_with_the_container() {
         return;
     };
     let log = log_dir(&berthd).join("c1.log");
-    let uri = logger_uri(&target_binary("berth-logger"), &log, &Rotation::default());
+    let uri = logger_uri(
+        &target_binary("berth-logger"),
+        &LoggerConfig {
+            path: log.clone(),
+            rotation: Rotation::default(),
+            raw: false,
+        },
+    );
     berthd.ctr_ok(&[
         "run",
         "-d",
@@ -133,7 +142,14 @@ fn a_rotated_log_from_the_real_logger_and_its_tail() {
     };
     let log = log_dir(&berthd).join("c2.log");
     let rotation = Rotation::from_log_opts([("max-size", "2k"), ("max-file", "3")]).unwrap();
-    let uri = logger_uri(&target_binary("berth-logger"), &log, &rotation);
+    let uri = logger_uri(
+        &target_binary("berth-logger"),
+        &LoggerConfig {
+            path: log.clone(),
+            rotation,
+            raw: false,
+        },
+    );
     let script = "i=0; while [ $i -lt 300 ]; do echo \"line $i\"; i=$((i+1)); done; \
                   printf 'no newline'";
     berthd.ctr_ok(&[

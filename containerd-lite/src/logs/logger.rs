@@ -30,9 +30,11 @@ pub fn run(
     std::thread::scope(|scope| {
         let stderr = std::thread::Builder::new()
             .name("stderr".into())
-            .spawn_scoped(scope, || copy(LogStream::Stderr, stderr, &writer))
+            .spawn_scoped(scope, || {
+                copy(LogStream::Stderr, stderr, &writer, config.raw)
+            })
             .map_err(|e| Error::internal(format!("starting the stderr thread: {e}")))?;
-        let stdout = copy(LogStream::Stdout, stdout, &writer);
+        let stdout = copy(LogStream::Stdout, stdout, &writer, config.raw);
         let stderr = stderr
             .join()
             .unwrap_or_else(|_| Err(Error::internal("the stderr thread panicked")));
@@ -40,8 +42,14 @@ pub fn run(
     })
 }
 
-/// Copies one stream until its end; the first error, if any.
-fn copy(stream: LogStream, mut from: impl Read, writer: &Mutex<JsonFileWriter>) -> Result<()> {
+/// Copies one stream until its end; the first error, if any. `raw`: each
+/// read is one entry (a terminal's output), else entries are lines.
+fn copy(
+    stream: LogStream,
+    mut from: impl Read,
+    writer: &Mutex<JsonFileWriter>,
+    raw: bool,
+) -> Result<()> {
     let mut first_error = None;
     let mut write = |entry: &[u8]| {
         let mut writer = writer.lock().unwrap_or_else(PoisonError::into_inner);
@@ -55,6 +63,7 @@ fn copy(stream: LogStream, mut from: impl Read, writer: &Mutex<JsonFileWriter>) 
     loop {
         match from.read(&mut buf) {
             Ok(0) => break,
+            Ok(n) if raw => write(&buf[..n]),
             Ok(n) => splitter.push(&buf[..n], &mut write),
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => {
@@ -92,6 +101,7 @@ mod tests {
         let config = LoggerConfig {
             path: dir.path().join("c.log"),
             rotation: Rotation::default(),
+            raw: false,
         };
         let pipe = || {
             let (r, w) = nix::unistd::pipe().unwrap();
@@ -134,6 +144,24 @@ mod tests {
     }
 
     #[test]
+    fn a_terminals_output_goes_in_as_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LoggerConfig {
+            path: dir.path().join("c.log"),
+            rotation: Rotation::default(),
+            raw: true,
+        };
+        run(&config, &b"/ # "[..], &b""[..], || {}).unwrap();
+        let entries: Vec<_> = crate::logs::LogReader::open(&config.path)
+            .unwrap()
+            .entries(&Default::default())
+            .unwrap()
+            .map(|e| e.unwrap().bytes)
+            .collect();
+        assert_eq!(entries, [b"/ # ".to_vec()], "a prompt without a newline");
+    }
+
+    #[test]
     fn rotates_while_copying() {
         let dir = tempfile::tempdir().unwrap();
         let config = LoggerConfig {
@@ -142,6 +170,7 @@ mod tests {
                 max_size: Some(1000),
                 max_files: 2,
             },
+            raw: false,
         };
         let out: Vec<u8> = (0..100)
             .flat_map(|i| format!("{i}\n").into_bytes())
@@ -165,6 +194,7 @@ mod tests {
         let config = LoggerConfig {
             path: "/nonexistent-dir/c.log".into(),
             rotation: Rotation::default(),
+            raw: false,
         };
         let mut readied = false;
         let err = run(&config, &b""[..], &b""[..], || readied = true).unwrap_err();
@@ -190,6 +220,7 @@ mod tests {
         let config = LoggerConfig {
             path: dir.path().join("c.log"),
             rotation: Rotation::default(),
+            raw: false,
         };
         let err = run(&config, &b"fine\n"[..], Broken, || {}).unwrap_err();
         assert!(

@@ -29,30 +29,38 @@ const PATH: &AsciiSet = &CONTROLS
     .add(b'{')
     .add(b'}');
 
-/// The `binary://` URI that makes the shim run the logger at `binary`,
-/// writing the log at `log_path` with `rotation`:
+/// The `binary://` URI that makes the shim run the logger at `binary`
+/// with `config`:
 /// `binary:///usr/libexec/berth-logger?path=%2Fvar%2Flog%2Fc.log&max-size=10485760&max-file=3`.
-pub fn logger_uri(binary: &Path, log_path: &Path, rotation: &Rotation) -> String {
+pub fn logger_uri(binary: &Path, config: &LoggerConfig) -> String {
     let mut uri = String::from("binary://");
     uri.extend(percent_encode(binary.as_os_str().as_bytes(), PATH));
     uri.push_str("?path=");
     uri.extend(form_urlencoded::byte_serialize(
-        log_path.as_os_str().as_bytes(),
+        config.path.as_os_str().as_bytes(),
     ));
-    if let Some(max_size) = rotation.max_size {
+    if let Some(max_size) = config.rotation.max_size {
         uri.push_str(&format!("&max-size={max_size}"));
     }
-    if rotation.max_files != 1 {
-        uri.push_str(&format!("&max-file={}", rotation.max_files));
+    if config.rotation.max_files != 1 {
+        uri.push_str(&format!("&max-file={}", config.rotation.max_files));
+    }
+    if config.raw {
+        uri.push_str("&raw=1");
     }
     uri
 }
 
-/// What `berth-logger` is told: where the log is and how it rotates.
+/// What `berth-logger` is told: where the log is, how it rotates, and
+/// whether the output is a terminal's.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoggerConfig {
     pub path: PathBuf,
     pub rotation: Rotation,
+    /// A terminal's output: each read goes into the log as it came, not
+    /// cut into lines, so a prompt without a newline is there at once
+    /// (attach follows the log).
+    pub raw: bool,
 }
 
 impl LoggerConfig {
@@ -62,6 +70,7 @@ impl LoggerConfig {
     pub fn from_args(args: impl IntoIterator<Item = OsString>) -> Result<LoggerConfig> {
         let mut args = args.into_iter();
         let mut path = None;
+        let mut raw = false;
         let mut opts: Vec<(String, String)> = Vec::new();
         while let Some(key) = args.next() {
             let key = key
@@ -74,6 +83,10 @@ impl LoggerConfig {
             };
             if key == "path" {
                 path = Some(PathBuf::from(value));
+                continue;
+            }
+            if key == "raw" {
+                raw = value == "1";
                 continue;
             }
             let value = value
@@ -91,7 +104,11 @@ impl LoggerConfig {
         }
         let rotation = Rotation::from_log_opts(opts.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .map_err(|e| e.context("logger"))?;
-        Ok(LoggerConfig { path, rotation })
+        Ok(LoggerConfig {
+            path,
+            rotation,
+            raw,
+        })
     }
 }
 
@@ -122,8 +139,11 @@ mod tests {
         };
         let uri = logger_uri(
             Path::new("/usr/lib/berth/berth-logger"),
-            Path::new("/var/lib/berth/containers/a b&c=d/json.log"),
-            &rotation,
+            &LoggerConfig {
+                path: "/var/lib/berth/containers/a b&c=d/json.log".into(),
+                rotation,
+                raw: false,
+            },
         );
         assert_eq!(
             uri,
@@ -135,14 +155,25 @@ mod tests {
             Path::new("/var/lib/berth/containers/a b&c=d/json.log")
         );
         assert_eq!(config.rotation, rotation);
+        assert!(!config.raw);
+        let raw = LoggerConfig {
+            raw: true,
+            ..config
+        };
+        let uri = logger_uri(Path::new("/l"), &raw);
+        assert!(uri.ends_with("&raw=1"), "{uri}");
+        assert_eq!(LoggerConfig::from_args(query_args(&uri)).unwrap(), raw);
     }
 
     #[test]
     fn defaults_leave_the_options_out() {
         let uri = logger_uri(
             Path::new("/odd dir/logger?"),
-            Path::new("/l/c.log"),
-            &Rotation::default(),
+            &LoggerConfig {
+                path: "/l/c.log".into(),
+                rotation: Rotation::default(),
+                raw: false,
+            },
         );
         assert_eq!(uri, "binary:///odd%20dir/logger%3F?path=%2Fl%2Fc.log");
         let config = LoggerConfig::from_args(query_args(&uri)).unwrap();
@@ -160,7 +191,8 @@ mod tests {
                 rotation: Rotation {
                     max_size: Some(1024),
                     max_files: 2
-                }
+                },
+                raw: false,
             }
         );
     }

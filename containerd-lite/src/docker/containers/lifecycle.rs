@@ -20,7 +20,7 @@ use super::registry::Container;
 use super::spec::{self, Netns, Prepared};
 use super::stdin::StdinPipe;
 use crate::docker::{Frontend, NAMESPACE};
-use crate::logs::{logger_uri, Rotation};
+use crate::logs::{logger_uri, LoggerConfig, Rotation};
 use crate::network::{EndpointName, NetworkMode, SetupRequest};
 use crate::oci::{ResolvedUser, UserDb};
 use crate::runtime::shim::{ctx, ctx_forever, status_error, to_system_time};
@@ -179,8 +179,14 @@ async fn launch_task(
     } else {
         String::new()
     };
-    let rotation = rotation_of(record)?;
-    let logger = logger_uri(&frontend.settings.logger, &record.log_path, &rotation);
+    let logger = logger_uri(
+        &frontend.settings.logger,
+        &LoggerConfig {
+            path: record.log_path.clone(),
+            rotation: rotation_of(record)?,
+            raw: record.tty(),
+        },
+    );
     let options = CreateOptions {
         runtime: super::create::runtime_name(&record.host_config),
         rootfs: rootfs
