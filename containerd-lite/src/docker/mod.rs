@@ -16,10 +16,12 @@
 //! pull, push, save, load). Containers, exec, networks, volumes and build
 //! come next, as further modules beside these.
 
+pub mod attach;
 pub mod containers;
 pub mod error;
 pub mod events;
 pub mod exchange;
+pub mod hijack;
 pub mod images;
 pub mod progress;
 pub mod query;
@@ -195,6 +197,9 @@ pub fn router(frontend: Frontend) -> Router {
         .route("/containers/{id}/rename", post(containers::api::rename))
         .route("/containers/{id}/wait", post(containers::api::wait))
         .route("/containers/{id}/update", post(containers::api::update))
+        .route("/containers/{id}/attach", post(attach::attach))
+        .route("/containers/{id}/resize", post(attach::resize))
+        .route("/containers/{id}/logs", get(attach::logs))
         .route("/images/json", get(images::list))
         .route("/images/create", post(images::pull::create))
         .route("/images/get", get(images::archive::save_many))

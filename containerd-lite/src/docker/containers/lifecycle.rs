@@ -76,7 +76,7 @@ async fn start_locked(frontend: &Frontend, container: &Arc<Container>) -> Result
     container.cleaned().await;
     let record = container.record();
     match launch(frontend, container, &record).await {
-        Ok(task) => {
+        Ok((task, stdin)) => {
             let pid = task.pid();
             let started = container.update(|r| {
                 r.state.status = Status::Running;
@@ -87,6 +87,8 @@ async fn start_locked(frontend: &Frontend, container: &Arc<Container>) -> Result
                 r.state.started_at = Some(now_rfc3339());
                 r.last_start_unix_ms = unix_ms(SystemTime::now());
             });
+            // Input written from now on reaches a fifo the shim reads.
+            container.set_stdin(stdin);
             watch(frontend.clone(), container.clone(), task.clone());
             if let Err(err) = started {
                 // The task runs but its record could not say so: stop it
@@ -128,22 +130,22 @@ fn start_failure_code(message: &str) -> i64 {
     }
 }
 
-/// Network, spec, task, start. Undoes its own steps on failure.
+/// Network, spec, task, start: the task and the write end of its stdin
+/// (`OpenStdin`). Undoes its own steps on failure.
 async fn launch(
     frontend: &Frontend,
     container: &Arc<Container>,
     record: &Record,
-) -> Result<Arc<Task>> {
+) -> Result<(Arc<Task>, Option<Arc<StdinPipe>>)> {
     let network = prepare_network(frontend, record).await?;
     match launch_task(frontend, container, record, network).await {
-        Ok(task) => Ok(task),
+        Ok(launched) => Ok(launched),
         Err(err) => {
             if needs_teardown(record) {
                 if let Err(teardown) = frontend.network.teardown(&record.id).await {
                     tracing::warn!(id = %record.id, "after a failed start: {teardown}");
                 }
             }
-            container.set_stdin(None);
             // A shim that died on the way leaves its exit with the manager.
             let _ = frontend.backend.tasks.delete_exited(NAMESPACE, &record.id);
             Err(err)
@@ -156,7 +158,7 @@ async fn launch_task(
     container: &Arc<Container>,
     record: &Record,
     network: Prepared,
-) -> Result<Arc<Task>> {
+) -> Result<(Arc<Task>, Option<Arc<StdinPipe>>)> {
     let backend = &frontend.backend;
     let snapshotter = backend.snapshotters.get(&record.snapshotter)?;
     let (ns, key) = (NAMESPACE.to_owned(), record.snapshot_key.clone());
@@ -172,13 +174,17 @@ async fn launch_task(
     let spec = spec::build(NAMESPACE, record, &prepared)?;
     let spec = crate::oci::to_json(&spec)?;
 
-    let stdin = if record.config.open_stdin == Some(true) {
-        let pipe = Arc::new(StdinPipe::create(container.dir())?);
-        container.set_stdin(Some(pipe.clone()));
-        pipe.path().to_string_lossy().into_owned()
-    } else {
-        String::new()
+    // The fifo is made and held open before the shim opens it; the
+    // container shows it to attaches only once the task has started (input
+    // written into a fifo nobody reads yet would be lost with it).
+    let pipe = match record.config.open_stdin {
+        Some(true) => Some(Arc::new(StdinPipe::create(container.dir())?)),
+        _ => None,
     };
+    let stdin = pipe
+        .as_ref()
+        .map(|p| p.path().to_string_lossy().into_owned())
+        .unwrap_or_default();
     let logger = logger_uri(
         &frontend.settings.logger,
         &LoggerConfig {
@@ -226,7 +232,7 @@ async fn launch_task(
         }
         return Err(err);
     }
-    Ok(task)
+    Ok((task, pipe))
 }
 
 /// The json-file log's rotation from `LogConfig`.

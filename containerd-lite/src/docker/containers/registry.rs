@@ -49,7 +49,7 @@ pub struct Container {
     /// two never interleave on one container.
     operation: tokio::sync::Mutex<()>,
     /// The write end of stdin while a task with `OpenStdin` runs.
-    stdin: Mutex<Option<Arc<StdinPipe>>>,
+    stdin: watch::Sender<Option<Arc<StdinPipe>>>,
     /// Set while an exited task is being cleaned up (its task deleted,
     /// its network torn down): starts and removals wait for the end.
     cleaning: watch::Sender<bool>,
@@ -118,12 +118,23 @@ impl Container {
 
     /// The write end of the running task's stdin (`OpenStdin` only).
     pub fn stdin(&self) -> Option<Arc<StdinPipe>> {
-        self.stdin.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.stdin.borrow().clone()
     }
 
     /// Sets (at start) or clears (at exit) the task's stdin.
     pub fn set_stdin(&self, stdin: Option<Arc<StdinPipe>>) {
-        *self.stdin.lock().unwrap_or_else(|p| p.into_inner()) = stdin;
+        self.stdin.send_replace(stdin);
+    }
+
+    /// The task's stdin once it has one (an attach made before the start
+    /// waits here); `None` if the container exits more than `seen` times
+    /// (see [`Progress::exits`]) or is removed first.
+    pub async fn stdin_once_started(&self, seen: u64) -> Option<Arc<StdinPipe>> {
+        let mut stdin = self.stdin.subscribe();
+        tokio::select! {
+            ready = stdin.wait_for(Option::is_some) => ready.ok().and_then(|s| s.clone()),
+            () = self.exited_after(seen) => None,
+        }
     }
 
     /// Resolves once the container has exited more than `seen` times
@@ -195,7 +206,7 @@ impl Registry {
                 record: Mutex::new(record),
                 progress: watch::channel(Progress::default()).0,
                 operation: tokio::sync::Mutex::new(()),
-                stdin: Mutex::new(None),
+                stdin: watch::channel(None).0,
                 cleaning: watch::channel(false).0,
             });
             table.by_id.insert(container.id.clone(), container);
@@ -283,7 +294,7 @@ impl Registry {
             record: Mutex::new(record),
             progress: watch::channel(Progress::default()).0,
             operation: tokio::sync::Mutex::new(()),
-            stdin: Mutex::new(None),
+            stdin: watch::channel(None).0,
             cleaning: watch::channel(false).0,
         });
         self.lock()
