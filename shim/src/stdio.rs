@@ -118,6 +118,10 @@ enum Pending {
         accept: JoinHandle<std::io::Result<OwnedFd>>,
         stdin: Option<PathBuf>,
         stdout: Destination,
+        /// A `binary://` logger for the terminal's output, and the write
+        /// end of its stdout pipe (its stderr pipe is closed: a terminal
+        /// has one output).
+        logger: Option<(Logger, OwnedFd)>,
     },
 }
 
@@ -133,7 +137,7 @@ pub fn prepare(
     env: &[(&str, &str)],
 ) -> Result<Prepared> {
     if paths.terminal {
-        return prepare_terminal(paths);
+        return prepare_terminal(paths, env);
     }
     let mut stdio = ProcessStdio {
         stdin: Stdio::null(),
@@ -236,7 +240,21 @@ fn start_logger(
     Ok(Logger { _pid: child.id() })
 }
 
-fn prepare_terminal(paths: &StdioPaths) -> Result<Prepared> {
+fn prepare_terminal(paths: &StdioPaths, env: &[(&str, &str)]) -> Result<Prepared> {
+    let mut stdout = destination(&paths.stdout)?;
+    let logger = match &stdout {
+        Destination::Binary(bin, args) => {
+            let (out_r, out_w) =
+                pipe_with(PipeFlags::CLOEXEC).context("creating the logger's pipe")?;
+            let (err_r, err_w) =
+                pipe_with(PipeFlags::CLOEXEC).context("creating the logger's pipe")?;
+            let logger = start_logger(bin, args, out_r, err_r, env)?;
+            drop(err_w);
+            stdout = Destination::Discard;
+            Some((logger, out_w))
+        }
+        _ => None,
+    };
     let dir = std::env::temp_dir().join(format!(
         "berth-shim-pty-{}-{}",
         std::process::id(),
@@ -263,7 +281,8 @@ fn prepare_terminal(paths: &StdioPaths) -> Result<Prepared> {
             dir,
             accept,
             stdin: (!paths.stdin.is_empty()).then(|| PathBuf::from(&paths.stdin)),
-            stdout: destination(&paths.stdout)?,
+            stdout,
+            logger,
         },
     })
 }
@@ -336,6 +355,7 @@ impl Prepared {
                 accept,
                 stdin,
                 stdout,
+                logger,
             } => {
                 let received = tokio::time::timeout(CONSOLE_TIMEOUT, accept).await;
                 let _ = std::fs::remove_dir_all(&dir);
@@ -358,11 +378,15 @@ impl Prepared {
                     )),
                     None => None,
                 };
+                let (logger, log_pipe) = match logger {
+                    Some((logger, pipe)) => (Some(logger), Some(pipe)),
+                    None => (None, None),
+                };
                 Ok(Io {
                     stdin: Mutex::new(input),
-                    outputs: vec![tokio::spawn(relay_pty_output(output, stdout))],
+                    outputs: vec![tokio::spawn(relay_pty_output(output, stdout, log_pipe))],
                     console: Some(master),
-                    _logger: None,
+                    _logger: logger,
                 })
             }
         }
@@ -564,8 +588,17 @@ async fn deliver(writer: &mut (impl AsyncWrite + Unpin), bytes: &[u8]) -> std::i
     writer.flush().await
 }
 
-async fn relay_pty_output(mut master: tokio::fs::File, dest: Destination) {
-    let mut writer = match open_output(&dest).await {
+/// Copies the terminal's output to `dest`, or into a logger's pipe.
+async fn relay_pty_output(
+    mut master: tokio::fs::File,
+    dest: Destination,
+    log_pipe: Option<OwnedFd>,
+) {
+    let opened: std::io::Result<Box<dyn AsyncWrite + Unpin + Send>> = match log_pipe {
+        Some(fd) => pipe::Sender::from_owned_fd(fd).map(|w| Box::new(w) as Box<_>),
+        None => open_output(&dest).await,
+    };
+    let mut writer = match opened {
         Ok(w) => w,
         Err(e) => {
             crate::log::warn(format!("opening {dest:?}: {e}"));

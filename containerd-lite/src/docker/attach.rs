@@ -236,18 +236,17 @@ pub async fn resize(
 ) -> ApiResult<StatusCode> {
     let query = Query::parse(raw.as_deref());
     let size = |key: &str| -> Result<u32> {
-        query.str(key).parse().map_err(|_| {
-            Error::invalid(format!("invalid {key}: {:?}", query.str(key)))
-        })
+        query
+            .str(key)
+            .parse()
+            .map_err(|_| Error::invalid(format!("invalid {key}: {:?}", query.str(key))))
     };
     let (height, width) = (size("h")?, size("w")?);
     let container = frontend.containers.resolve(&id)?;
     if !matches!(container.status(), Status::Running | Status::Paused) {
-        return Err(Error::precondition(format!(
-            "Container {} is not running",
-            container.id
-        ))
-        .into());
+        return Err(
+            Error::precondition(format!("Container {} is not running", container.id)).into(),
+        );
     }
     let task = frontend.backend.tasks.get(NAMESPACE, &container.id)?;
     task.client()
@@ -261,7 +260,9 @@ pub async fn resize(
             },
         )
         .await
-        .map_err(|err| status_error(err).context(format!("resizing the terminal of {}", container.id)))?;
+        .map_err(|err| {
+            status_error(err).context(format!("resizing the terminal of {}", container.id))
+        })?;
     Ok(StatusCode::OK)
 }
 
@@ -277,9 +278,7 @@ pub async fn logs(
     let stdout = query.flag("stdout");
     let stderr = query.flag("stderr");
     if !stdout && !stderr {
-        return Err(
-            Error::invalid("Bad parameters: you must choose at least one stream").into(),
-        );
+        return Err(Error::invalid("Bad parameters: you must choose at least one stream").into());
     }
     let driver = record
         .host_config
@@ -288,10 +287,9 @@ pub async fn logs(
         .and_then(|l| l.typ.clone())
         .unwrap_or_default();
     if driver == "none" {
-        return Err(Error::unimplemented(
-            "configured logging driver does not support reading",
-        )
-        .into());
+        return Err(
+            Error::unimplemented("configured logging driver does not support reading").into(),
+        );
     }
     let time = |key: &str| -> Result<Option<OffsetDateTime>> {
         match query.get(key).filter(|t| !t.is_empty() && *t != "0") {
@@ -303,9 +301,10 @@ pub async fn logs(
         }
     };
     let tail = match query.get("tail").filter(|t| !t.is_empty() && *t != "all") {
-        Some(text) => Some(text.parse::<usize>().map_err(|_| {
-            Error::invalid(format!("invalid value for tail: {text:?}"))
-        })?),
+        Some(text) => Some(
+            text.parse::<usize>()
+                .map_err(|_| Error::invalid(format!("invalid value for tail: {text:?}")))?,
+        ),
         None => None,
     };
     let options = ReadOptions {

@@ -84,7 +84,12 @@ pub fn content_type(tty: bool) -> &'static str {
 }
 
 /// Splits the connection into its reading and writing halves.
-pub fn split(io: Io) -> (impl AsyncRead + Send + Unpin, impl AsyncWrite + Send + Unpin) {
+pub fn split(
+    io: Io,
+) -> (
+    impl AsyncRead + Send + Unpin,
+    impl AsyncWrite + Send + Unpin,
+) {
     tokio::io::split(io)
 }
 
@@ -92,11 +97,7 @@ pub fn split(io: Io) -> (impl AsyncRead + Send + Unpin, impl AsyncWrite + Send +
 /// key is a single character or `ctrl-<c>` with `c` one of `a`-`z`, `@`,
 /// `[`, `\`, `]`, `^`, `_`.
 pub fn detach_keys(text: &str) -> crate::Result<Vec<u8>> {
-    let invalid = || {
-        crate::Error::invalid(format!(
-            "Invalid detach keys ({text}) provided"
-        ))
-    };
+    let invalid = || crate::Error::invalid(format!("Invalid detach keys ({text}) provided"));
     let mut keys = Vec::new();
     for key in text.split(',') {
         let key = key.trim();
@@ -171,7 +172,10 @@ mod tests {
     #[test]
     fn detach_keys_read_as_docker_writes_them() {
         assert_eq!(detach_keys("ctrl-p,ctrl-q").unwrap(), [16, 17]);
-        assert_eq!(detach_keys("ctrl-a,x,ctrl-@,ctrl-[").unwrap(), [1, b'x', 0, 27]);
+        assert_eq!(
+            detach_keys("ctrl-a,x,ctrl-@,ctrl-[").unwrap(),
+            [1, b'x', 0, 27]
+        );
         for bad in ["", "ctrl-", "ctrl-1", "ab", "ctrl-p,,"] {
             assert!(detach_keys(bad).is_err(), "{bad:?}");
         }
