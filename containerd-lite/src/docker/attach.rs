@@ -116,7 +116,9 @@ pub async fn attach(
         container: container.clone(),
         frontend: frontend.clone(),
         seen,
-        once: record.config.stdin_once == Some(true),
+        // With a terminal the input's end never closes stdin (the CLI
+        // ends its input when it sees the detach keys), as with dockerd.
+        once: record.config.stdin_once == Some(true) && !tty,
         detach: DetachWatch::new(detach),
     });
     let session: hijack::Session = Box::new(move |io| {

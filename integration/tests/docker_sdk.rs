@@ -1,0 +1,85 @@
+//! The Docker SDK for Python (PyPI's `docker`, installed by hack/test in
+//! target/pyenv) against berthd: it runs a container, reads its logs,
+//! lists, inspects and removes it, and gets dockerd's errors for bad
+//! calls.
+
+#![allow(clippy::unwrap_used)]
+
+mod docker_support;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use berth_integration::containerd::image_archive;
+use docker_support::{clis, Berthd};
+
+/// The SDK's Python, or `None` (with a SKIP line) when hack/test has not
+/// made the venv.
+fn sdk_python() -> Option<PathBuf> {
+    let python = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/pyenv/bin/python");
+    let ok = Command::new(&python)
+        .args(["-c", "import docker"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        eprintln!("SKIP: the docker SDK is not installed (hack/test makes target/pyenv)");
+        return None;
+    }
+    Some(python)
+}
+
+const SCRIPT: &str = r#"
+import sys, docker
+client = docker.DockerClient(base_url="unix://" + sys.argv[1], version="auto")
+assert client.ping()
+container = client.containers.run(
+    "berth-busybox", ["sh", "-c", "echo hello from the sdk; echo to stderr >&2; exit 3"],
+    detach=True, name="sdk", labels={"made-by": "sdk"})
+result = container.wait()
+assert result["StatusCode"] == 3, result
+assert container.logs(stdout=True, stderr=False) == b"hello from the sdk\n", container.logs()
+assert container.logs(stdout=False, stderr=True) == b"to stderr\n", container.logs()
+container.reload()
+assert container.status == "exited", container.status
+assert container.attrs["State"]["ExitCode"] == 3
+listed = client.containers.list(all=True, filters={"label": "made-by=sdk"})
+assert [c.name for c in listed] == ["sdk"], listed
+try:
+    client.containers.get("no-such-container")
+    raise SystemExit("expected NotFound")
+except docker.errors.NotFound as err:
+    assert "No such container" in str(err), err
+try:
+    client.containers.create("berth-busybox", "true", name="sdk")
+    raise SystemExit("expected a conflict")
+except docker.errors.APIError as err:
+    assert err.status_code == 409, err
+container.remove()
+assert client.containers.list(all=True) == []
+print("sdk ok")
+"#;
+
+#[test]
+fn the_python_sdk_runs_a_container_and_reads_its_logs() {
+    let Some(python) = sdk_python() else {
+        return;
+    };
+    let Some(daemon) = Berthd::start() else {
+        return;
+    };
+    let clis = clis();
+    daemon.ok(&clis[0], &["load", "-i", image_archive().to_str().unwrap()]);
+    let out = Command::new(python)
+        .args(["-c", SCRIPT])
+        .arg(&daemon.docker_socket)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        daemon.log()
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "sdk ok\n");
+}
