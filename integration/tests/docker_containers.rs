@@ -717,3 +717,65 @@ fn many_containers_at_once_leave_nothing_behind() {
     );
     assert_clean(&daemon);
 }
+
+#[test]
+fn published_ports_reach_the_container_from_the_host() {
+    let Some((daemon, clis)) = start() else {
+        return;
+    };
+    let www = tempfile::tempdir().unwrap();
+    std::fs::write(www.path().join("index.html"), "hello from httpd\n").unwrap();
+    let free = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    for cli in &clis {
+        let volume = format!("{}:/www:ro", www.path().display());
+        let publish = format!("127.0.0.1:{free}:80");
+        daemon.ok(
+            cli,
+            &[
+                "run", "-d", "--name", "web", "-p", &publish, "-p", "9090", "-v", &volume, IMAGE,
+                "httpd", "-f", "-p", "80", "-h", "/www",
+            ],
+        );
+        let got = wait_until(Duration::from_secs(10), || {
+            http_get(free).is_some_and(|body| body.ends_with("hello from httpd\n"))
+        });
+        assert!(got, "{}: {:?}", cli.name, http_get(free));
+        let ports = daemon.ok(cli, &["port", "web"]);
+        assert!(
+            ports.contains(&format!("80/tcp -> 127.0.0.1:{free}")),
+            "{}: {ports}",
+            cli.name
+        );
+        assert!(
+            ports.contains("9090/tcp -> 0.0.0.0:"),
+            "{}: {ports}",
+            cli.name
+        );
+        daemon.ok(cli, &["rm", "-f", "web"]);
+        assert!(http_get(free).is_none(), "{}: still published", cli.name);
+    }
+    let (status, body) = daemon.http(
+        "POST",
+        "/containers/create",
+        br#"{"Image":"berth-busybox","HostConfig":{"PortBindings":{"80/sctp":[{"HostPort":"80"}]}}}"#,
+    );
+    assert_eq!((status, body.contains("sctp")), (400, true), "{body}");
+    assert_clean(&daemon);
+}
+
+/// `GET /` on 127.0.0.1:`port`: the response, or `None` when nothing answers.
+fn http_get(port: u16) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    stream
+        .write_all(b"GET /index.html HTTP/1.0\r\nHost: x\r\n\r\n")
+        .ok()?;
+    let mut body = String::new();
+    stream.read_to_string(&mut body).ok()?;
+    Some(body)
+}

@@ -118,6 +118,7 @@ fn create_blocking(
             .dir_of(&id)
             .join(format!("{id}-json.log")),
         state: RunState::default(),
+        published: Vec::new(),
         restart_count: 0,
         manually_stopped: false,
         last_start_unix_ms: 0,
@@ -422,6 +423,7 @@ pub(super) fn check_host_config(mut host: HostConfig) -> Result<HostConfig> {
             )));
         }
     }
+    super::ports::check(&host)?;
     let mode = host.network_mode.clone().unwrap_or_default();
     mode.parse::<crate::network::NetworkMode>()?;
     let log_type = host

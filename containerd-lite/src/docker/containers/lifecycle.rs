@@ -75,10 +75,22 @@ pub async fn start(frontend: &Frontend, container: &Arc<Container>) -> Result<Ou
 async fn start_locked(frontend: &Frontend, container: &Arc<Container>) -> Result<()> {
     container.cleaned().await;
     let record = container.record();
-    match launch(frontend, container, &record).await {
-        Ok((task, stdin)) => {
+    let ports = match publishes(&record) {
+        Ok(true) => super::ports::mappings(&record.host_config, record.exposed()),
+        Ok(false) => Ok(Vec::new()),
+        Err(err) => Err(err),
+    };
+    let launched = match ports {
+        Ok(ports) => launch(frontend, container, &record, &ports)
+            .await
+            .map(|(task, stdin)| (task, stdin, ports)),
+        Err(err) => Err(err),
+    };
+    match launched {
+        Ok((task, stdin, ports)) => {
             let pid = task.pid();
             let started = container.update(|r| {
+                r.published = ports;
                 r.state.status = Status::Running;
                 r.state.pid = pid;
                 r.state.exit_code = 0;
@@ -136,8 +148,9 @@ async fn launch(
     frontend: &Frontend,
     container: &Arc<Container>,
     record: &Record,
+    ports: &[crate::network::PortMapping],
 ) -> Result<(Arc<Task>, Option<Arc<StdinPipe>>)> {
-    let network = prepare_network(frontend, record).await?;
+    let network = prepare_network(frontend, record, ports).await?;
     match launch_task(frontend, container, record, network).await {
         Ok(launched) => Ok(launched),
         Err(err) => {
@@ -289,6 +302,12 @@ fn readonly_mount(mount: &crate::snapshots::mount::Mount) -> crate::snapshots::m
     mount
 }
 
+/// Whether the container's ports are published: only on a network of
+/// its own (not `host`, `none` or another container's).
+fn publishes(record: &Record) -> Result<bool> {
+    Ok(matches!(network_mode(record)?, NetworkMode::Network(_)))
+}
+
 /// Whether a start made network state that an exit must undo.
 fn needs_teardown(record: &Record) -> bool {
     !matches!(network_mode(record), Ok(NetworkMode::Container(_)))
@@ -305,7 +324,11 @@ fn network_mode(record: &Record) -> Result<NetworkMode> {
 
 /// The container's network as its mode says: its own namespace (on a
 /// network, or with only lo), the host's, or another container's.
-async fn prepare_network(frontend: &Frontend, record: &Record) -> Result<Prepared> {
+async fn prepare_network(
+    frontend: &Frontend,
+    record: &Record,
+    ports: &[crate::network::PortMapping],
+) -> Result<Prepared> {
     let hostname = spec::hostname_of(record);
     let mode = match network_mode(record)? {
         NetworkMode::Container(other) => {
@@ -336,7 +359,7 @@ async fn prepare_network(frontend: &Frontend, record: &Record) -> Result<Prepare
         },
         hostname: hostname.clone(),
         mode: mode.clone(),
-        ports: published_ports(record)?,
+        ports: ports.to_vec(),
     };
     let network = frontend.network.setup(&request).await?;
     if let NetworkMode::Container(owner) = &mode {
@@ -362,22 +385,6 @@ async fn prepare_network(frontend: &Frontend, record: &Record) -> Result<Prepare
         hostname,
         user: ResolvedUser::default(),
     })
-}
-
-/// The ports to publish on the host.
-fn published_ports(record: &Record) -> Result<Vec<crate::network::PortMapping>> {
-    let asked = record
-        .host_config
-        .port_bindings
-        .as_ref()
-        .is_some_and(|b| !b.is_empty())
-        || record.host_config.publish_all_ports == Some(true);
-    if asked {
-        return Err(Error::unimplemented(
-            "publishing ports (-p, -P) is not served yet",
-        ));
-    }
-    Ok(Vec::new())
 }
 
 /// Watches a running task until it exits, then records the exit.
@@ -453,6 +460,7 @@ async fn after_exit(
             };
         }
         r.state.pid = 0;
+        r.published.clear();
         r.state.exit_code = exit_code;
         r.state.finished_at = Some(rfc3339(OffsetDateTime::from(exited_at)));
     });

@@ -14,6 +14,7 @@ pub mod create;
 pub mod lifecycle;
 pub mod mounts;
 pub mod names;
+pub mod ports;
 pub mod record;
 pub mod registry;
 pub mod remove;

@@ -134,6 +134,9 @@ pub struct Record {
     /// The json-file log (`<dir>/<id>-json.log`).
     pub log_path: PathBuf,
     pub state: State,
+    /// The ports published for the current run (host ports picked).
+    #[serde(default)]
+    pub published: Vec<crate::network::PortMapping>,
     pub restart_count: u32,
     /// Stopped by the client (stop, kill, or a restart policy given up):
     /// `unless-stopped` and `always` do not bring it back at the next
@@ -154,6 +157,11 @@ impl Record {
     /// The labels of the container (its config's).
     pub fn labels(&self) -> impl Iterator<Item = (&String, &String)> {
         self.config.labels.iter().flatten()
+    }
+
+    /// The exposed ports (`80/tcp`).
+    pub fn exposed(&self) -> &[String] {
+        self.config.exposed_ports.as_deref().unwrap_or(&[])
     }
 
     /// Whether the container has a terminal.
