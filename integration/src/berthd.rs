@@ -463,6 +463,29 @@ impl Berthd {
         found
     }
 
+    /// Kills and deletes every task and deletes every container, in every
+    /// namespace; returns the tasks it found (`namespace/id`).
+    pub fn sweep(&self) -> Vec<String> {
+        let lines = |out: Output| -> Vec<String> {
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .map(str::to_owned)
+                .collect()
+        };
+        let mut found = Vec::new();
+        for ns in lines(self.ctr(&["namespaces", "ls", "-q"])) {
+            for id in lines(self.ctr(&["-n", &ns, "task", "ls", "-q"])) {
+                let _ = self.ctr(&["-n", &ns, "task", "kill", "-a", "-s", "KILL", &id]);
+                let _ = self.ctr(&["-n", &ns, "task", "rm", "-f", &id]);
+                found.push(format!("{ns}/{id}"));
+            }
+            for id in lines(self.ctr(&["-n", &ns, "containers", "ls", "-q"])) {
+                let _ = self.ctr(&["-n", &ns, "containers", "rm", &id]);
+            }
+        }
+        found
+    }
+
     /// Waits (10 s at most) until nothing is left behind.
     pub fn assert_no_leaks(&self) {
         let clean = wait_until(Duration::from_secs(10), || self.leaks().is_empty());
@@ -479,15 +502,7 @@ impl Drop for Berthd {
     fn drop(&mut self) {
         // Whatever a failed test left: kill and delete tasks and containers.
         if self.child.is_some() {
-            let tasks = self.ctr(&["task", "ls", "-q"]);
-            for id in String::from_utf8_lossy(&tasks.stdout).lines() {
-                let _ = self.ctr(&["task", "kill", "-a", "-s", "KILL", id]);
-                let _ = self.ctr(&["task", "rm", "-f", id]);
-            }
-            let containers = self.ctr(&["containers", "ls", "-q"]);
-            for id in String::from_utf8_lossy(&containers.stdout).lines() {
-                let _ = self.ctr(&["containers", "rm", id]);
-            }
+            self.sweep();
         }
         self.stop();
         for pid in self.shim_pids() {

@@ -55,12 +55,20 @@ try:
 except docker.errors.APIError as err:
     assert err.status_code == 409, err
 container.remove()
+box = client.containers.run("berth-busybox", ["sleep", "1000"], detach=True, name="box")
+code, (out, err) = box.exec_run(["sh", "-c", "echo out; echo err >&2; exit 4"], demux=True)
+assert (code, out, err) == (4, b"out\n", b"err\n"), (code, out, err)
+code, out = box.exec_run("id -un", user="nobody", environment={"A": "b"})
+assert (code, out) == (0, b"nobody\n"), (code, out)
+chunks = b"".join(box.exec_run(["seq", "1", "3"], stream=True).output)
+assert chunks == b"1\n2\n3\n", chunks
+box.remove(force=True)
 assert client.containers.list(all=True) == []
 print("sdk ok")
 "#;
 
 #[test]
-fn the_python_sdk_runs_a_container_and_reads_its_logs() {
+fn the_python_sdk_runs_a_container_reads_its_logs_and_execs() {
     let Some(python) = sdk_python() else {
         return;
     };

@@ -230,20 +230,24 @@ async fn close_task_stdin(frontend: &Frontend, id: &str) {
     }
 }
 
-/// `POST /containers/{id}/resize?h=&w=`.
-pub async fn resize(
-    State(frontend): State<Frontend>,
-    Path(id): Path<String>,
-    RawQuery(raw): RawQuery,
-) -> ApiResult<StatusCode> {
-    let query = Query::parse(raw.as_deref());
+/// The `h` and `w` of a resize request: rows and columns.
+pub fn terminal_size(query: &Query) -> Result<(u32, u32)> {
     let size = |key: &str| -> Result<u32> {
         query
             .str(key)
             .parse()
             .map_err(|_| Error::invalid(format!("invalid {key}: {:?}", query.str(key))))
     };
-    let (height, width) = (size("h")?, size("w")?);
+    Ok((size("h")?, size("w")?))
+}
+
+/// `POST /containers/{id}/resize?h=&w=`.
+pub async fn resize(
+    State(frontend): State<Frontend>,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<StatusCode> {
+    let (height, width) = terminal_size(&Query::parse(raw.as_deref()))?;
     let container = frontend.containers.resolve(&id)?;
     if !matches!(container.status(), Status::Running | Status::Paused) {
         return Err(

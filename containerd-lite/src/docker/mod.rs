@@ -12,15 +12,18 @@
 //! so `berthctl -n moby` and `ctr -n moby` see what the docker CLI made.
 //!
 //! Served now: system (`/_ping`, `/version`, `/info`, `/events`,
-//! `/system/df`) and images (list, inspect, history, tag, remove, prune,
-//! pull, push, save, load). Containers, exec, networks, volumes and build
-//! come next, as further modules beside these.
+//! `/system/df`), images (list, inspect, history, tag, remove, prune,
+//! pull, push, save, load), containers ([`containers`]: create, start,
+//! stop, kill, restart, pause, update, rename, wait, remove, prune, list,
+//! inspect), [`attach`] and logs, and [`exec`]. Networks, volumes and
+//! build come next, as further modules beside these.
 
 pub mod attach;
 pub mod containers;
 pub mod error;
 pub mod events;
 pub mod exchange;
+pub mod exec;
 pub mod hijack;
 pub mod images;
 pub mod progress;
@@ -135,6 +138,8 @@ pub struct Frontend {
     pub transfers: Transfers,
     pub catalog: Catalog,
     pub containers: containers::Registry,
+    /// Exec instances (in memory, as dockerd keeps them).
+    pub execs: exec::Execs,
     /// Networks and the containers' network namespaces.
     pub network: Arc<NetworkManager>,
     pub journal: Journal,
@@ -162,6 +167,7 @@ impl Frontend {
         Ok(Frontend {
             catalog: Catalog::new(backend.clone()),
             containers,
+            execs: exec::Execs::default(),
             network,
             journal: Journal::new(),
             transfers,
@@ -200,6 +206,10 @@ pub fn router(frontend: Frontend) -> Router {
         .route("/containers/{id}/attach", post(attach::attach))
         .route("/containers/{id}/resize", post(attach::resize))
         .route("/containers/{id}/logs", get(attach::logs))
+        .route("/containers/{id}/exec", post(exec::create))
+        .route("/exec/{id}/start", post(exec::start))
+        .route("/exec/{id}/resize", post(exec::resize))
+        .route("/exec/{id}/json", get(exec::inspect))
         .route("/images/json", get(images::list))
         .route("/images/create", post(images::pull::create))
         .route("/images/get", get(images::archive::save_many))

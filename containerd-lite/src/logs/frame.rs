@@ -43,6 +43,13 @@ fn stream_byte(stream: LogStream) -> u8 {
     }
 }
 
+/// The 8-byte header of a multiplexed frame of `len` bytes of `stream`.
+/// Longer pieces must be cut into frames of at most `u32::MAX` bytes.
+pub fn frame_header(stream: LogStream, len: u32) -> [u8; 8] {
+    let len = len.to_be_bytes();
+    [stream_byte(stream), 0, 0, 0, len[0], len[1], len[2], len[3]]
+}
+
 /// Appends `entry` to `out` as `format` frames it, with its time first if
 /// `timestamps`.
 pub fn encode_frame(format: StreamFormat, entry: &LogEntry, timestamps: bool, out: &mut Vec<u8>) {
@@ -51,8 +58,7 @@ pub fn encode_frame(format: StreamFormat, entry: &LogEntry, timestamps: bool, ou
     if format == StreamFormat::Multiplexed {
         // An entry is at most 16 KiB (plus its newline), far below u32::MAX.
         let len = u32::try_from(stamp_len + entry.bytes.len()).unwrap_or(u32::MAX);
-        out.extend_from_slice(&[stream_byte(entry.stream), 0, 0, 0]);
-        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(&frame_header(entry.stream, len));
     }
     if let Some(stamp) = stamp {
         out.extend_from_slice(stamp.as_bytes());

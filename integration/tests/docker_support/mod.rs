@@ -257,7 +257,15 @@ impl Berthd {
 impl Drop for Berthd {
     fn drop(&mut self) {
         self.remove_all_containers();
+        // A removed container's task is gone with it; one left running
+        // would outlive berthd (its shim keeps it).
+        let left = self.daemon.sweep();
         if !std::thread::panicking() {
+            assert!(
+                left.is_empty(),
+                "tasks left after every container was removed: {left:?}\n{}",
+                self.log()
+            );
             self.daemon.stop_cleanly();
         }
     }

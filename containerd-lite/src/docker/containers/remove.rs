@@ -127,6 +127,7 @@ async fn dismantle(frontend: &Frontend, container: &Arc<Container>, how: Removal
         super::volumes::remove_anonymous(frontend, &record)?;
     }
     frontend.containers.remove(container)?;
+    frontend.execs.forget_container(&container.id);
     frontend.backend.gc.schedule();
     Ok(())
 }

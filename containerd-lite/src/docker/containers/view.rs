@@ -65,7 +65,10 @@ pub fn inspect(frontend: &Frontend, record: &Record) -> Value {
         "MountLabel": "",
         "ProcessLabel": "",
         "AppArmorProfile": "",
-        "ExecIDs": Value::Null,
+        "ExecIDs": match frontend.execs.live_of(&record.id) {
+            ids if ids.is_empty() => Value::Null,
+            ids => json!(ids),
+        },
         "HostConfig": serde_json::to_value(&record.host_config).unwrap_or(Value::Null),
         "GraphDriver": { "Name": "overlayfs", "Data": Value::Null },
         "Mounts": mounts(record),
