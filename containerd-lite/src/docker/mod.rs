@@ -206,6 +206,8 @@ pub fn router(frontend: Frontend) -> Router {
         .route("/containers/{id}/attach", post(attach::attach))
         .route("/containers/{id}/resize", post(attach::resize))
         .route("/containers/{id}/logs", get(attach::logs))
+        .route("/containers/{id}/stats", get(containers::stats::stats))
+        .route("/containers/{id}/top", get(containers::top::top))
         .route("/containers/{id}/exec", post(exec::create))
         .route("/exec/{id}/start", post(exec::start))
         .route("/exec/{id}/resize", post(exec::resize))

@@ -8,6 +8,7 @@
 //! - [`registry`]: every container; lookup by ID, name or prefix; names.
 //! - [`names`]: generated names.
 //! - [`stdin`]: the fifo a container's stdin comes through.
+//! - [`stats`] and [`top`]: a running container's usage and processes.
 
 pub mod api;
 pub mod create;
@@ -19,7 +20,9 @@ pub mod record;
 pub mod registry;
 pub mod remove;
 pub mod spec;
+pub mod stats;
 pub mod stdin;
+pub mod top;
 pub mod view;
 pub mod volumes;
 
