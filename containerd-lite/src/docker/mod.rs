@@ -15,8 +15,8 @@
 //! `/system/df`), images (list, inspect, history, tag, remove, prune,
 //! pull, push, save, load), containers ([`containers`]: create, start,
 //! stop, kill, restart, pause, update, rename, wait, remove, prune, list,
-//! inspect), [`attach`] and logs, and [`exec`]. Networks, volumes and
-//! build come next, as further modules beside these.
+//! inspect, stats, top), [`attach`] and logs, [`exec`] and [`volumes`].
+//! Networks and build come next, as further modules beside these.
 
 pub mod attach;
 pub mod containers;
@@ -30,6 +30,7 @@ pub mod progress;
 pub mod query;
 pub mod reference;
 pub mod system;
+pub mod volumes;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -140,6 +141,8 @@ pub struct Frontend {
     pub containers: containers::Registry,
     /// Exec instances (in memory, as dockerd keeps them).
     pub execs: exec::Execs,
+    /// Volumes (`<root>/volumes`).
+    pub volumes: volumes::Store,
     /// Networks and the containers' network namespaces.
     pub network: Arc<NetworkManager>,
     pub journal: Journal,
@@ -168,6 +171,7 @@ impl Frontend {
             catalog: Catalog::new(backend.clone()),
             containers,
             execs: exec::Execs::default(),
+            volumes: volumes::Store::open(settings.root.join("volumes"))?,
             network,
             journal: Journal::new(),
             transfers,
@@ -212,6 +216,13 @@ pub fn router(frontend: Frontend) -> Router {
         .route("/exec/{id}/start", post(exec::start))
         .route("/exec/{id}/resize", post(exec::resize))
         .route("/exec/{id}/json", get(exec::inspect))
+        .route("/volumes", get(volumes::list))
+        .route("/volumes/create", post(volumes::create))
+        .route("/volumes/prune", post(volumes::prune))
+        .route(
+            "/volumes/{name}",
+            get(volumes::inspect).delete(volumes::remove),
+        )
         .route("/images/json", get(images::list))
         .route("/images/create", post(images::pull::create))
         .route("/images/get", get(images::archive::save_many))

@@ -274,11 +274,13 @@ pub async fn info(State(frontend): State<Frontend>) -> ApiResult<Json<Value>> {
     Ok(Json(info))
 }
 
-/// `GET /system/df`: images now; containers, volumes and build cache are
-/// empty until those exist.
+/// `GET /system/df`: images (with their layers' sizes, shared ones
+/// counted once, and how many containers use each), containers (the size
+/// of their writable layer) and volumes (their size and users).
 pub async fn disk_usage(State(frontend): State<Frontend>) -> ApiResult<Json<Value>> {
     let catalog = frontend.catalog.clone();
-    let images = tokio::task::spawn_blocking(move || {
+    let usage_of = frontend.clone();
+    let (images, containers, volumes) = tokio::task::spawn_blocking(move || {
         let images = catalog.list()?;
         let layers: Vec<Vec<(String, u64)>> = images
             .iter()
@@ -290,11 +292,15 @@ pub async fn disk_usage(State(frontend): State<Frontend>) -> ApiResult<Json<Valu
                     .collect()
             })
             .collect();
-        Ok::<_, Error>((images, layers))
+        Ok::<_, Error>((
+            (images, layers),
+            containers_usage(&usage_of),
+            volumes_usage(&usage_of)?,
+        ))
     })
     .await
-    .map_err(|err| Error::internal(format!("system df: {err}")))?;
-    let (images, layers) = images?;
+    .map_err(|err| Error::internal(format!("system df: {err}")))??;
+    let (images, layers) = images;
     // A layer is shared when more than one image stands on it; each is
     // counted once in the total.
     let mut users: BTreeMap<&str, (u64, usize)> = BTreeMap::new();
@@ -312,7 +318,11 @@ pub async fn disk_usage(State(frontend): State<Frontend>) -> ApiResult<Json<Valu
                 .map(|(_, size)| size)
                 .sum();
             let mut value = summary(image);
-            value["Containers"] = json!(0);
+            let users = containers
+                .iter()
+                .filter(|c| c["ImageID"] == image.id.as_str())
+                .count();
+            value["Containers"] = json!(users);
             value["SharedSize"] = json!(shared);
             value
         })
@@ -320,8 +330,53 @@ pub async fn disk_usage(State(frontend): State<Frontend>) -> ApiResult<Json<Valu
     Ok(Json(json!({
         "LayersSize": layers_size,
         "Images": images,
-        "Containers": [],
-        "Volumes": [],
+        "Containers": containers,
+        "Volumes": volumes,
         "BuildCache": [],
     })))
+}
+
+/// Every docker container as `docker ps` lists it, with the size of its
+/// writable layer (`SizeRw`) and that plus its image (`SizeRootFs`).
+fn containers_usage(frontend: &Frontend) -> Vec<Value> {
+    let image_sizes: BTreeMap<String, u64> = frontend
+        .catalog
+        .list()
+        .unwrap_or_default()
+        .iter()
+        .map(|image| (image.id.to_string(), image.size))
+        .collect();
+    frontend
+        .containers
+        .all()
+        .iter()
+        .map(|container| {
+            let record = container.record();
+            let size_rw = frontend
+                .backend
+                .snapshotters
+                .get(&record.snapshotter)
+                .and_then(|s| s.usage(NAMESPACE, &record.snapshot_key))
+                .map_or(0, |usage| usage.size);
+            let mut value = super::containers::view::summary(frontend, &record);
+            value["SizeRw"] = json!(size_rw);
+            value["SizeRootFs"] =
+                json!(size_rw + image_sizes.get(&record.image_id).copied().unwrap_or(0));
+            value
+        })
+        .collect()
+}
+
+/// Every volume with its size and how many containers mount it.
+fn volumes_usage(frontend: &Frontend) -> crate::Result<Vec<Value>> {
+    Ok(frontend
+        .volumes
+        .list()?
+        .iter()
+        .map(|volume| {
+            let users = frontend.containers.volume_users(&volume.name).len();
+            let size = frontend.volumes.size(volume);
+            super::volumes::to_json(volume, Some((size, users)))
+        })
+        .collect())
 }

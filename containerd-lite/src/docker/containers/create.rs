@@ -187,8 +187,12 @@ fn make(
         .create(&dir)
         .map_err(|err| Error::from(err).context(format!("creating {}", dir.display())))?;
     undo.dir = true;
-    super::volumes::provide(frontend, &mut record)?;
-    frontend.containers.insert(record)?;
+    let provided = super::volumes::provide(frontend, &mut record)?;
+    if let Err(err) = frontend.containers.insert(record) {
+        drop(provided.claims);
+        super::volumes::undo(frontend, &provided.created);
+        return Err(err);
+    }
     Ok(())
 }
 

@@ -278,7 +278,9 @@ fn resolve_user(mounts: &[crate::snapshots::mount::Mount], user: &str) -> Result
 
 /// A read-only form of a snapshot mount (an overlay's upper dir becomes
 /// one more lower dir).
-fn readonly_mount(mount: &crate::snapshots::mount::Mount) -> crate::snapshots::mount::Mount {
+pub(super) fn readonly_mount(
+    mount: &crate::snapshots::mount::Mount,
+) -> crate::snapshots::mount::Mount {
     let mut mount = mount.clone();
     if mount.r#type == "overlay" {
         let upper = mount
@@ -481,9 +483,12 @@ async fn after_exit(
     } else if record.host_config.auto_remove == Some(true)
         && record.state.status != Status::Removing
     {
-        if let Err(err) =
-            super::remove::remove(frontend, container, super::remove::Removal::default()).await
-        {
+        // As dockerd: --rm takes the anonymous volumes along.
+        let how = super::remove::Removal {
+            volumes: true,
+            ..Default::default()
+        };
+        if let Err(err) = super::remove::remove(frontend, container, how).await {
             if err.kind != ErrorKind::NotFound {
                 tracing::warn!(%id, "auto-remove: {err}");
             }

@@ -123,11 +123,11 @@ async fn dismantle(frontend: &Frontend, container: &Arc<Container>, how: Removal
     })
     .await
     .map_err(|err| Error::internal(format!("container removal task: {err}")))??;
+    frontend.containers.remove(container)?;
+    frontend.execs.forget_container(&container.id);
     if how.volumes {
         super::volumes::remove_anonymous(frontend, &record)?;
     }
-    frontend.containers.remove(container)?;
-    frontend.execs.forget_container(&container.id);
     frontend.backend.gc.schedule();
     Ok(())
 }
