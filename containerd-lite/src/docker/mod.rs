@@ -15,8 +15,8 @@
 //! `/system/df`), images (list, inspect, history, tag, remove, prune,
 //! pull, push, save, load), containers ([`containers`]: create, start,
 //! stop, kill, restart, pause, update, rename, wait, remove, prune, list,
-//! inspect, stats, top), [`attach`] and logs, [`exec`] and [`volumes`].
-//! Networks and build come next, as further modules beside these.
+//! inspect, stats, top), [`attach`] and logs, [`exec`], [`volumes`] and
+//! [`networks`]. Build comes next, as a further module beside these.
 
 pub mod attach;
 pub mod containers;
@@ -26,6 +26,7 @@ pub mod exchange;
 pub mod exec;
 pub mod hijack;
 pub mod images;
+pub mod networks;
 pub mod progress;
 pub mod query;
 pub mod reference;
@@ -216,6 +217,15 @@ pub fn router(frontend: Frontend) -> Router {
         .route("/exec/{id}/start", post(exec::start))
         .route("/exec/{id}/resize", post(exec::resize))
         .route("/exec/{id}/json", get(exec::inspect))
+        .route("/networks", get(networks::list))
+        .route("/networks/create", post(networks::create))
+        .route("/networks/prune", post(networks::prune))
+        .route(
+            "/networks/{id}",
+            get(networks::inspect).delete(networks::remove),
+        )
+        .route("/networks/{id}/connect", post(networks::connect))
+        .route("/networks/{id}/disconnect", post(networks::disconnect))
         .route("/volumes", get(volumes::list))
         .route("/volumes/create", post(volumes::create))
         .route("/volumes/prune", post(volumes::prune))

@@ -130,6 +130,12 @@ impl NetworkManager {
         self.store.find(name_or_id)
     }
 
+    /// A network by id, name or unique id prefix, as it is (the default
+    /// network only once made).
+    pub fn find(&self, name_or_id: &str) -> Result<Network> {
+        self.store.find(name_or_id)
+    }
+
     /// Every network, by name.
     pub fn networks(&self) -> Result<Vec<Network>> {
         self.store.list()

@@ -257,6 +257,17 @@ impl Berthd {
 impl Drop for Berthd {
     fn drop(&mut self) {
         self.remove_all_containers();
+        // User-defined networks (their bridge devices outlive berthd).
+        let (status, body) = self.http("GET", "/networks", b"");
+        if status == 200 {
+            let listed: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            for network in listed.as_array().into_iter().flatten() {
+                let user_defined = network["Driver"] == "bridge" && network["Name"] != "bridge";
+                if let (true, Some(id)) = (user_defined, network["Id"].as_str()) {
+                    let _ = self.http("DELETE", &format!("/networks/{id}"), b"");
+                }
+            }
+        }
         // A removed container's task is gone with it; one left running
         // would outlive berthd (its shim keeps it).
         let left = self.daemon.sweep();

@@ -83,6 +83,7 @@ fn create_blocking(
     let image = frontend.catalog.find(&image_text)?;
     let config = merge_image_config(config, &image)?;
     let host = check_host_config(host)?;
+    check_networks_exist(frontend, &host, networking.as_ref())?;
     let requested_mounts = mounts::requested(&config, &host)?;
     let (path, args) = command_of(&config)?;
 
@@ -192,6 +193,38 @@ fn make(
         drop(provided.claims);
         super::volumes::undo(frontend, &provided.created);
         return Err(err);
+    }
+    Ok(())
+}
+
+/// Refuses a network mode or endpoint naming a network that does not
+/// exist before anything is made (dockerd makes the container and fails
+/// its start).
+fn check_networks_exist(
+    frontend: &Frontend,
+    host: &HostConfig,
+    networking: Option<&NetworkingConfig>,
+) -> Result<()> {
+    let mode = host.network_mode.as_deref().unwrap_or("");
+    let mut names: Vec<&str> = Vec::new();
+    if let Ok(crate::network::NetworkMode::Network(_)) = mode.parse() {
+        names.push(mode);
+    }
+    if let Some(endpoints) = networking.and_then(|n| n.endpoints_config.as_ref()) {
+        names.extend(endpoints.keys().map(String::as_str));
+    }
+    for name in names {
+        if matches!(name, "" | "default" | crate::network::DEFAULT_NETWORK) {
+            continue;
+        }
+        if let Err(err) = frontend.network.find(name) {
+            // Not 404: the CLI takes a 404 from create for a missing
+            // image and pulls it.
+            return Err(match err.kind {
+                crate::ErrorKind::NotFound => Error::invalid(err.message),
+                _ => err,
+            });
+        }
     }
     Ok(())
 }

@@ -364,6 +364,14 @@ async fn prepare_network(
         ports: ports.to_vec(),
     };
     let network = frontend.network.setup(&request).await?;
+    if let (NetworkMode::Network(primary), Some(netns)) = (&mode, &network.netns) {
+        if let Err(err) = join_connected(frontend, record, primary, netns).await {
+            if let Err(teardown) = frontend.network.teardown(&record.id).await {
+                tracing::warn!(id = %record.id, "after a failed start: {teardown}");
+            }
+            return Err(err);
+        }
+    }
     if let NetworkMode::Container(owner) = &mode {
         // Its namespace is the owner's task's.
         let task = frontend.backend.tasks.get(NAMESPACE, owner)?;
@@ -387,6 +395,40 @@ async fn prepare_network(
         hostname,
         user: ResolvedUser::default(),
     })
+}
+
+/// Joins the networks `docker network connect` added besides the
+/// container's own (`primary`).
+async fn join_connected(
+    frontend: &Frontend,
+    record: &Record,
+    primary: &str,
+    netns: &std::path::Path,
+) -> Result<()> {
+    let Some(endpoints) = record
+        .networking
+        .as_ref()
+        .and_then(|n| n.endpoints_config.as_ref())
+    else {
+        return Ok(());
+    };
+    let primary = frontend.network.network(primary).await?;
+    for (name, settings) in endpoints {
+        let network = frontend.network.network(name).await?;
+        if network.id == primary.id {
+            continue;
+        }
+        let endpoint = EndpointName {
+            container_id: record.id.clone(),
+            name: record.name.clone(),
+            aliases: settings.aliases.clone().unwrap_or_default(),
+        };
+        frontend
+            .network
+            .attach(&endpoint, &network.id, netns, &[])
+            .await?;
+    }
+    Ok(())
 }
 
 /// Watches a running task until it exits, then records the exit.
