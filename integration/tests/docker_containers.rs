@@ -13,20 +13,15 @@ mod docker_support;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use berth_integration::containerd::image_archive;
 use berth_integration::wait_until;
-use docker_support::{clis, Berthd, Cli};
+use docker_support::{Berthd, Cli};
 use serde_json::Value;
 
 /// The image hack/make-image builds, as `docker load` names it.
 const IMAGE: &str = "berth-busybox";
 
 fn start() -> Option<(Berthd, Vec<Cli>)> {
-    let daemon = Berthd::start()?;
-    let clis = clis();
-    assert!(!clis.is_empty(), "no docker CLI installed");
-    daemon.ok(&clis[0], &["load", "-i", image_archive().to_str().unwrap()]);
-    Some((daemon, clis))
+    Berthd::with_image()
 }
 
 fn inspect(daemon: &Berthd, cli: &Cli, name: &str) -> Value {
@@ -448,6 +443,19 @@ fn bad_input_gets_dockerds_answers_and_leaves_nothing() {
             "{info}"
         );
         daemon.ok(cli, &["rm", "nocmd"]);
+        // With --rm, a container whose start failed is removed (the CLI
+        // waits for that), in the foreground or not.
+        for detach in [true, false] {
+            let mut args = vec!["run", "--rm", "--name", "gone"];
+            if detach {
+                args.push("-d");
+            }
+            args.extend([IMAGE, "/no/such/command"]);
+            let out = daemon.docker(cli, &args);
+            assert_eq!(out.status.code(), Some(127), "{}: {out:?}", cli.name);
+            let listed = daemon.ok(cli, &["ps", "-aq", "-f", "name=gone"]);
+            assert_eq!(listed, "", "{}: left after a failed start", cli.name);
+        }
     }
     assert_eq!(daemon.ok(&clis[0], &["ps", "-aq"]), "");
     assert_eq!(daemon.http("GET", "/_ping", b"").0, 200);

@@ -12,20 +12,15 @@ use std::io::Write;
 use std::process::Stdio;
 use std::time::Duration;
 
-use berth_integration::containerd::image_archive;
 use berth_integration::pty::PtySession;
 use berth_integration::wait_until;
-use docker_support::{clis, Berthd, Cli};
+use docker_support::{Berthd, Cli};
 use serde_json::Value;
 
 const IMAGE: &str = "berth-busybox";
 
 fn start() -> Option<(Berthd, Vec<Cli>)> {
-    let daemon = Berthd::start()?;
-    let clis = clis();
-    assert!(!clis.is_empty(), "no docker CLI installed");
-    daemon.ok(&clis[0], &["load", "-i", image_archive().to_str().unwrap()]);
-    Some((daemon, clis))
+    Berthd::with_image()
 }
 
 /// The processes of a docker container's task, as ctr lists them.

@@ -10,8 +10,7 @@
 
 mod docker_support;
 
-use berth_integration::containerd::image_archive;
-use docker_support::{clis, Berthd, Cli};
+use docker_support::{Berthd, Cli};
 use serde_json::Value;
 
 const IMAGE: &str = "berth-busybox";
@@ -36,12 +35,9 @@ fn bridge_exists(name: &str) -> bool {
 
 #[test]
 fn networks_connect_containers_by_name() {
-    let Some(daemon) = Berthd::start() else {
+    let Some((daemon, clis)) = Berthd::with_image() else {
         return;
     };
-    let clis = clis();
-    assert!(!clis.is_empty(), "no docker CLI installed");
-    daemon.ok(&clis[0], &["load", "-i", image_archive().to_str().unwrap()]);
 
     for (round, cli) in clis.iter().enumerate() {
         let name = cli.name;

@@ -12,20 +12,16 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
-use berth_integration::containerd::image_archive;
-use docker_support::{clis, Berthd};
+use docker_support::Berthd;
 use serde_json::Value;
 
 const IMAGE: &str = "berth-busybox";
 
 #[test]
 fn stats_and_top_of_running_and_stopped_containers() {
-    let Some(daemon) = Berthd::start() else {
+    let Some((daemon, clis)) = Berthd::with_image() else {
         return;
     };
-    let clis = clis();
-    assert!(!clis.is_empty(), "no docker CLI installed");
-    daemon.ok(&clis[0], &["load", "-i", image_archive().to_str().unwrap()]);
     daemon.ok(
         &clis[0],
         &[

@@ -9,8 +9,7 @@
 
 mod docker_support;
 
-use berth_integration::containerd::image_archive;
-use docker_support::{clis, Berthd};
+use docker_support::Berthd;
 use serde_json::Value;
 
 const IMAGE: &str = "berth-busybox";
@@ -25,12 +24,9 @@ fn volume_names(daemon: &Berthd, cli: &docker_support::Cli, args: &[&str]) -> Ve
 
 #[test]
 fn volumes_are_made_listed_mounted_and_removed() {
-    let Some(daemon) = Berthd::start() else {
+    let Some((daemon, clis)) = Berthd::with_image() else {
         return;
     };
-    let clis = clis();
-    assert!(!clis.is_empty(), "no docker CLI installed");
-    daemon.ok(&clis[0], &["load", "-i", image_archive().to_str().unwrap()]);
     let volumes_dir = daemon.root().join("volumes");
 
     for cli in &clis {

@@ -197,7 +197,7 @@ async fn run_session(
             };
             if let Some(pipe) = pipe {
                 pipe.close().await;
-                close_task_stdin(&input.frontend, &input.container.id).await;
+                close_stdin(&input.frontend, &input.container.id, "").await;
             }
         }
         // Input is over; the output goes on until the run ends.
@@ -209,8 +209,9 @@ async fn run_session(
     }
 }
 
-/// Tells the shim the container's stdin has ended (CloseIO).
-async fn close_task_stdin(frontend: &Frontend, id: &str) {
+/// Tells the shim the stdin of a container's process (its init, or the
+/// exec `exec_id`) has ended (CloseIO).
+pub(super) async fn close_stdin(frontend: &Frontend, id: &str, exec_id: &str) {
     let Ok(task) = frontend.backend.tasks.get(NAMESPACE, id) else {
         return;
     };
@@ -220,13 +221,14 @@ async fn close_task_stdin(frontend: &Frontend, id: &str) {
             ctx(),
             &api::CloseIORequest {
                 id: id.to_owned(),
+                exec_id: exec_id.to_owned(),
                 stdin: true,
                 ..Default::default()
             },
         )
         .await;
     if let Err(err) = closed {
-        tracing::debug!(%id, "closing stdin: {err}");
+        tracing::debug!(%id, %exec_id, "closing stdin: {err}");
     }
 }
 

@@ -849,7 +849,8 @@ async fn run_session(
         if let Some(pipe) = input.stdin.take() {
             if input.started().await {
                 pipe.close().await;
-                close_stdin(&input.frontend, &input.exec).await;
+                let exec = &input.exec;
+                super::attach::close_stdin(&input.frontend, &exec.container_id, &exec.id).await;
             }
         }
         std::future::pending::<()>().await
@@ -857,27 +858,5 @@ async fn run_session(
     tokio::select! {
         () = copy_output => {}
         () = copy_input => {}
-    }
-}
-
-/// Tells the shim the exec's stdin has ended (CloseIO).
-async fn close_stdin(frontend: &Frontend, exec: &Exec) {
-    let Ok(task) = frontend.backend.tasks.get(NAMESPACE, &exec.container_id) else {
-        return;
-    };
-    let closed = task
-        .client()
-        .close_io(
-            ctx(),
-            &api::CloseIORequest {
-                id: exec.container_id.clone(),
-                exec_id: exec.id.clone(),
-                stdin: true,
-                ..Default::default()
-            },
-        )
-        .await;
-    if let Err(err) = closed {
-        tracing::debug!(exec = %exec.id, "closing stdin: {err}");
     }
 }

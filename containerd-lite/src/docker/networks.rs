@@ -535,7 +535,12 @@ pub fn recorded_networks(record: &super::containers::Record) -> Vec<String> {
         .as_ref()
         .and_then(|n| n.endpoints_config.as_ref())
     {
-        names.extend(endpoints.keys().cloned());
+        for key in endpoints.keys() {
+            // Keys name networks, or a mode (`default`, `host`...).
+            if let Ok(NetworkMode::Network(name)) = key.parse() {
+                names.push(name);
+            }
+        }
     }
     names
 }

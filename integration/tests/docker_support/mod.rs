@@ -16,6 +16,9 @@ use std::time::Duration;
 use berth_integration::berthd::Options;
 use berth_integration::wait_until;
 
+/// How long one docker command may take before the test fails.
+pub const DOCKER_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// A docker CLI under test.
 #[derive(Debug, Clone)]
 pub struct Cli {
@@ -76,6 +79,23 @@ impl Berthd {
         Some(daemon)
     }
 
+    /// [`Berthd::start`] with hack/make-image's busybox image loaded, and
+    /// the CLIs to drive it.
+    pub fn with_image() -> Option<(Berthd, Vec<Cli>)> {
+        let daemon = Berthd::start()?;
+        let clis = clis();
+        assert!(!clis.is_empty(), "no docker CLI installed");
+        daemon.ok(
+            &clis[0],
+            &[
+                "load",
+                "-i",
+                &berth_integration::containerd::image_archive().to_string_lossy(),
+            ],
+        );
+        Some((daemon, clis))
+    }
+
     /// The temp dir everything lives in.
     pub fn dir(&self) -> &Path {
         self.daemon.dir()
@@ -110,8 +130,33 @@ impl Berthd {
         command
     }
 
+    /// Runs docker; a CLI still running after [`DOCKER_TIMEOUT`] is killed
+    /// and the test fails (with the daemon's log), so a hang never stalls
+    /// the suite.
     pub fn docker(&self, cli: &Cli, args: &[&str]) -> Output {
-        self.docker_cmd(cli, args).output().unwrap()
+        let mut command = self.docker_cmd(cli, args);
+        command.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let started = std::time::Instant::now();
+        let child = command.spawn().unwrap();
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let (done, finished) = std::sync::mpsc::channel::<()>();
+        let watchdog = std::thread::spawn(move || {
+            if finished.recv_timeout(DOCKER_TIMEOUT).is_err() {
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            }
+        });
+        let out = child.wait_with_output().unwrap();
+        let _ = done.send(());
+        let _ = watchdog.join();
+        assert!(
+            started.elapsed() < DOCKER_TIMEOUT,
+            "{} {args:?} did not finish within {DOCKER_TIMEOUT:?}\nstdout: {}\nstderr: {}\n{}",
+            cli.name,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        );
+        out
     }
 
     /// Runs docker and returns its stdout; panics (with both streams and

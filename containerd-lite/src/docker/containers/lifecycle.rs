@@ -64,7 +64,21 @@ pub async fn start(frontend: &Frontend, container: &Arc<Container>) -> Result<Ou
         Status::Restarting | Status::Created | Status::Exited => {}
     }
     container.update(|r| r.manually_stopped = false)?;
-    start_locked(frontend, container).await?;
+    if let Err(err) = start_locked(frontend, container).await {
+        // As dockerd: an AutoRemove container whose start failed is
+        // removed (its `wait?condition=removed` then ends).
+        if container.record().host_config.auto_remove == Some(true) {
+            drop(_operation);
+            let how = super::remove::Removal {
+                force: true,
+                volumes: true,
+            };
+            if let Err(removal) = super::remove::remove(frontend, container, how).await {
+                tracing::warn!(id = %container.id, "auto-remove after a failed start: {removal}");
+            }
+        }
+        return Err(err);
+    }
     Ok(Outcome::Done)
 }
 
@@ -413,8 +427,12 @@ async fn join_connected(
         return Ok(());
     };
     let primary = frontend.network.network(primary).await?;
-    for (name, settings) in endpoints {
-        let network = frontend.network.network(name).await?;
+    for (key, settings) in endpoints {
+        // Keys are network names or IDs, or a mode (`default`, `host`...).
+        let NetworkMode::Network(name) = key.parse()? else {
+            continue;
+        };
+        let network = frontend.network.network(&name).await?;
         if network.id == primary.id {
             continue;
         }
