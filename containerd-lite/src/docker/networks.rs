@@ -163,13 +163,7 @@ async fn find(frontend: &Frontend, text: &str) -> Result<Network> {
     if text == DEFAULT_NETWORK {
         return frontend.network.default_network().await;
     }
-    match frontend.network.find(text) {
-        Err(err) if err.kind == ErrorKind::NotFound => {
-            // The default network may be named by its ID before it exists.
-            Err(Error::not_found(format!("network {text} not found")))
-        }
-        found => found,
-    }
+    frontend.network.find(text)
 }
 
 fn is_builtin(network: &Network) -> bool {
