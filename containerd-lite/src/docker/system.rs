@@ -11,14 +11,12 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
+use super::containers::Status;
 use super::error::ApiResult;
 use super::images::summary;
 use super::{Frontend, API_VERSION, MIN_API_VERSION, NAMESPACE};
 use crate::grpc::backend::DEFAULT_SNAPSHOTTER;
-use crate::metadata::Filter;
-use crate::runtime::shim::ctx;
 use crate::Error;
-use containerd_shim_protos::api;
 
 /// The engine version `docker version` shows: berthd's own.
 const ENGINE_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -124,46 +122,24 @@ fn cgroup_version() -> &'static str {
     }
 }
 
-/// How many of docker's containers run and how many are paused, as their
-/// shims report; a shim that does not answer counts as neither.
-async fn task_counts(frontend: &Frontend) -> (usize, usize) {
-    let (mut running, mut paused) = (0, 0);
-    for task in frontend.backend.tasks.list(NAMESPACE) {
-        let request = api::StateRequest {
-            id: task.id.clone(),
-            ..Default::default()
-        };
-        match task
-            .client()
-            .state(ctx(), &request)
-            .await
-            .map(|s| s.status.enum_value())
-        {
-            Ok(Ok(api::Status::RUNNING)) => running += 1,
-            Ok(Ok(api::Status::PAUSED | api::Status::PAUSING)) => paused += 1,
-            _ => {}
-        }
-    }
-    (running, paused)
+/// How many of docker's containers there are, how many run and how many
+/// are paused, from their records (as dockerd counts them; no shim is
+/// asked).
+fn container_counts(frontend: &Frontend) -> (usize, usize, usize) {
+    let all = frontend.containers.all();
+    let count = |status: Status| all.iter().filter(|c| c.status() == status).count();
+    (all.len(), count(Status::Running), count(Status::Paused))
 }
 
 /// `GET /info`: the fields `docker info` prints.
 pub async fn info(State(frontend): State<Frontend>) -> ApiResult<Json<Value>> {
-    let (images, containers) = {
+    let images = {
         let frontend = frontend.clone();
-        tokio::task::spawn_blocking(move || {
-            let images = frontend.catalog.list()?.len();
-            let containers = frontend
-                .backend
-                .containers
-                .list(NAMESPACE, &Filter::everything())?
-                .len();
-            Ok::<_, Error>((images, containers))
-        })
-        .await
-        .map_err(|err| Error::internal(format!("info: {err}")))??
+        tokio::task::spawn_blocking(move || frontend.catalog.list().map(|images| images.len()))
+            .await
+            .map_err(|err| Error::internal(format!("info: {err}")))??
     };
-    let (running, paused) = task_counts(&frontend).await;
+    let (containers, running, paused) = container_counts(&frontend);
     let stopped = containers.saturating_sub(running + paused);
     let (kernel, machine) = uname();
     let hostname = nix::unistd::gethostname()
