@@ -264,34 +264,31 @@ fn container_lifecycle_events_reach_docker_events() {
         ]
     );
 
-    // A running one counts as running in `docker info`.
-    let ctr_ok = |args: &[&str]| {
-        let out = daemon.ctr(args);
-        assert!(
-            out.status.success(),
-            "ctr {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+    // docker info counts docker's containers by state.
+    let counts = |daemon: &Berthd| {
+        daemon
+            .ok(
+                cli,
+                &[
+                    "info",
+                    "--format",
+                    "{{.Containers}} {{.ContainersRunning}} {{.ContainersPaused}} {{.ContainersStopped}}",
+                ],
+            )
+            .trim()
+            .to_owned()
     };
-    ctr_ok(&["run", "-d", IMAGE, "sleeper", "sleep", "1000"]);
-    let counts = daemon.ok(
+    daemon.ok(
         cli,
-        &[
-            "info",
-            "--format",
-            "{{.Containers}} {{.ContainersRunning}} {{.ContainersPaused}} {{.ContainersStopped}}",
-        ],
+        &["run", "-d", "--name", "sleeper", IMAGE, "sleep", "1000"],
     );
-    assert_eq!(counts.trim(), "1 1 0 0");
-    ctr_ok(&["task", "kill", "--signal", "SIGKILL", "sleeper"]);
-    assert!(
-        wait_until(SECS10, || daemon
-            .ctr(&["task", "rm", "sleeper"])
-            .status
-            .success()),
-        "the killed task was never deletable"
-    );
-    ctr_ok(&["containers", "rm", "sleeper"]);
+    assert_eq!(counts(&daemon), "1 1 0 0");
+    daemon.ok(cli, &["pause", "sleeper"]);
+    assert_eq!(counts(&daemon), "1 0 1 0");
+    daemon.ok(cli, &["unpause", "sleeper"]);
+    daemon.ok(cli, &["kill", "sleeper"]);
+    assert_eq!(counts(&daemon), "1 0 0 1");
+    daemon.ok(cli, &["rm", "sleeper"]);
     let counts = daemon.ok(
         cli,
         &["info", "--format", "{{.Containers}} {{.ContainersRunning}}"],
