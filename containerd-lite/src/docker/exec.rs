@@ -172,6 +172,23 @@ impl Exec {
     }
 }
 
+/// Where exec fifos are made, under berthd's state directory.
+fn fifo_root(state: &std::path::Path) -> PathBuf {
+    state.join("docker-exec")
+}
+
+/// Removes the fifo directories a previous berthd left (its exec
+/// instances are gone with it; processes that still run keep their open
+/// fifos).
+pub fn remove_stale_fifos(state: &std::path::Path) {
+    let root = fifo_root(state);
+    match std::fs::remove_dir_all(&root) {
+        Ok(()) => {}
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+        Err(err) => tracing::warn!("removing {}: {err}", root.display()),
+    }
+}
+
 /// Every exec instance, by ID. Cheap to clone.
 #[derive(Debug, Clone, Default)]
 pub struct Execs {
@@ -475,7 +492,7 @@ impl ExecIo {
     /// The fifos the exec attaches, opened on berthd's side before the
     /// shim opens them (output read ends do not wait for a writer).
     fn make(frontend: &Frontend, exec: &Exec) -> Result<ExecIo> {
-        let dir = frontend.settings.state.join("docker-exec").join(&exec.id);
+        let dir = fifo_root(&frontend.settings.state).join(&exec.id);
         std::fs::create_dir_all(&dir)
             .map_err(|err| Error::internal(format!("making {}: {err}", dir.display())))?;
         let mut io = ExecIo {

@@ -155,6 +155,7 @@ impl Frontend {
     /// containers recorded under `<root>/docker/containers`.
     pub fn new(backend: Backend, settings: Settings) -> Result<Frontend> {
         let containers = containers::Registry::open(settings.root.join("docker/containers"))?;
+        exec::remove_stale_fifos(&settings.state);
         let network = Arc::new(NetworkManager::open(
             backend.db.clone(),
             NetworkConfig {
