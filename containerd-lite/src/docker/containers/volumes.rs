@@ -66,7 +66,12 @@ pub fn provide(frontend: &Frontend, record: &mut Record) -> Result<Provided> {
                 created.push(name.clone());
             }
             mount.source = volume.mountpoint.clone();
-            if mount.copy_image_data && is_empty_dir(&volume.mountpoint) {
+            if !mount.copy_image_data {
+                continue;
+            }
+            let fill = frontend.volumes.fill_lock(&name);
+            let _filling = fill.lock().unwrap_or_else(|e| e.into_inner());
+            if is_empty_dir(&volume.mountpoint) {
                 if rootfs.is_none() {
                     rootfs = Some(mount_image(frontend, &snapshotter, &key)?);
                 }

@@ -47,6 +47,9 @@ pub struct Store {
     dir: PathBuf,
     /// Creates in flight: volume name -> how many.
     claims: Arc<Mutex<HashMap<String, usize>>>,
+    /// One lock per volume being filled from an image, so two creates
+    /// cannot both find it empty and copy into it.
+    fills: Arc<Mutex<HashMap<String, Arc<Mutex<()>>>>>,
 }
 
 /// Volumes a container create is about to use; released when dropped
@@ -101,6 +104,7 @@ impl Store {
         Ok(Store {
             dir,
             claims: Arc::new(Mutex::new(HashMap::new())),
+            fills: Arc::new(Mutex::new(HashMap::new())),
         })
     }
 
@@ -204,6 +208,14 @@ impl Store {
         }
     }
 
+    /// The lock to hold while checking whether volume `name` is empty and
+    /// filling it. Locks of volumes nobody fills are dropped as they go.
+    pub fn fill_lock(&self, name: &str) -> Arc<Mutex<()>> {
+        let mut fills = self.fills.lock().unwrap_or_else(|e| e.into_inner());
+        fills.retain(|_, lock| Arc::strong_count(lock) > 1);
+        fills.entry(name.to_owned()).or_default().clone()
+    }
+
     /// Marks `names` as about to be mounted by a container being made.
     pub fn claim(&self, names: Vec<String>) -> Claims {
         let mut claims = self.lock();
@@ -270,6 +282,22 @@ mod tests {
         for bad in ["a", "", "-ab", "_ab", "a/b", "a b", "../x", "/abs"] {
             assert!(check_name(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn one_fill_lock_per_volume_while_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let first = store.fill_lock("data");
+        let held = first.lock().unwrap();
+        let second = store.fill_lock("data");
+        assert!(Arc::ptr_eq(&first, &second));
+        assert!(second.try_lock().is_err(), "the second filler must wait");
+        drop(held);
+        drop((first, second));
+        let _other = store.fill_lock("other");
+        let fills = store.fills.lock().unwrap();
+        assert!(!fills.contains_key("data"), "an unused lock is dropped");
     }
 
     #[test]
