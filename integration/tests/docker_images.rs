@@ -401,6 +401,27 @@ fn image_lifecycle(cli: &Cli) {
     );
     assert_eq!(again.trim(), id, "{}", cli.name);
 
+    // A save still streaming when the image is removed (and the collector
+    // runs) comes out whole: the export holds what it reads.
+    let raced = daemon.dir().join("raced.tar");
+    daemon.sh(&format!(
+        "{cli_path} save mine/bb:v1 | (sleep 1; cat > {raced}) & sleep 0.3; \
+         {cli_path} rmi -f mine/bb:v1 {remote} >/dev/null; wait",
+        raced = raced.display()
+    ));
+    assert_eq!(daemon.ok(cli, &["images", "-q"]), "", "{}", cli.name);
+    let loaded = daemon.ok(cli, &["load", "-i", raced.to_str().unwrap()]);
+    assert!(
+        loaded.contains("Loaded image: mine/bb:v1"),
+        "{}: {loaded}",
+        cli.name
+    );
+    let again = daemon.ok(
+        cli,
+        &["image", "inspect", "--format", "{{.Id}}", "mine/bb:v1"],
+    );
+    assert_eq!(again.trim(), id, "{}", cli.name);
+
     // hack/make-image's OCI layout loads too
     let oci = daemon.ok(cli, &["load", "-i", archive_arg]);
     assert_eq!(oci, "Loaded image: berth-busybox:latest\n", "{}", cli.name);
@@ -517,7 +538,8 @@ fn image_lifecycle(cli: &Cli) {
             "{{.Actor.ID}}",
         ],
     );
-    assert_eq!(lines(&deletes), [id, first.as_str()], "{}", cli.name);
+    // The image is deleted twice (the second time while a save streams).
+    assert_eq!(lines(&deletes), [id, id, first.as_str()], "{}", cli.name);
 
     // Remove everything: no snapshot, blob or ingest may stay.
     let all = daemon.ok(cli, &["images", "--quiet", "--no-trunc"]);

@@ -116,7 +116,7 @@ pub async fn save(frontend: Frontend, texts: Vec<String>) -> ApiResult<Response>
         return Err(Error::invalid("docker save: no image named").into());
     }
     let worker = frontend.clone();
-    let names = blocking(move || {
+    let (names, hold) = blocking(move || {
         let mut names = Vec::new();
         for text in &texts {
             for name in records_for(&worker, text)? {
@@ -125,7 +125,17 @@ pub async fn save(frontend: Frontend, texts: Vec<String>) -> ApiResult<Response>
                 }
             }
         }
-        Ok(names)
+        // The images are held for the whole export: an `rmi` meanwhile
+        // must not let the collector take blobs the archive still reads.
+        let targets: Vec<Descriptor> = worker
+            .catalog
+            .records()?
+            .into_iter()
+            .filter(|r| names.contains(&r.name))
+            .map(|r| r.target)
+            .collect();
+        let hold = Records::new(&worker.backend).hold(targets.iter())?;
+        Ok((names, hold))
     })
     .await?;
     let (sender, receiver) = mpsc::channel::<io::Result<Bytes>>(4);
@@ -140,6 +150,7 @@ pub async fn save(frontend: Frontend, texts: Vec<String>) -> ApiResult<Response>
             tracing::warn!("docker save: {err}");
             let _ = sender.blocking_send(Err(io::Error::other(err.message)));
         }
+        hold.release();
     });
     for name in &names {
         let shown = familiar(name);
