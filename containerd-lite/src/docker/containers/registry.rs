@@ -364,18 +364,23 @@ impl Registry {
     }
 }
 
-/// Writes `record` to `<dir>/config.v2.json` atomically (a temp file
-/// synced, then renamed over the old one).
+/// Writes `record` to `<dir>/config.v2.json` atomically.
 fn write_record(dir: &Path, record: &Record) -> Result<()> {
-    let path = dir.join(RECORD_FILE);
     let bytes = serde_json::to_vec(record)
         .map_err(|err| Error::internal(format!("encoding container {}: {err}", record.id)))?;
+    write_file_atomically(&dir.join(RECORD_FILE), &bytes)
+}
+
+/// Replaces the file at `path` with `bytes` atomically: a temp file in the
+/// same directory, synced, then renamed over it.
+pub(crate) fn write_file_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
     let mut file = tempfile::NamedTempFile::new_in(dir)
         .context(format!("creating a temp file in {}", dir.display()))?;
-    file.write_all(&bytes)
+    file.write_all(bytes)
         .and_then(|()| file.as_file().sync_data())
         .context(format!("writing {}", path.display()))?;
-    file.persist(&path)
+    file.persist(path)
         .map_err(|err| Error::from(err.error).context(format!("writing {}", path.display())))?;
     Ok(())
 }

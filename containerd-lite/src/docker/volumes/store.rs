@@ -9,7 +9,6 @@
 //! under the store's lock.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -188,15 +187,10 @@ impl Store {
             };
             let bytes = serde_json::to_vec(&volume)
                 .map_err(|err| Error::internal(format!("encoding volume {name}: {err}")))?;
-            let path = dir.join(META_FILE);
-            let mut file = tempfile::NamedTempFile::new_in(&dir)
-                .context(format!("creating a temp file in {}", dir.display()))?;
-            file.write_all(&bytes)
-                .and_then(|()| file.as_file().sync_data())
-                .context(format!("writing {}", path.display()))?;
-            file.persist(&path).map_err(|err| {
-                Error::from(err.error).context(format!("writing {}", path.display()))
-            })?;
+            crate::docker::containers::registry::write_file_atomically(
+                &dir.join(META_FILE),
+                &bytes,
+            )?;
             Ok(volume)
         })();
         match made {
