@@ -6,6 +6,7 @@
 //! See docs/berthd.md for the layout and the metadata schema.
 #![forbid(unsafe_code)]
 
+pub mod build;
 pub mod config;
 pub mod content;
 pub mod diff;

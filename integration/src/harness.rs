@@ -11,10 +11,10 @@ use crate::runtime::Runtime;
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
-/// A container id unique to this process: `berth-it-<name>-<pid>-<n>`.
-pub fn unique_id(name: &str) -> String {
-    let clean: String = name
-        .chars()
+/// `name` in lowercase letters, digits and `-`, as ids and image names
+/// accept it.
+pub fn slug(name: &str) -> String {
+    name.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() {
                 c.to_ascii_lowercase()
@@ -22,8 +22,12 @@ pub fn unique_id(name: &str) -> String {
                 '-'
             }
         })
-        .take(24)
-        .collect();
+        .collect()
+}
+
+/// A container id unique to this process: `berth-it-<name>-<pid>-<n>`.
+pub fn unique_id(name: &str) -> String {
+    let clean: String = slug(name).chars().take(24).collect();
     format!(
         "berth-it-{}-{}-{}",
         clean.trim_matches('-'),

@@ -19,6 +19,7 @@
 //! [`networks`]. Build comes next, as a further module beside these.
 
 pub mod attach;
+pub mod build;
 pub mod containers;
 pub mod error;
 pub mod events;
@@ -156,6 +157,7 @@ impl Frontend {
     pub fn new(backend: Backend, settings: Settings) -> Result<Frontend> {
         let containers = containers::Registry::open(settings.root.join("docker/containers"))?;
         exec::remove_stale_fifos(&settings.state);
+        build::remove_stale_contexts(&settings.root);
         let network = Arc::new(NetworkManager::open(
             backend.db.clone(),
             NetworkConfig {
@@ -234,6 +236,8 @@ pub fn router(frontend: Frontend) -> Router {
             "/volumes/{name}",
             get(volumes::inspect).delete(volumes::remove),
         )
+        .route("/build", post(build::build))
+        .route("/build/prune", post(build::prune))
         .route("/images/json", get(images::list))
         .route("/images/create", post(images::pull::create))
         .route("/images/get", get(images::archive::save_many))

@@ -62,6 +62,11 @@ impl Messages {
         self.send(json!({ "stream": text.into() }));
     }
 
+    /// Whether the client is gone (nothing sent reaches anyone).
+    pub fn is_closed(&self) -> bool {
+        self.sender.is_closed()
+    }
+
     /// The failure line the CLI prints and exits non-zero on.
     pub fn error(&self, message: &str) {
         self.send(json!({ "errorDetail": { "message": message }, "error": message }));

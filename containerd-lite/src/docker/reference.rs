@@ -11,6 +11,10 @@ use crate::{Error, Result};
 /// The name prefix of records that keep an untagged image alive.
 pub const DANGLING_PREFIX: &str = "moby-dangling@";
 
+/// The name prefix of the build cache's records (see
+/// [`crate::docker::build`]): they keep the images of build steps.
+pub const BUILD_CACHE_PREFIX: &str = "moby-build-cache@";
+
 const DOCKER_HUB: &str = "docker.io";
 const OFFICIAL: &str = "library/";
 
@@ -144,6 +148,17 @@ pub fn familiar(name: &str) -> String {
 /// Whether a record name is a dangling image's.
 pub fn is_dangling(name: &str) -> bool {
     name.starts_with(DANGLING_PREFIX)
+}
+
+/// Whether `name` is a build cache record.
+pub fn is_build_cache(name: &str) -> bool {
+    name.starts_with(BUILD_CACHE_PREFIX)
+}
+
+/// Whether `name` is not an image name a user gave (a dangling or a build
+/// cache record).
+pub fn is_unnamed(name: &str) -> bool {
+    is_dangling(name) || is_build_cache(name)
 }
 
 /// The record name that keeps an untagged image with `target` alive.

@@ -15,7 +15,7 @@ const TRANSFER_LEASE_TTL: Duration = Duration::from_secs(60 * 60);
 /// A lease held for one transfer; [`TransferLease::release`] ends it, and
 /// if berthd dies first it expires by itself.
 #[derive(Debug)]
-pub(super) struct TransferLease {
+pub(crate) struct TransferLease {
     leases: LeaseManager,
     namespace: String,
     id: String,
@@ -23,7 +23,7 @@ pub(super) struct TransferLease {
 
 impl TransferLease {
     /// Creates a lease named after `purpose` in `namespace`.
-    pub(super) fn begin(leases: &LeaseManager, namespace: &str, purpose: &str) -> Result<Self> {
+    pub(crate) fn begin(leases: &LeaseManager, namespace: &str, purpose: &str) -> Result<Self> {
         static SEQUENCE: AtomicU64 = AtomicU64::new(0);
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -50,12 +50,12 @@ impl TransferLease {
     }
 
     /// The lease's id, for content writers.
-    pub(super) fn id(&self) -> &str {
+    pub(crate) fn id(&self) -> &str {
         &self.id
     }
 
     /// Has the lease hold snapshot `key` of `snapshotter`.
-    pub(super) fn hold_snapshot(&self, snapshotter: &str, key: &str) -> Result<()> {
+    pub(crate) fn hold_snapshot(&self, snapshotter: &str, key: &str) -> Result<()> {
         self.leases.add_resource(
             &self.namespace,
             &self.id,
@@ -68,7 +68,7 @@ impl TransferLease {
 
     /// Ends the lease. Failing to is harmless (it expires), so it is only
     /// logged.
-    pub(super) fn release(self) {
+    pub(crate) fn release(self) {
         if let Err(err) = self.leases.delete(&self.namespace, &self.id) {
             tracing::warn!(lease = self.id, error = %err, "cannot release a lease; it will expire");
         }

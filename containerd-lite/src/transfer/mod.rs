@@ -13,7 +13,7 @@
 mod archive;
 mod export;
 mod import;
-mod lease;
+pub(crate) mod lease;
 mod pull;
 mod resolve;
 mod unpack;

@@ -124,6 +124,8 @@ impl Berthd {
                 format!("unix://{}", self.docker_socket.display()),
             )
             .env("DOCKER_CONFIG", self.dir().join("docker-config"))
+            // `docker build` speaks the legacy builder's protocol to berthd.
+            .env("DOCKER_BUILDKIT", "0")
             .env_remove("DOCKER_API_VERSION")
             .env_remove("DOCKER_CONTEXT")
             .stdin(Stdio::null());

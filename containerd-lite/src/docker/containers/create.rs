@@ -69,7 +69,7 @@ pub struct Created {
     pub warnings: Vec<String>,
 }
 
-fn create_blocking(
+pub(crate) fn create_blocking(
     frontend: &Frontend,
     name: Option<String>,
     body: ContainerCreateBody,

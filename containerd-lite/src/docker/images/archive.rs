@@ -23,7 +23,7 @@ use crate::docker::events::DockerEvent;
 use crate::docker::progress::Messages;
 use crate::docker::query::Query;
 use crate::docker::reference::{
-    dangling_name, familiar, is_dangling, ImageRef, Lookup, DANGLING_PREFIX,
+    dangling_name, familiar, is_unnamed, ImageRef, Lookup, DANGLING_PREFIX,
 };
 use crate::docker::{Frontend, NAMESPACE};
 use crate::grpc::backend::DEFAULT_SNAPSHOTTER;
@@ -95,7 +95,7 @@ fn records_for(frontend: &Frontend, text: &str) -> Result<Vec<String>> {
     let named: Vec<String> = image
         .records
         .iter()
-        .filter(|r| !is_dangling(&r.name))
+        .filter(|r| !is_unnamed(&r.name))
         .map(|r| r.name.clone())
         .collect();
     Ok(if named.is_empty() {

@@ -104,7 +104,7 @@ impl DockerImage {
     pub fn repo_tags(&self) -> Vec<String> {
         self.records
             .iter()
-            .filter(|r| !reference::is_dangling(&r.name))
+            .filter(|r| !reference::is_unnamed(&r.name))
             .filter_map(|r| ImageRef::parse(&r.name).ok())
             .filter(|r| r.tag().is_some())
             .map(|r| r.familiar())
@@ -116,7 +116,7 @@ impl DockerImage {
         let mut digests: Vec<String> = self
             .records
             .iter()
-            .filter(|r| !reference::is_dangling(&r.name))
+            .filter(|r| !reference::is_unnamed(&r.name))
             .filter_map(|r| {
                 let parsed = ImageRef::parse(&r.name).ok()?;
                 Some(match parsed.digest() {
@@ -130,9 +130,18 @@ impl DockerImage {
         digests
     }
 
-    /// Whether no name but a dangling record keeps it.
+    /// Whether no name keeps it and it is not only a build step's image
+    /// (docker's `<none>:<none>`).
     pub fn is_dangling(&self) -> bool {
-        self.records.iter().all(|r| reference::is_dangling(&r.name))
+        self.records.iter().all(|r| reference::is_unnamed(&r.name)) && !self.is_intermediate()
+    }
+
+    /// Whether only the build cache keeps it: the image of a build step,
+    /// which `docker images` lists only with `-a`.
+    pub fn is_intermediate(&self) -> bool {
+        self.records
+            .iter()
+            .all(|r| reference::is_build_cache(&r.name))
     }
 
     /// The short ID docker prints: 12 hex digits.

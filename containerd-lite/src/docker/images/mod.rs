@@ -47,7 +47,7 @@ fn rfc3339(time: std::time::SystemTime) -> String {
 
 /// An image as `GET /images/json` lists it.
 pub fn summary(image: &DockerImage) -> Value {
-    let (tags, digests) = if image.is_dangling() {
+    let (tags, digests) = if image.is_dangling() || image.is_intermediate() {
         (
             vec!["<none>:<none>".to_owned()],
             vec!["<none>@<none>".to_owned()],
@@ -78,6 +78,7 @@ pub async fn list(
     let query = Query::parse(raw.as_deref());
     let filters = query.filters(LIST_FILTERS)?;
     let dangling = filters.bool("dangling")?;
+    let all = query.flag("all");
     let references: Vec<glob::Pattern> = filters
         .values("reference")
         .map(|pattern| {
@@ -97,6 +98,7 @@ pub async fn list(
         let images = catalog.list()?;
         Ok(images
             .into_iter()
+            .filter(|image| all || !image.is_intermediate())
             .filter(|image| dangling.is_none_or(|want| image.is_dangling() == want))
             .filter(|image| filters.labels_match("label", &image.config.labels()))
             .filter(|image| before.iter().all(|t| image.config.created_unix() < *t))

@@ -74,7 +74,7 @@ fn credentials(headers: &HeaderMap) -> Credentials {
 
 /// Whether a registry is spoken to in plain HTTP: loopback ones, as
 /// dockerd's default insecure range (127.0.0.0/8) and `localhost`.
-fn is_insecure(registry: &str) -> bool {
+pub(crate) fn is_insecure(registry: &str) -> bool {
     let host = match registry.rsplit_once(':') {
         Some((host, port)) if port.chars().all(|c| c.is_ascii_digit()) => host,
         _ => registry,
@@ -105,6 +105,19 @@ where
 {
     let handle = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || handle.block_on(transfer()));
+}
+
+/// [`run_apart`] for a transfer whose result the caller awaits.
+pub(crate) async fn run_transfer<F, T, R>(transfer: F) -> Result<R>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: std::future::Future<Output = Result<R>>,
+    R: Send + 'static,
+{
+    let handle = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || handle.block_on(transfer()))
+        .await
+        .map_err(|err| Error::internal(format!("transfer task: {err}")))?
 }
 
 /// Turns transfer reports into docker's per-layer lines.

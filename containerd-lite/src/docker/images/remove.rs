@@ -14,7 +14,7 @@ use super::records::Records;
 use crate::docker::error::ApiResult;
 use crate::docker::events::{parse_timestamp, DockerEvent};
 use crate::docker::query::Query;
-use crate::docker::reference::{familiar, is_dangling, ImageRef, Lookup};
+use crate::docker::reference::{familiar, is_unnamed, ImageRef, Lookup};
 use crate::docker::{Frontend, NAMESPACE};
 use crate::metadata::Filter;
 use crate::{Error, Result};
@@ -87,7 +87,7 @@ fn remove_image(frontend: &Frontend, text: &str, force: bool) -> Result<(String,
     let named: Vec<_> = image
         .records
         .iter()
-        .filter(|r| !is_dangling(&r.name))
+        .filter(|r| !is_unnamed(&r.name))
         .collect();
     let by_reference = match Lookup::parse(text)? {
         Lookup::Reference(parsed, _) => image.records.iter().find(|r| r.name == parsed.name()),
@@ -127,7 +127,7 @@ fn remove_image(frontend: &Frontend, text: &str, force: bool) -> Result<(String,
     let hold = records.hold(image.records.first().map(|r| &r.target))?;
     for record in &image.records {
         records.remove(&record.name)?;
-        if !is_dangling(&record.name) {
+        if !is_unnamed(&record.name) {
             removed.untagged.push(familiar(&record.name));
             if let Ok(parsed) = ImageRef::parse(&record.name) {
                 if parsed.digest().is_none() {
@@ -212,7 +212,7 @@ pub async fn prune(
             let records = Records::new(&worker.backend);
             for record in &image.records {
                 records.remove(&record.name)?;
-                if !is_dangling(&record.name) {
+                if !is_unnamed(&record.name) {
                     removed.untagged.push(familiar(&record.name));
                 }
             }
