@@ -555,3 +555,164 @@ fn tar_of(files: &[(&str, &str)]) -> Vec<u8> {
     }
     builder.into_inner().unwrap()
 }
+
+#[test]
+fn berthctl_builds_without_the_docker_cli() {
+    let Some((daemon, clis)) = Berthd::with_image() else {
+        return;
+    };
+    let cli = &clis[0];
+    let dir = context(
+        &daemon,
+        "berthctl",
+        &[
+            (
+                "build/Containerfile",
+                &format!("FROM {IMAGE}\nARG WHO\nCOPY . /ctx/\nRUN echo \"hello $WHO\" > /hello\nCMD [\"cat\", \"/hello\"]\n"),
+            ),
+            (".dockerignore", "secret*\n"),
+            ("kept.txt", "kept\n"),
+            ("secret.key", "never sent\n"),
+        ],
+    );
+    let socket = daemon.docker_socket.to_string_lossy().into_owned();
+    let dir_arg = dir.to_string_lossy().into_owned();
+    let out = daemon.berthctl_output(&[
+        "build",
+        "--docker-address",
+        &socket,
+        "-t",
+        "made-by-berthctl",
+        "-f",
+        "build/Containerfile",
+        "--build-arg",
+        "WHO=berth",
+        "--label",
+        "by=berthctl",
+        &dir_arg,
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("Successfully tagged made-by-berthctl:latest"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("Step 6/6 : LABEL by=\"berthctl\""),
+        "{stdout}"
+    );
+    assert_eq!(
+        daemon.ok(cli, &["run", "--rm", "made-by-berthctl"]),
+        "hello berth\n"
+    );
+    let listing = daemon.ok(
+        cli,
+        &["run", "--rm", "made-by-berthctl", "ls", "-A", "/ctx"],
+    );
+    assert!(
+        listing.contains("kept.txt") && !listing.contains("secret.key"),
+        "{listing}"
+    );
+    assert_eq!(
+        inspect(&daemon, cli, "made-by-berthctl")["Config"]["Labels"]["by"],
+        "berthctl"
+    );
+
+    // Quiet: the ID only. A failed RUN: its exit code and message.
+    let quiet = daemon.berthctl_output(&[
+        "build",
+        "--docker-address",
+        &socket,
+        "-q",
+        "-f",
+        "build/Containerfile",
+        &dir_arg,
+    ]);
+    assert!(String::from_utf8_lossy(&quiet.stdout)
+        .trim()
+        .starts_with("sha256:"));
+    fs::write(
+        dir.join("Dockerfile"),
+        format!("FROM {IMAGE}\nRUN exit 7\n"),
+    )
+    .unwrap();
+    let failed = daemon.berthctl_output(&["build", "--docker-address", &socket, &dir_arg]);
+    assert_eq!(
+        failed.status.code(),
+        Some(7),
+        "{}",
+        String::from_utf8_lossy(&failed.stderr)
+    );
+    assert!(String::from_utf8_lossy(&failed.stderr).contains("returned a non-zero code: 7"));
+    let bad =
+        daemon.berthctl_output(&["build", "--docker-address", &socket, "-f", "nope", &dir_arg]);
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("Cannot locate specified Dockerfile: nope")
+    );
+
+    clean_up(&daemon, cli, &["made-by-berthctl"]);
+}
+
+#[test]
+fn a_built_image_is_pushed_pulled_back_and_run_and_intermediates_show_with_all() {
+    let Some(registry) = berth_integration::registry::Registry::start() else {
+        return;
+    };
+    let Some((daemon, clis)) = Berthd::with_image() else {
+        return;
+    };
+    for cli in &clis {
+        let name = cli.name;
+        let slug = slug(cli);
+        // The base comes from the registry: the build pulls it.
+        let base = format!("{}/berth/base-{slug}:1", registry.address);
+        daemon.ok(cli, &["tag", IMAGE, &base]);
+        daemon.ok(cli, &["push", &base]);
+        daemon.ok(cli, &["rmi", &base]);
+        let dir = context(
+            &daemon,
+            &format!("push-{slug}"),
+            &[(
+                "Dockerfile",
+                &format!("FROM {base}\nRUN echo pushed > /msg\nCMD [\"cat\", \"/msg\"]\n"),
+            )],
+        );
+        let built = format!("{}/berth/built-{slug}:1", registry.address);
+        let out = build(&daemon, cli, &dir, &["-t", &built]);
+        assert!(out.contains("Pulling"), "{name}: {out}");
+        // Only the named image is listed; -a shows the steps' images too.
+        let listed = daemon.ok(cli, &["images", "-q"]);
+        let all = daemon.ok(cli, &["images", "-a", "-q"]);
+        assert!(
+            all.lines().count() > listed.lines().count(),
+            "{name}: {listed} vs {all}"
+        );
+        let history = daemon.ok(cli, &["history", "-q", &built]);
+        assert!(history.lines().count() >= 3, "{name}: {history}");
+
+        daemon.ok(cli, &["push", &built]);
+        daemon.ok(cli, &["rmi", &built]);
+        daemon.ok(cli, &["builder", "prune", "-f"]);
+        daemon.ok(cli, &["image", "prune", "-a", "-f"]);
+        daemon.ok(cli, &["pull", &built]);
+        assert_eq!(
+            daemon.ok(cli, &["run", "--rm", &built]),
+            "pushed\n",
+            "{name}"
+        );
+        daemon.ok(cli, &["rmi", &built]);
+        daemon.ok(
+            cli,
+            &[
+                "load",
+                "-i",
+                &berth_integration::containerd::image_archive().to_string_lossy(),
+            ],
+        );
+    }
+}

@@ -252,6 +252,11 @@ impl Berthd {
         self.daemon.ctr(&all)
     }
 
+    /// berthctl against this daemon's gRPC socket, however it ends.
+    pub fn berthctl_output(&self, args: &[&str]) -> Output {
+        self.daemon.berthctl(args)
+    }
+
     /// berthctl against this daemon's gRPC socket, which must succeed; its
     /// stdout.
     pub fn berthctl(&self, args: &[&str]) -> String {

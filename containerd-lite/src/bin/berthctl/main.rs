@@ -2,6 +2,7 @@
 //! containerd's gRPC API through the generated clients. One module per noun.
 #![forbid(unsafe_code)]
 
+mod build;
 mod content;
 mod images;
 mod leases;
@@ -77,6 +78,8 @@ enum Command {
     Leases(ListOnly),
     /// Run a container of an image, as `ctr run` does
     Run(run::RunArgs),
+    /// Build an image from a Dockerfile (through berthd's Docker API)
+    Build(build::BuildArgs),
 }
 
 fn main() -> ExitCode {
@@ -108,10 +111,15 @@ fn readable(status: tonic::Status) -> String {
 type Namespaced = InterceptedService<Channel, WithNamespace>;
 
 async fn run(cli: Cli) -> Result<ExitCode, String> {
+    // The builder is the Docker API's: no gRPC connection is made for it.
+    let command = match cli.command {
+        Command::Build(args) => return build::build(args).await,
+        command => command,
+    };
     let channel = connect(&cli.address).await.map_err(|e| e.to_string())?;
     let with_namespace = WithNamespace::new(&cli.namespace).map_err(|e| e.to_string())?;
     let namespaced = InterceptedService::new(channel.clone(), with_namespace);
-    let done = match cli.command {
+    let done = match command {
         Command::Version => version(channel).await,
         Command::Images(command) => images::images(namespaced, command).await,
         Command::Content(command) => content::content(namespaced, command).await,
@@ -123,6 +131,7 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
         Command::Leases(ListOnly::Ls(args)) => leases::leases_ls(namespaced, args).await,
         // The one verb whose exit code is not ours: the task's.
         Command::Run(args) => return run::run(namespaced, &cli.namespace, args).await,
+        Command::Build(args) => return build::build(args).await,
     };
     done.map(|()| ExitCode::SUCCESS)
 }
