@@ -347,6 +347,8 @@ fn add_unpacks_local_archives_and_onbuild_triggers_run_in_the_child() {
                  ADD payload.tar.gz /unpacked/\n\
                  COPY payload.tar.gz /kept/\n\
                  SHELL [\"/bin/sh\", \"-e\", \"-c\"]\n\
+                 WORKDIR /deep/dir\n\
+                 WORKDIR relative\n\
                  USER nobody\n\
                  STOPSIGNAL SIGUSR1\n\
                  HEALTHCHECK --interval=5s --retries=2 CMD true\n\
@@ -360,8 +362,24 @@ fn add_unpacks_local_archives_and_onbuild_triggers_run_in_the_child() {
         assert_eq!(out, "in the archive\n", "{name}");
         let kept = daemon.ok(cli, &["run", "--rm", &parent, "ls", "/kept"]);
         assert_eq!(kept, "payload.tar.gz\n", "{name}: COPY does not unpack");
+        // WORKDIR made the directory in the image (not only at run time).
+        let made = daemon.ok(
+            cli,
+            &[
+                "run",
+                "--rm",
+                "-w",
+                "/",
+                &parent,
+                "ls",
+                "-d",
+                "/deep/dir/relative",
+            ],
+        );
+        assert_eq!(made, "/deep/dir/relative\n", "{name}");
         let image = inspect(&daemon, cli, &parent);
         let config = &image["Config"];
+        assert_eq!(config["WorkingDir"], "/deep/dir/relative");
         assert_eq!(config["User"], "nobody");
         assert_eq!(config["StopSignal"], "SIGUSR1");
         assert_eq!(config["Shell"], serde_json::json!(["/bin/sh", "-e", "-c"]));

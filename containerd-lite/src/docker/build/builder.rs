@@ -19,6 +19,7 @@ use super::BuildOptions;
 use crate::build::dockerfile::{
     self, ArgDecl, Command, CopyArgs, Dockerfile, Healthcheck, Instruction, InstructionKind,
 };
+use crate::content::Descriptor;
 use crate::docker::images::records::Records;
 use crate::docker::reference::ImageRef;
 use crate::docker::{Frontend, NAMESPACE};
@@ -206,12 +207,11 @@ impl Builder {
         }
         self.warn_unused_args();
         let image = result.ok_or_else(|| Error::invalid("the Dockerfile has no build stage"))?;
-        let id = image
-            .id
-            .as_ref()
-            .map(ToString::to_string)
-            .ok_or_else(|| Error::invalid("the build made no image (only FROM scratch)"))?;
-        self.tag(&id).await?;
+        let (Some(id), Some(manifest)) = (image.id.as_ref(), image.manifest.clone()) else {
+            return Err(Error::invalid("the build made no image (only FROM scratch)").into());
+        };
+        let id = id.to_string();
+        self.tag(&id, manifest).await?;
         Ok(id)
     }
 
@@ -446,12 +446,7 @@ impl Builder {
                 } else {
                     format!("{}/{dir}", current.trim_end_matches('/'))
                 };
-                let shown = format!("WORKDIR {dir}");
-                self.config_step(state, shown, move |run| {
-                    run.insert("WorkingDir".into(), json!(dir));
-                })
-                .await?;
-                self.make_workdir(state).await
+                self.workdir(state, dir).await
             }
             InstructionKind::User(user) => {
                 let user = self.expand_in(state, user)?;
@@ -695,8 +690,9 @@ impl Builder {
         let lease = self.lease.clone();
         let base = state.image.clone();
         let written = super::run_blocking(move || {
-            let written = write_image(&frontend.backend, &lease, &base, layer, next.config)?;
+            let mut written = write_image(&frontend.backend, &lease, &base, layer, next.config)?;
             cache::store(&frontend, &key, &written.manifest)?;
+            written.image.record = Some(key);
             Ok(written)
         })
         .await?;
@@ -902,25 +898,40 @@ impl Builder {
         self.image(&from, false).await
     }
 
-    /// WORKDIR makes the directory when it is missing (dockerd does, as a
-    /// layer only when something was made).
-    async fn make_workdir(&mut self, state: &mut Stage) -> StepResult {
-        let _ = state;
-        Ok(())
+    /// WORKDIR: the working directory is made when the image lacks it
+    /// (a layer holding just that directory, as dockerd makes it), else
+    /// only the config changes.
+    async fn workdir(&mut self, state: &mut Stage, dir: String) -> StepResult {
+        let created_by = format!("/bin/sh -c #(nop) WORKDIR {dir}");
+        let key = cache::key(state.image.id.as_ref(), &created_by);
+        if self.cached(state, &key).await? {
+            return Ok(());
+        }
+        let frontend = self.frontend.clone();
+        let lease = self.lease.clone();
+        let base = state.image.clone();
+        let made = dir.clone();
+        let layer =
+            super::run_blocking(move || make_workdir(&frontend, &lease, &base, &made)).await?;
+        let mut next = state.image.clone();
+        next.update_run_config(|run| {
+            run.insert("WorkingDir".into(), json!(dir));
+        });
+        let empty_layer = layer.is_none();
+        self.commit(state, next, layer, created_by, empty_layer, key)
+            .await
     }
 
     /// Tags the built image with every `t`.
-    async fn tag(&self, id: &str) -> StepResult {
+    async fn tag(&self, id: &str, manifest: Descriptor) -> StepResult {
         let frontend = self.frontend.clone();
         let tags = self.options.tags.clone();
-        let lookup = id.to_owned();
         let tagged = super::run_blocking(move || {
-            let image = frontend.catalog.find(&lookup)?;
             let records = Records::new(&frontend.backend);
             let mut shown = Vec::new();
             for tag in &tags {
                 let reference = ImageRef::parse(tag)?;
-                records.set(&reference.name(), &image.manifest)?;
+                records.set(&reference.name(), &manifest)?;
                 shown.push(reference.familiar());
             }
             Ok(shown)
@@ -1124,6 +1135,52 @@ fn copy_layer(
     }
     match commit_snapshot(&frontend.backend, lease, base, &key) {
         Ok(layer) => Ok(layer),
+        Err(err) => {
+            let _ = snapshotter.remove(NAMESPACE, &key);
+            Err(err)
+        }
+    }
+}
+
+/// Makes `dir` in a new snapshot on `base` and commits it as a layer;
+/// `None` (and no snapshot left) when the directory is there already.
+fn make_workdir(
+    frontend: &Frontend,
+    lease: &TransferLease,
+    base: &BaseImage,
+    dir: &str,
+) -> Result<Option<NewLayer>> {
+    let snapshotter = frontend.backend.snapshotters.get(DEFAULT_SNAPSHOTTER)?;
+    let key = format!("build-workdir-{}", uuid::Uuid::new_v4().simple());
+    lease.hold_snapshot(snapshotter.name(), &key)?;
+    let mounts =
+        snapshotter.prepare(NAMESPACE, &key, base.chain_id().as_deref(), BTreeMap::new())?;
+    let made = (|| -> Result<bool> {
+        let mounted = TempMount::new(&mounts)?;
+        let result = (|| -> Result<bool> {
+            let path = copy::resolve_in(mounted.path(), dir, true)?;
+            if path.is_dir() {
+                return Ok(false);
+            }
+            std::fs::create_dir_all(&path)
+                .map_err(|err| Error::invalid(format!("WORKDIR {dir}: {err}")))?;
+            Ok(true)
+        })();
+        let released = mounted.release();
+        result.and_then(|made| released.map(|()| made))
+    })();
+    match made {
+        Ok(true) => match commit_snapshot(&frontend.backend, lease, base, &key) {
+            Ok(layer) => Ok(Some(layer)),
+            Err(err) => {
+                let _ = snapshotter.remove(NAMESPACE, &key);
+                Err(err)
+            }
+        },
+        Ok(false) => {
+            snapshotter.remove(NAMESPACE, &key)?;
+            Ok(None)
+        }
         Err(err) => {
             let _ = snapshotter.remove(NAMESPACE, &key);
             Err(err)

@@ -31,7 +31,7 @@ pub fn key(parent: Option<&Digest>, step: &str) -> String {
 
 /// The image recorded under `key`, if it is still whole.
 pub fn lookup(frontend: &Frontend, key: &str) -> Result<Option<BaseImage>> {
-    let image = match frontend.catalog.by_name(key) {
+    let image = match frontend.catalog.by_record(key) {
         Ok(image) => image,
         Err(err) if err.kind == ErrorKind::NotFound => return Ok(None),
         Err(err) => {

@@ -35,6 +35,11 @@ const DOCKER_LAYER: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
 pub struct BaseImage {
     /// The config digest (docker's image ID); `None` for `scratch`.
     pub id: Option<Digest>,
+    /// A record naming the image (a name, or its build cache record), by
+    /// which containers are made of it; `None` for `scratch`.
+    pub record: Option<String>,
+    /// The manifest (what a record names); `None` for `scratch`.
+    pub manifest: Option<Descriptor>,
     /// Whether the manifest uses docker's media types (new layers follow).
     pub docker_media_types: bool,
     pub config: Value,
@@ -47,6 +52,8 @@ impl BaseImage {
         let platform = crate::registry::Platform::host();
         BaseImage {
             id: None,
+            record: None,
+            manifest: None,
             docker_media_types: false,
             config: json!({
                 "architecture": platform.architecture,
@@ -77,6 +84,8 @@ impl BaseImage {
         }
         Ok(BaseImage {
             id: Some(image.id.clone()),
+            record: image.records.first().map(|r| r.name.clone()),
+            manifest: Some(image.manifest.clone()),
             docker_media_types: image.manifest.media_type == DOCKER_MANIFEST,
             config,
             layers: image.layers.clone(),
@@ -375,18 +384,21 @@ pub fn write_image(
         );
     }
     let manifest_digest = write_blob(backend, lease, &manifest_bytes, manifest_labels)?;
+    let manifest = Descriptor {
+        media_type: manifest_type.to_owned(),
+        digest: manifest_digest,
+        size: manifest_bytes.len() as u64,
+        annotations: BTreeMap::new(),
+    };
     Ok(Written {
         image: BaseImage {
             id: Some(config_digest),
+            record: None,
+            manifest: Some(manifest.clone()),
             docker_media_types: base.docker_media_types,
             config,
             layers,
         },
-        manifest: Descriptor {
-            media_type: manifest_type.to_owned(),
-            digest: manifest_digest,
-            size: manifest_bytes.len() as u64,
-            annotations: BTreeMap::new(),
-        },
+        manifest,
     })
 }

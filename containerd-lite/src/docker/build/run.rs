@@ -87,11 +87,17 @@ pub async fn run(
     });
     let body = serde_json::from_value(body)
         .map_err(|err| Error::internal(format!("a RUN container's config: {err}")))?;
+    let record = image
+        .record
+        .clone()
+        .ok_or_else(|| Error::internal("a build step's image has no record"))?;
     let creator = frontend.clone();
-    let created =
-        tokio::task::spawn_blocking(move || create::create_blocking(&creator, None, body))
-            .await
-            .map_err(|err| Error::internal(format!("container create task: {err}")))??;
+    let created = tokio::task::spawn_blocking(move || {
+        let image = creator.catalog.by_record(&record)?;
+        create::create_from_image(&creator, None, body, image)
+    })
+    .await
+    .map_err(|err| Error::internal(format!("container create task: {err}")))??;
     let container = frontend.containers.resolve(&created.id)?;
     frontend
         .journal

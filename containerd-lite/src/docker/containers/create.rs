@@ -69,18 +69,30 @@ pub struct Created {
     pub warnings: Vec<String>,
 }
 
-pub(crate) fn create_blocking(
+fn create_blocking(
     frontend: &Frontend,
     name: Option<String>,
     body: ContainerCreateBody,
 ) -> Result<Created> {
-    let (config, host, networking) = split_body(body)?;
-    let image_text = config
+    let image_text = body
         .image
         .clone()
         .filter(|i| !i.is_empty())
         .ok_or_else(|| Error::invalid("Config.Image: an image is required"))?;
     let image = frontend.catalog.find(&image_text)?;
+    create_from_image(frontend, name, body, image)
+}
+
+/// A create of a container of `image` (already looked up; the body's
+/// `Image` is what the container records as its image). Blocking.
+pub(crate) fn create_from_image(
+    frontend: &Frontend,
+    name: Option<String>,
+    body: ContainerCreateBody,
+    image: DockerImage,
+) -> Result<Created> {
+    let (config, host, networking) = split_body(body)?;
+    let image_text = config.image.clone().unwrap_or_else(|| image.id.to_string());
     let config = merge_image_config(config, &image)?;
     let host = check_host_config(host)?;
     check_networks_exist(frontend, &host, networking.as_ref())?;

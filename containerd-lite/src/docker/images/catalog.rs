@@ -288,6 +288,13 @@ impl Catalog {
         self.by_name(&name)
     }
 
+    /// The image the record `name` points at, with only that record (no
+    /// search for the image's other names).
+    pub fn by_record(&self, name: &str) -> Result<DockerImage> {
+        let record = self.backend.images.get(NAMESPACE, name)?;
+        self.resolve(record)
+    }
+
     pub fn by_name(&self, name: &str) -> Result<DockerImage> {
         let record = self.backend.images.get(NAMESPACE, name)?;
         let mut image = self.resolve(record)?;
