@@ -700,6 +700,24 @@ fn a_built_image_is_pushed_pulled_back_and_run_and_intermediates_show_with_all()
                 &format!("FROM {base}\nRUN echo pushed > /msg\nCMD [\"cat\", \"/msg\"]\n"),
             )],
         );
+        // ADD of a URL (a blob the registry serves): saved as a file, 0600,
+        // never unpacked, even though it is a gzip layer.
+        let manifest = daemon.sh(&format!(
+            "curl -sf -H 'Accept: application/vnd.oci.image.manifest.v1+json' -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' http://{}/v2/berth/base-{slug}/manifests/1",
+            registry.address
+        ));
+        let manifest: Value = serde_json::from_str(&manifest).unwrap();
+        let layer = manifest["layers"][0]["digest"].as_str().unwrap().to_owned();
+        let size = manifest["layers"][0]["size"].as_u64().unwrap();
+        let url = format!(
+            "http://{}/v2/berth/base-{slug}/blobs/{layer}",
+            registry.address
+        );
+        fs::write(
+            dir.join("Dockerfile"),
+            format!("FROM {base}\nADD {url} /downloads/\nADD {url} /named.tgz\nRUN echo pushed > /msg\nCMD [\"cat\", \"/msg\"]\n"),
+        )
+        .unwrap();
         let built = format!("{}/berth/built-{slug}:1", registry.address);
         let out = build(&daemon, cli, &dir, &["-t", &built]);
         assert!(out.contains("Pulling"), "{name}: {out}");
@@ -712,6 +730,40 @@ fn a_built_image_is_pushed_pulled_back_and_run_and_intermediates_show_with_all()
         );
         let history = daemon.ok(cli, &["history", "-q", &built]);
         assert!(history.lines().count() >= 3, "{name}: {history}");
+        let saved = daemon.ok(
+            cli,
+            &[
+                "run",
+                "--rm",
+                &built,
+                "stat",
+                "-c",
+                "%s %a",
+                &format!("/downloads/{layer}"),
+                "/named.tgz",
+            ],
+        );
+        assert_eq!(saved, format!("{size} 600\n{size} 600\n"), "{name}");
+        let missing = dir.join("Missing.Dockerfile");
+        let unknown = format!(
+            "http://{}/v2/berth/base-{slug}/blobs/sha256:{}",
+            registry.address,
+            "0".repeat(64)
+        );
+        fs::write(&missing, format!("FROM {base}\nADD {unknown} /x\n")).unwrap();
+        let err = daemon.fails(
+            cli,
+            &[
+                "build",
+                "-f",
+                &missing.to_string_lossy(),
+                &dir.to_string_lossy(),
+            ],
+        );
+        assert!(
+            err.contains("failed to GET") && err.contains("404"),
+            "{name}: {err}"
+        );
 
         daemon.ok(cli, &["push", &built]);
         daemon.ok(cli, &["rmi", &built]);
@@ -732,5 +784,106 @@ fn a_built_image_is_pushed_pulled_back_and_run_and_intermediates_show_with_all()
                 &berth_integration::containerd::image_archive().to_string_lossy(),
             ],
         );
+    }
+}
+
+#[test]
+fn rm_forcerm_stdin_dockerfiles_and_an_interrupted_build() {
+    let Some((daemon, clis)) = Berthd::with_image() else {
+        return;
+    };
+    for cli in &clis {
+        let name = cli.name;
+        let slug = slug(cli);
+        // --rm=false keeps the RUN containers, whole: they run again.
+        let dir = context(
+            &daemon,
+            &format!("keep-{slug}"),
+            &[(
+                "Dockerfile",
+                &format!("FROM {IMAGE}\nRUN echo kept-output > /made\n"),
+            )],
+        );
+        let keep = format!("keep-{slug}");
+        build(&daemon, cli, &dir, &["--rm=false", "-t", &keep]);
+        let kept = daemon.ok(cli, &["ps", "-aq"]);
+        assert_eq!(kept.lines().count(), 1, "{name}: {kept}");
+        let again = daemon.ok(cli, &["start", "-a", kept.trim()]);
+        assert_eq!(again, "", "{name}: the step's command ran again: {again}");
+        assert_eq!(
+            daemon.ok(cli, &["run", "--rm", &keep, "cat", "/made"]),
+            "kept-output\n"
+        );
+        daemon.ok(cli, &["rm", kept.trim()]);
+
+        // A failure with --rm=false keeps the container; --force-rm not.
+        let failing = context(
+            &daemon,
+            &format!("keepfail-{slug}"),
+            &[("Dockerfile", &format!("FROM {IMAGE}\nRUN exit 4\n"))],
+        );
+        daemon.fails(cli, &["build", "--rm=false", &failing.to_string_lossy()]);
+        let left = daemon.ok(cli, &["ps", "-aq"]);
+        assert_eq!(left.lines().count(), 1, "{name}: {left}");
+        daemon.ok(cli, &["rm", left.trim()]);
+        daemon.fails(
+            cli,
+            &[
+                "build",
+                "--rm=false",
+                "--force-rm",
+                &failing.to_string_lossy(),
+            ],
+        );
+        assert_eq!(daemon.ok(cli, &["ps", "-aq"]).trim(), "", "{name}");
+
+        // `docker build - < Dockerfile`: no context at all.
+        let stdin = daemon.sh(&format!(
+            "printf 'FROM {IMAGE}\\nRUN echo from-stdin > /f\\n' | DOCKER_BUILDKIT=0 {} build -q -t stdin-{slug} - && {} run --rm stdin-{slug} cat /f",
+            cli.path.display(),
+            cli.path.display()
+        ));
+        assert!(stdin.ends_with("from-stdin\n"), "{name}: {stdin}");
+
+        // The client interrupted during a RUN: the step is stopped and its
+        // container removed, no image is tagged.
+        let slow = context(
+            &daemon,
+            &format!("slow-{slug}"),
+            &[(
+                "Dockerfile",
+                &format!("FROM {IMAGE}\nRUN echo started && sleep 600\n"),
+            )],
+        );
+        let mut child = daemon
+            .docker_cmd(
+                cli,
+                &[
+                    "build",
+                    "-t",
+                    &format!("never-{slug}"),
+                    &slow.to_string_lossy(),
+                ],
+            )
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let started = berth_integration::wait_until(std::time::Duration::from_secs(60), || {
+            daemon.ok(cli, &["ps", "-q"]).lines().count() == 1
+        });
+        assert!(started, "{name}: the RUN container never ran");
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let stopped = berth_integration::wait_until(std::time::Duration::from_secs(30), || {
+            daemon.ok(cli, &["ps", "-aq"]).trim().is_empty()
+        });
+        assert!(
+            stopped,
+            "{name}: the cancelled step's container is still there"
+        );
+        let images = daemon.ok(cli, &["images", "-q", &format!("never-{slug}")]);
+        assert_eq!(images.trim(), "", "{name}");
+
+        clean_up(&daemon, cli, &[&keep, &format!("stdin-{slug}")]);
     }
 }

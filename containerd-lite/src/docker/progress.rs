@@ -67,6 +67,11 @@ impl Messages {
         self.sender.is_closed()
     }
 
+    /// Resolves when the client is gone.
+    pub async fn closed(&self) {
+        self.sender.closed().await;
+    }
+
     /// The failure line the CLI prints and exits non-zero on.
     pub fn error(&self, message: &str) {
         self.send(json!({ "errorDetail": { "message": message }, "error": message }));

@@ -12,6 +12,7 @@ use serde_json::{json, Map, Value};
 use super::cache;
 use super::context::Context;
 use super::copy::{self, CopySpec};
+use super::download;
 use super::image::{commit_snapshot, strings, write_image, BaseImage, NewLayer};
 use super::output::Output;
 use super::run::{self, short, RunFailure, RunSpec};
@@ -739,6 +740,8 @@ impl Builder {
             argv: argv.clone(),
             env,
             network_mode: self.options.network_mode.clone(),
+            remove: self.options.remove,
+            remove_on_failure: self.options.remove || self.options.force_remove,
         };
         let layer = match run::run(&self.frontend, &self.out, &self.lease, &state.image, spec).await
         {
@@ -767,19 +770,29 @@ impl Builder {
         instruction: &'static str,
     ) -> StepResult {
         let mut sources = Vec::new();
+        let mut urls = Vec::new();
         for source in &args.sources {
             let source = self.expand_in(state, source)?;
-            if instruction == "ADD"
-                && (source.starts_with("http://") || source.starts_with("https://"))
-            {
-                return Err(Error::unimplemented(format!(
-                    "ADD {source}: sources from URLs are not supported by berthd; download in a RUN step instead"
-                ))
-                .into());
+            if source.starts_with("http://") || source.starts_with("https://") {
+                if instruction != "ADD" {
+                    return Err(Error::invalid(format!(
+                        "COPY failed: source can't be a URL for COPY: {source}"
+                    ))
+                    .into());
+                }
+                if args.from.is_some() {
+                    return Err(Error::invalid(format!(
+                        "ADD failed: a URL source cannot be used with --from: {source}"
+                    ))
+                    .into());
+                }
+                urls.push(source);
+            } else {
+                sources.push(source);
             }
-            sources.push(source);
         }
         let dest = self.expand_in(state, &args.dest)?;
+        let downloads = download::fetch(&urls, &super::scratch_dir(&self.frontend)).await?;
         let chown = match &args.chown {
             Some(chown) => Some(self.expand_in(state, chown)?),
             None => None,
@@ -830,6 +843,7 @@ impl Builder {
                 &context,
                 from_for_copy.as_ref(),
                 &copy_spec,
+                downloads,
             )
         })
         .await;
@@ -851,21 +865,8 @@ impl Builder {
         }
         let frontend = self.frontend.clone();
         let lease = self.lease.clone();
-        let context = self.context.clone();
-        let spec = CopySpec {
-            sources,
-            ..prepared.spec.clone()
-        };
         let layer = super::run_blocking(move || {
-            let result = copy_layer(
-                &frontend,
-                &lease,
-                &context,
-                &base,
-                &prepared,
-                &spec,
-                chown.as_deref(),
-            );
+            let result = copy_layer(&frontend, &lease, &base, &prepared, chown.as_deref());
             prepared.release();
             result
         })
@@ -1005,8 +1006,11 @@ fn check_port(port: &str) -> Result<()> {
 pub(super) struct PreparedCopy {
     pub spec: CopySpec,
     pub digest: String,
+    sources: Vec<copy::Source>,
     /// The read-only mount of a `--from` image, and its view snapshot.
     source_mount: Option<(TempMount, String)>,
+    /// What ADD downloaded (removed with this).
+    downloads: Option<download::Downloads>,
     frontend: Frontend,
 }
 
@@ -1018,8 +1022,9 @@ impl PreparedCopy {
         }
     }
 
-    /// Unmounts and removes the source view, if any.
+    /// Unmounts and removes the source view, if any, and the downloads.
     fn release(self) {
+        drop(self.downloads);
         if let Some((mount, key)) = self.source_mount {
             if let Err(err) = mount.release() {
                 tracing::warn!("unmounting a COPY --from source: {err}");
@@ -1040,6 +1045,7 @@ fn prepare_copy(
     context: &Context,
     from: Option<&BaseImage>,
     spec: &CopySpec,
+    downloads: Option<download::Downloads>,
 ) -> Result<PreparedCopy> {
     let source_mount = match from {
         Some(image) => {
@@ -1065,7 +1071,9 @@ fn prepare_copy(
     let mut prepared = PreparedCopy {
         spec: spec.clone(),
         digest: String::new(),
+        sources: Vec::new(),
         source_mount,
+        downloads,
         frontend: frontend.clone(),
     };
     let what = if from.is_some() {
@@ -1079,9 +1087,16 @@ fn prepare_copy(
         what,
         spec.instruction,
     )
-    .and_then(|sources| copy::content_digest(&sources));
+    .and_then(|mut sources| {
+        if let Some(downloads) = &prepared.downloads {
+            sources.extend(downloads.sources.iter().cloned());
+        }
+        let digest = copy::content_digest(&sources)?;
+        Ok((sources, digest))
+    });
     match found {
-        Ok(digest) => {
+        Ok((sources, digest)) => {
+            prepared.sources = sources;
             prepared.digest = digest;
             Ok(prepared)
         }
@@ -1096,10 +1111,8 @@ fn prepare_copy(
 fn copy_layer(
     frontend: &Frontend,
     lease: &TransferLease,
-    context: &Context,
     base: &BaseImage,
     prepared: &PreparedCopy,
-    spec: &CopySpec,
     chown: Option<&str>,
 ) -> Result<NewLayer> {
     let snapshotter = frontend.backend.snapshotters.get(DEFAULT_SNAPSHOTTER)?;
@@ -1116,15 +1129,9 @@ fn copy_layer(
             };
             let spec = CopySpec {
                 owner,
-                ..spec.clone()
+                ..prepared.spec.clone()
             };
-            let sources = copy::find_sources(
-                prepared.source_root(context),
-                &spec.sources,
-                "build context",
-                spec.instruction,
-            )?;
-            copy::copy(mounted.path(), &sources, &spec)
+            copy::copy(mounted.path(), &prepared.sources, &spec)
         })();
         let released = mounted.release();
         result.and(released)

@@ -36,6 +36,15 @@ impl Context {
             .prefix("context-")
             .tempdir_in(scratch)
             .with_context(|| format!("creating a context dir in {}", scratch.display()))?;
+        if !is_archive(&archive)? {
+            // `docker build - < Dockerfile`: the body is the Dockerfile and
+            // the context is empty.
+            let text = read_plain_dockerfile(archive)?;
+            return Ok(Context {
+                dir,
+                dockerfile: text,
+            });
+        }
         unpack_archive(archive, dir.path())?;
         let dockerfile = read_dockerfile(dir.path(), dockerfile)?;
         let context = Context { dir, dockerfile };
@@ -93,6 +102,51 @@ fn prune(dir: &Path, relative: &str, rules: &IgnoreRules) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Most bytes a Dockerfile sent as the whole body may have.
+const MAX_PLAIN_DOCKERFILE: u64 = 16 << 20;
+
+/// Whether the body is an archive (compressed, or a tar by its header)
+/// rather than a bare Dockerfile.
+fn is_archive(file: &File) -> Result<bool> {
+    let mut head = [0u8; 512];
+    let mut read = 0;
+    let mut reader = file;
+    while read < head.len() {
+        match reader.read(&mut head[read..]) {
+            Ok(0) => break,
+            Ok(n) => read += n,
+            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(err) => return Err(Error::from(err).context("reading the build context")),
+        }
+    }
+    reader
+        .seek(SeekFrom::Start(0))
+        .context("reading the build context")?;
+    let head = &head[..read];
+    let compressed = head.starts_with(&[0x1f, 0x8b])
+        || head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd])
+        || head.starts_with(b"BZh")
+        || head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]);
+    let tar = head.len() >= 262 && &head[257..262] == b"ustar";
+    Ok(compressed || tar)
+}
+
+/// The whole body as a Dockerfile.
+fn read_plain_dockerfile(file: File) -> Result<String> {
+    let mut bytes = Vec::new();
+    file.take(MAX_PLAIN_DOCKERFILE + 1)
+        .read_to_end(&mut bytes)
+        .context("reading the Dockerfile")?;
+    if bytes.len() as u64 > MAX_PLAIN_DOCKERFILE {
+        return Err(Error::invalid(format!(
+            "the build context is neither a tar archive nor a Dockerfile of at most {MAX_PLAIN_DOCKERFILE} bytes"
+        )));
+    }
+    String::from_utf8(bytes).map_err(|_| {
+        Error::invalid("the build context is neither a tar archive nor a UTF-8 Dockerfile")
+    })
 }
 
 /// What the archive is compressed with, from its first bytes.
@@ -283,6 +337,17 @@ mod tests {
             0,
             "nothing left behind"
         );
+    }
+
+    #[test]
+    fn a_body_that_is_no_archive_is_the_dockerfile() {
+        let scratch = tempfile::tempdir().unwrap();
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(b"FROM scratch\nCOPY a /\n").unwrap();
+        file.seek(SeekFrom::Start(0)).unwrap();
+        let context = Context::unpack(file, scratch.path(), "").unwrap();
+        assert_eq!(context.dockerfile, "FROM scratch\nCOPY a /\n");
+        assert_eq!(fs::read_dir(context.root()).unwrap().count(), 0);
     }
 
     #[test]

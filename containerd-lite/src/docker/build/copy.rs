@@ -36,6 +36,8 @@ pub struct Source {
     pub relative: String,
     /// Where it is on the host (symlinks resolved inside the tree).
     pub path: PathBuf,
+    /// Downloaded by ADD from a URL: copied as a file, never unpacked.
+    pub remote: bool,
 }
 
 /// What a COPY or ADD does, its words expanded.
@@ -131,6 +133,7 @@ pub fn find_sources(
             found.push(Source {
                 relative: clean,
                 path,
+                remote: false,
             });
             continue;
         }
@@ -157,6 +160,7 @@ pub fn find_sources(
                 matched.push(Source {
                     relative: relative.to_owned(),
                     path: resolve_in(root, relative, true)?,
+                    remote: false,
                 });
             }
         }
@@ -261,7 +265,7 @@ pub fn copy(rootfs: &Path, sources: &[Source], spec: &CopySpec) -> Result<()> {
         if meta.is_dir() {
             let target = copier.make_dirs(&dest)?;
             copier.copy_dir_contents(&source.path, &target)?;
-        } else if spec.unpack_archives && meta.is_file() {
+        } else if spec.unpack_archives && meta.is_file() && !source.remote {
             if let Some(media_type) = archive_type(&source.path)? {
                 let target = copier.make_dirs(&dest)?;
                 copier.unpack(&source.path, media_type, &target)?;

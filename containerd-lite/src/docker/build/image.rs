@@ -230,17 +230,76 @@ pub fn commit_snapshot(
     key: &str,
 ) -> Result<NewLayer> {
     let snapshotter = backend.snapshotters.get(DEFAULT_SNAPSHOTTER)?;
+    let (layer, chain_id) = layer_of(backend, lease, base, key)?;
+    match snapshotter.commit(NAMESPACE, &chain_id, key, BTreeMap::new()) {
+        Ok(()) => {}
+        Err(err) if err.kind == ErrorKind::AlreadyExists => {
+            snapshotter.remove(NAMESPACE, key)?;
+        }
+        Err(err) => return Err(err.context(format!("committing build snapshot {key}"))),
+    }
+    Ok(layer)
+}
+
+/// Like [`commit_snapshot`], but `key` stays as it is (a container kept
+/// after the build still has its filesystem): the layer is unpacked into
+/// a snapshot of its own.
+pub fn copy_snapshot(
+    backend: &Backend,
+    lease: &TransferLease,
+    base: &BaseImage,
+    key: &str,
+) -> Result<NewLayer> {
+    let snapshotter = backend.snapshotters.get(DEFAULT_SNAPSHOTTER)?;
+    let (layer, chain_id) = layer_of(backend, lease, base, key)?;
+    if snapshotter.stat(NAMESPACE, &chain_id).is_ok() {
+        return Ok(layer);
+    }
+    let extract = format!("build-extract-{}", uuid::Uuid::new_v4().simple());
+    lease.hold_snapshot(snapshotter.name(), &extract)?;
+    let mounts = snapshotter.prepare(
+        NAMESPACE,
+        &extract,
+        base.chain_id().as_deref(),
+        BTreeMap::new(),
+    )?;
+    let applied = backend
+        .content
+        .reader(NAMESPACE, &layer.descriptor.digest)
+        .and_then(|blob| {
+            diff::apply(
+                &mounts,
+                blob.into_file(),
+                &layer.descriptor.media_type,
+                &diff::ApplyOptions::default(),
+            )
+        })
+        .and_then(|_| snapshotter.commit(NAMESPACE, &chain_id, &extract, BTreeMap::new()));
+    if let Err(err) = applied {
+        let _ = snapshotter.remove(NAMESPACE, &extract);
+        if err.kind != ErrorKind::AlreadyExists {
+            return Err(err.context("unpacking the step's layer"));
+        }
+    }
+    Ok(layer)
+}
+
+/// Writes the layer `key` holds over `base` and returns it with its chain
+/// ID (held by the lease).
+fn layer_of(
+    backend: &Backend,
+    lease: &TransferLease,
+    base: &BaseImage,
+    key: &str,
+) -> Result<(NewLayer, String)> {
+    let snapshotter = backend.snapshotters.get(DEFAULT_SNAPSHOTTER)?;
     let view_key = format!("build-view-{}", uuid::Uuid::new_v4().simple());
     lease.hold_snapshot(snapshotter.name(), &view_key)?;
     let parent = base.chain_id();
     let lower = snapshotter.view(NAMESPACE, &view_key, parent.as_deref(), BTreeMap::new())?;
-    let written = write_layer(
-        backend,
-        lease,
-        base,
-        &lower,
-        &snapshotter.mounts(NAMESPACE, key)?,
-    );
+    let written = snapshotter
+        .mounts(NAMESPACE, key)
+        .and_then(|upper| write_layer(backend, lease, base, &lower, &upper));
     if let Err(err) = snapshotter.remove(NAMESPACE, &view_key) {
         tracing::warn!(key = view_key, "removing a build view: {err}");
     }
@@ -251,14 +310,7 @@ pub fn commit_snapshot(
         .pop()
         .ok_or_else(|| Error::internal("a layer without a chain ID"))?;
     lease.hold_snapshot(snapshotter.name(), &chain_id)?;
-    match snapshotter.commit(NAMESPACE, &chain_id, key, BTreeMap::new()) {
-        Ok(()) => {}
-        Err(err) if err.kind == ErrorKind::AlreadyExists => {
-            snapshotter.remove(NAMESPACE, key)?;
-        }
-        Err(err) => return Err(err.context(format!("committing build snapshot {key}"))),
-    }
-    Ok(layer)
+    Ok((layer, chain_id))
 }
 
 /// Writes the layer turning `lower` into `upper` to the content store.

@@ -13,6 +13,7 @@ mod builder;
 mod cache;
 mod context;
 mod copy;
+mod download;
 mod image;
 mod output;
 mod run;
@@ -50,6 +51,12 @@ pub struct BuildOptions {
     pub build_args: BTreeMap<String, Option<String>>,
     pub no_cache: bool,
     pub pull: bool,
+    /// `rm` (default on): RUN containers go once their step succeeded;
+    /// with it a failed step's container goes too (a failed build leaves
+    /// nothing), without it every container stays.
+    pub remove: bool,
+    /// `forcerm`: RUN containers go even when `rm` is off and a step fails.
+    pub force_remove: bool,
     pub quiet: bool,
     /// `labels`: added to the final image by a last LABEL step.
     pub labels: BTreeMap<String, String>,
@@ -105,6 +112,8 @@ impl BuildOptions {
             tags,
             build_args,
             no_cache: query.flag("nocache"),
+            remove: query.get("rm").is_none() || query.flag("rm"),
+            force_remove: query.flag("forcerm"),
             pull: query.flag("pull"),
             quiet: query.flag("q"),
             labels,

@@ -68,4 +68,9 @@ impl Output {
     pub fn is_closed(&self) -> bool {
         self.messages.is_closed()
     }
+
+    /// Resolves when the client has gone.
+    pub async fn closed(&self) {
+        self.messages.closed().await;
+    }
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use futures::StreamExt;
 use serde_json::json;
 
-use super::image::{commit_snapshot, BaseImage, NewLayer};
+use super::image::{commit_snapshot, copy_snapshot, BaseImage, NewLayer};
 use super::output::Output;
 use crate::docker::containers::registry::Container;
 use crate::docker::containers::remove::{self, Removal};
@@ -56,10 +56,15 @@ pub struct RunSpec {
     pub env: Vec<String>,
     /// `HostConfig.NetworkMode` (empty: the default network).
     pub network_mode: String,
+    /// Remove the container after a success (`rm`).
+    pub remove: bool,
+    /// Remove the container after a failure too (`forcerm`, or `rm`: a
+    /// failed build leaves nothing behind).
+    pub remove_on_failure: bool,
 }
 
 /// Runs `spec` on `image` and returns the layer it made. The container is
-/// removed afterwards (on failure too, so a failed build leaves nothing).
+/// removed afterwards as `spec` says.
 pub async fn run(
     frontend: &Frontend,
     out: &Output,
@@ -109,21 +114,28 @@ pub async fn run(
     out.step(format!(" ---> Running in {}\n", short(&container.id)));
     let ran = run_container(frontend, out, &container).await;
     let layer = match ran {
-        Ok(0) => commit(frontend, lease, image, &container).await,
+        Ok(0) => commit(frontend, lease, image, &container, !spec.remove).await,
         Ok(code) => Err(RunFailure::Exited(code)),
         Err(err) => Err(RunFailure::Error(err)),
     };
-    let removal = Removal {
-        force: true,
-        volumes: true,
+    let remove = if layer.is_ok() {
+        spec.remove
+    } else {
+        spec.remove_on_failure
     };
-    if let Err(err) = remove::remove(frontend, &container, removal).await {
-        tracing::warn!(id = %container.id, "removing a build container: {err}");
-    } else if layer.is_ok() {
-        out.step(format!(
-            "Removing intermediate container {}\n",
-            short(&container.id)
-        ));
+    if remove {
+        let removal = Removal {
+            force: true,
+            volumes: true,
+        };
+        if let Err(err) = remove::remove(frontend, &container, removal).await {
+            tracing::warn!(id = %container.id, "removing a build container: {err}");
+        } else if layer.is_ok() {
+            out.step(format!(
+                "Removing intermediate container {}\n",
+                short(&container.id)
+            ));
+        }
     }
     layer
 }
@@ -144,17 +156,32 @@ async fn run_container(
     let watched = container.clone();
     let exited = async move { watched.exited_after(seen).await };
     let mut entries = Box::pin(reader.follow(ReadOptions::default(), exited));
-    while let Some(entry) = entries.next().await {
-        match entry {
-            Ok(entry) => out.step(String::from_utf8_lossy(&entry.bytes).into_owned()),
-            Err(err) => {
-                tracing::debug!("reading a build container's log: {err}");
-                break;
+    let mut cancelled = false;
+    loop {
+        tokio::select! {
+            entry = entries.next() => match entry {
+                Some(Ok(entry)) => out.step(String::from_utf8_lossy(&entry.bytes).into_owned()),
+                Some(Err(err)) => {
+                    tracing::debug!("reading a build container's log: {err}");
+                    break;
+                }
+                None => break,
+            },
+            // The client went away (docker build interrupted): the step
+            // stops now rather than when its command would have ended.
+            () = out.closed(), if !cancelled => {
+                cancelled = true;
+                if let Err(err) = lifecycle::kill(frontend, container, None).await {
+                    tracing::debug!(id = %container.id, "killing a cancelled build step: {err}");
+                }
             }
         }
     }
     container.exited_after(seen).await;
     container.cleaned().await;
+    if cancelled {
+        return Err(Error::unavailable("the client went away: build cancelled"));
+    }
     Ok(container.record().state.exit_code)
 }
 
@@ -164,6 +191,7 @@ async fn commit(
     lease: &Arc<TransferLease>,
     image: &BaseImage,
     container: &Arc<Container>,
+    keep_container: bool,
 ) -> std::result::Result<NewLayer, RunFailure> {
     let record = container.record();
     let backend = frontend.backend.clone();
@@ -175,6 +203,10 @@ async fn commit(
     let layer = tokio::task::spawn_blocking(move || -> Result<NewLayer> {
         let snapshotter = backend.snapshotters.get(DEFAULT_SNAPSHOTTER)?;
         let mounts = snapshotter.mounts(NAMESPACE, &key)?;
+        if keep_container {
+            // The container keeps its filesystem as it is, mount points too.
+            return copy_snapshot(&backend, &lease, &image, &key);
+        }
         if let Some(upper) = upper_dir(&mounts) {
             drop_mountpoints(&upper, &mountpoints)?;
         }
