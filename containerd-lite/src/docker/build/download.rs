@@ -93,7 +93,7 @@ async fn download(client: &reqwest::Client, url: &str, path: &Path) -> Result<()
         .headers()
         .get(reqwest::header::LAST_MODIFIED)
         .and_then(|v| v.to_str().ok())
-        .and_then(|text| httpdate(text));
+        .and_then(httpdate);
     let mut file = tokio::fs::File::create(path)
         .await
         .map_err(|err| Error::internal(format!("saving {url}: {err}")))?;
