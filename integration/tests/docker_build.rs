@@ -261,7 +261,8 @@ fn multi_stage_builds_copy_from_earlier_stages_and_stop_at_a_target() {
         let dockerfile = format!(
             "ARG BASE={IMAGE}\n\
              FROM $BASE AS Builder\n\
-             RUN mkdir -p /out && echo built > /out/artifact && echo app:x:1234:1234::/:/bin/sh >> /etc/passwd\n\
+             ARG BASE\n\
+             RUN mkdir -p /out && echo built > /out/artifact && echo \"$BASE\" > /out/base && echo app:x:1234:1234::/:/bin/sh >> /etc/passwd\n\
              FROM scratch\n\
              COPY --from=builder /out/artifact /artifact\n\
              COPY --from=0 /bin/busybox /bin/busybox\n\
@@ -278,7 +279,7 @@ fn multi_stage_builds_copy_from_earlier_stages_and_stop_at_a_target() {
         );
         let tag = format!("multi-{slug}");
         let out = build(&daemon, cli, &dir, &["-t", &tag]);
-        assert!(out.contains("Step 10/10 : CMD"), "{name}: {out}");
+        assert!(out.contains("Step 11/11 : CMD"), "{name}: {out}");
         assert_eq!(daemon.ok(cli, &["run", "--rm", &tag]), "built\n", "{name}");
         let owners = daemon.ok(
             cli,
@@ -304,10 +305,16 @@ fn multi_stage_builds_copy_from_earlier_stages_and_stop_at_a_target() {
         // --target builds up to the named stage (case-insensitively).
         let target = format!("target-{slug}");
         let out = build(&daemon, cli, &dir, &["-t", &target, "--target", "BUILDER"]);
-        assert!(out.contains("Step 2/2 : RUN"), "{name}: {out}");
+        assert!(out.contains("Step 3/3 : RUN"), "{name}: {out}");
         assert_eq!(
             daemon.ok(cli, &["run", "--rm", &target, "cat", "/out/artifact"]),
             "built\n"
+        );
+        // An ARG without a default in a stage takes the value of the one
+        // before FROM.
+        assert_eq!(
+            daemon.ok(cli, &["run", "--rm", &target, "cat", "/out/base"]),
+            format!("{IMAGE}\n")
         );
         let err = daemon.fails(cli, &["build", "--target", "nope", &dir.to_string_lossy()]);
         assert!(
@@ -498,6 +505,11 @@ fn a_failing_run_and_bad_input_fail_with_docker_s_messages_and_leave_nothing() {
                 "badsub",
                 &[("Dockerfile", "FROM scratch\nENV A=${B\n")],
                 "missing '}'",
+            ),
+            (
+                "platform",
+                &[("Dockerfile", "FROM --platform=linux/s390x scratch\n")],
+                "builds for linux/",
             ),
         ];
         for (case, files, expected) in cases {
@@ -886,4 +898,37 @@ fn rm_forcerm_stdin_dockerfiles_and_an_interrupted_build() {
 
         clean_up(&daemon, cli, &[&keep, &format!("stdin-{slug}")]);
     }
+}
+
+#[test]
+fn the_escape_directive_and_continuations_reach_the_image() {
+    let Some((daemon, clis)) = Berthd::with_image() else {
+        return;
+    };
+    let cli = &clis[clis.len() - 1];
+    let dockerfile = format!(
+        "# escape=`\n\
+         # a comment before the first instruction\n\
+         FROM {IMAGE}\n\
+         ENV WIN=C:\\dir `\n    \
+             OTHER=two\n\
+         RUN echo one `\n\
+         # a comment inside the continuation\n    \
+             && echo $OTHER > /out\n\
+         CMD cat /out\n"
+    );
+    let dir = context(&daemon, "escape", &[("Dockerfile", &dockerfile)]);
+    build(&daemon, cli, &dir, &["-t", "escaped"]);
+    assert_eq!(daemon.ok(cli, &["run", "--rm", "escaped"]), "two\n");
+    let env = inspect(&daemon, cli, "escaped")["Config"]["Env"].clone();
+    assert!(
+        env.as_array().unwrap().iter().any(|v| v == "WIN=C:\\dir"),
+        "{env}"
+    );
+    // Shell-form CMD goes through the shell.
+    assert_eq!(
+        inspect(&daemon, cli, "escaped")["Config"]["Cmd"],
+        serde_json::json!(["/bin/sh", "-c", "cat /out"])
+    );
+    clean_up(&daemon, cli, &["escaped"]);
 }

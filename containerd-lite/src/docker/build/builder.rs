@@ -106,6 +106,9 @@ pub struct Builder {
     stages: Vec<(Option<String>, BaseImage)>,
     /// Build arguments some ARG (or a predefined one) used.
     consumed: BTreeSet<String>,
+    /// The values of the ARGs before the first FROM: what FROM sees, and
+    /// what an ARG of the same name without a default takes in a stage.
+    meta_args: BTreeMap<String, String>,
 }
 
 impl Builder {
@@ -128,6 +131,7 @@ impl Builder {
             total: 0,
             stages: Vec::new(),
             consumed: BTreeSet::new(),
+            meta_args: BTreeMap::new(),
         }
     }
 
@@ -169,7 +173,8 @@ impl Builder {
             .map(|s| 1 + s.instructions.len())
             .sum::<usize>()
             + usize::from(!self.options.labels.is_empty());
-        let meta_args = self.meta_args(&file.meta_args)?;
+        self.meta_args = self.evaluate_meta_args(&file.meta_args)?;
+        let meta_args = self.meta_args.clone();
         let mut result = None;
         for (index, stage) in stages.iter().enumerate() {
             let mut state = self.from(stage, &meta_args).await?;
@@ -217,7 +222,7 @@ impl Builder {
     }
 
     /// The values of the ARGs before the first FROM.
-    fn meta_args(&mut self, decls: &[ArgDecl]) -> StepResult<BTreeMap<String, String>> {
+    fn evaluate_meta_args(&mut self, decls: &[ArgDecl]) -> StepResult<BTreeMap<String, String>> {
         let mut values = BTreeMap::new();
         for decl in decls {
             let lookup = |name: &str| values.get(name).cloned();
@@ -243,7 +248,7 @@ impl Builder {
         }
         match &decl.default {
             Some(default) => Ok(Some(self.expand(default, lookup)?)),
-            None => Ok(None),
+            None => Ok(self.meta_args.get(&decl.name).cloned()),
         }
     }
 
@@ -273,6 +278,18 @@ impl Builder {
         ));
         let lookup = |name: &str| meta_args.get(name).cloned();
         let base = self.expand(&stage.base, &lookup)?;
+        if let Some(platform) = &stage.platform {
+            let text = self.expand(platform, &lookup)?;
+            let host = crate::registry::Platform::host();
+            let wanted = crate::registry::Platform::parse(&text)?;
+            if wanted.os != host.os || wanted.architecture != host.architecture {
+                return Err(Error::unimplemented(format!(
+                    "FROM --platform={text}: berthd builds for {}/{} only",
+                    host.os, host.architecture
+                ))
+                .into());
+            }
+        }
         let image = if let Some((_, image)) = self
             .stages
             .iter()
@@ -527,7 +544,7 @@ impl Builder {
                 .await
             }
             InstructionKind::Healthcheck(check) => {
-                let value = self.healthcheck(state, check);
+                let value = healthcheck(check);
                 self.config_step(state, format!("HEALTHCHECK {value}"), move |run| {
                     run.insert("Healthcheck".into(), value);
                 })
@@ -570,47 +587,6 @@ impl Builder {
             DEFAULT_SHELL.iter().map(|s| s.to_string()).collect()
         } else {
             shell
-        }
-    }
-
-    /// HEALTHCHECK as the config records it (durations in nanoseconds).
-    fn healthcheck(&self, state: &Stage, check: &Healthcheck) -> Value {
-        match check {
-            Healthcheck::None => json!({ "Test": ["NONE"] }),
-            Healthcheck::Cmd {
-                test,
-                interval,
-                timeout,
-                start_period,
-                start_interval,
-                retries,
-            } => {
-                let test = match test {
-                    Command::Exec(argv) => {
-                        let mut all = vec!["CMD".to_owned()];
-                        all.extend(argv.iter().cloned());
-                        all
-                    }
-                    Command::Shell(text) => vec!["CMD-SHELL".to_owned(), text.clone()],
-                };
-                let _ = state;
-                let nanos = |d: &Option<std::time::Duration>| d.map_or(0, |d| d.as_nanos() as u64);
-                let mut value = json!({ "Test": test });
-                for (key, duration) in [
-                    ("Interval", interval),
-                    ("Timeout", timeout),
-                    ("StartPeriod", start_period),
-                    ("StartInterval", start_interval),
-                ] {
-                    if duration.is_some() {
-                        value[key] = json!(nanos(duration));
-                    }
-                }
-                if let Some(retries) = retries {
-                    value["Retries"] = json!(retries);
-                }
-                value
-            }
         }
     }
 
@@ -968,6 +944,46 @@ impl Builder {
             self.out.step(format!(
                 "[Warning] One or more build-args [{names}] were not consumed\n"
             ));
+        }
+    }
+}
+
+/// HEALTHCHECK as the config records it (durations in nanoseconds).
+fn healthcheck(check: &Healthcheck) -> Value {
+    match check {
+        Healthcheck::None => json!({ "Test": ["NONE"] }),
+        Healthcheck::Cmd {
+            test,
+            interval,
+            timeout,
+            start_period,
+            start_interval,
+            retries,
+        } => {
+            let test = match test {
+                Command::Exec(argv) => {
+                    let mut all = vec!["CMD".to_owned()];
+                    all.extend(argv.iter().cloned());
+                    all
+                }
+                Command::Shell(text) => vec!["CMD-SHELL".to_owned(), text.clone()],
+            };
+            let nanos = |d: &Option<std::time::Duration>| d.map_or(0, |d| d.as_nanos() as u64);
+            let mut value = json!({ "Test": test });
+            for (key, duration) in [
+                ("Interval", interval),
+                ("Timeout", timeout),
+                ("StartPeriod", start_period),
+                ("StartInterval", start_interval),
+            ] {
+                if duration.is_some() {
+                    value[key] = json!(nanos(duration));
+                }
+            }
+            if let Some(retries) = retries {
+                value["Retries"] = json!(retries);
+            }
+            value
         }
     }
 }

@@ -149,8 +149,12 @@ pub async fn build(
     body: Body,
 ) -> ApiResult<Response> {
     let query = Query::parse(raw.as_deref());
-    let options = BuildOptions::from_query(&query)?;
-    let context = receive_context(&frontend, body, options.dockerfile.clone()).await?;
+    // The body is read before bad options are answered: a client still
+    // sending its context would see a reset connection, not the error.
+    let options = BuildOptions::from_query(&query);
+    let dockerfile = query.str("dockerfile").to_owned();
+    let context = receive_context(&frontend, body, dockerfile).await?;
+    let options = options?;
     let file =
         dockerfile::parse(&context.dockerfile).map_err(|err| Error::invalid(err.to_string()))?;
     check_target(&file, options.target.as_deref())?;
