@@ -55,8 +55,13 @@ pub struct InitArgs<'a> {
     /// The connected console socket, when the process has a terminal.
     pub console: Option<UnixStream>,
     pub cgroup: CgroupState,
-    /// Whether clone put us in our cgroup already (v2, CLONE_INTO_CGROUP).
+    /// Whether we are in our cgroup from the start (born there with
+    /// CLONE_INTO_CGROUP, and on v1 or hybrid hosts joined by ourselves);
+    /// otherwise the parent says `CgroupJoined`.
     pub born_in_cgroup: bool,
+    /// Join the v1 hierarchies ourselves, first thing (see
+    /// [`crate::cgroups::join_v1_self`]).
+    pub join_v1_self: bool,
     /// Namespaces to join, opened by the parent (pid is already joined).
     pub join: Vec<(LinuxNamespaceType, File)>,
     pub no_pivot: bool,
@@ -92,6 +97,12 @@ pub fn run(args: InitArgs<'_>) -> ! {
         let _ = nix::unistd::close(*fd);
     }
     let channel = &args.channel;
+    if args.join_v1_self {
+        if let Err(e) = crate::cgroups::join_v1_self(&args.cgroup) {
+            let _ = channel.send(&FromChild::Failed(at("joining the cgroup")(e.into())));
+            sys::exit_now(1)
+        }
+    }
     match prepare(&args) {
         Ok(ready) => {
             let _ = channel.send(&FromChild::Ready);

@@ -169,13 +169,20 @@ impl Spawned {
         self.channel.send(message).context(self.role.talking())
     }
 
-    /// Unless clone put the child in its cgroup, write its pid there and
-    /// tell it (`CgroupJoined`). If the child already failed, its report is
-    /// what matters and is read by [`Self::next`]: a failed send is no
-    /// error here.
-    pub fn join_cgroup(&self, cgroup: &dyn CgroupManager) -> Result<()> {
-        if !self.born_in_cgroup {
-            cgroup.add_task(self.pid().as_raw())?;
+    /// Unless the child is in its cgroup already (born there, and, on a
+    /// v1 or hybrid host, `child_joins_v1`: it joined the v1 hierarchies
+    /// itself), write its pid where it is missing and tell it
+    /// (`CgroupJoined`). If the child already failed, its report is what
+    /// matters and is read by [`Self::next`]: a failed send is no error
+    /// here.
+    pub fn join_cgroup(&self, cgroup: &dyn CgroupManager, child_joins_v1: bool) -> Result<()> {
+        let state = cgroup.state();
+        if !crate::cgroups::complete_at_birth(&state, self.born_in_cgroup, child_joins_v1) {
+            cgroup.add_task_after_clone(
+                self.pid().as_raw(),
+                self.born_in_cgroup,
+                child_joins_v1,
+            )?;
             let _ = self.channel.send(&FromParent::CgroupJoined);
         }
         Ok(())

@@ -146,7 +146,9 @@ impl Container {
             shared.reaper.clone(),
         );
         let rootfs_dir = req.bundle.join("rootfs");
+        let began = Instant::now();
         rootfs::mount_all(&req.rootfs, &rootfs_dir)?;
+        let mounted = began.elapsed();
         let io_owner = (req.options.io_uid != 0 || req.options.io_gid != 0)
             .then_some((req.options.io_uid, req.options.io_gid));
         let container = Arc::new(Container {
@@ -170,6 +172,12 @@ impl Container {
                 return Err(e);
             }
         };
+        crate::log::debug(format!(
+            "create {}: rootfs mounted in {:?}, created in {:?}",
+            req.id,
+            mounted,
+            began.elapsed()
+        ));
         shared.events.publish(&TaskCreate {
             container_id: req.id.clone(),
             bundle: req.bundle.to_string_lossy().into_owned(),
@@ -204,7 +212,9 @@ impl Container {
             ("CONTAINER_ID", self.id.as_str()),
             ("CONTAINER_NAMESPACE", self.shared.namespace.as_str()),
         ];
+        let began = Instant::now();
         let mut prepared = stdio::prepare(&self.init.stdio, self.io_owner, &env)?;
+        let stdio_ready = began.elapsed();
         let launch = LaunchOptions {
             pid_file: pid_file.clone(),
             console_socket: prepared.console_socket.clone(),
@@ -230,8 +240,14 @@ impl Container {
         };
         let exit = self.shared.reaper.subscribe(pid, since);
         self.init.set_pid(pid);
+        let runtime_done = began.elapsed();
         let io = prepared.finish().await?;
         self.init.set_io(io).await;
+        crate::log::debug(format!(
+            "init of {}: stdio ready in {stdio_ready:?}, runtime done at {runtime_done:?}, relays at {:?}",
+            self.id,
+            began.elapsed()
+        ));
         Ok(exit)
     }
 

@@ -29,6 +29,29 @@ pub(crate) fn write_file(dir: &Path, file: &str, value: &str, field: &str) -> Re
     })
 }
 
+/// Whether `dir` is a cgroup2 directory (only cgroup2 has
+/// `cgroup.controllers`).
+pub fn is_cgroup2_dir(dir: &Path) -> bool {
+    dir.join("cgroup.controllers").exists()
+}
+
+/// An `O_PATH|O_DIRECTORY|O_CLOEXEC` fd of `dir` (for clone3
+/// `CLONE_INTO_CGROUP`); None if it can't be opened.
+pub fn open_dir_path(dir: &Path) -> Option<std::os::fd::OwnedFd> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open(dir);
+    match file {
+        Ok(f) => Some(std::os::fd::OwnedFd::from(f)),
+        Err(e) => {
+            tracing::debug!(path = %dir.display(), error = %e, "open cgroup fd");
+            None
+        }
+    }
+}
+
 /// Read `dir/file` as a trimmed string.
 pub(crate) fn read_file(dir: &Path, file: &str, field: &str) -> Result<String> {
     let path = dir.join(file);

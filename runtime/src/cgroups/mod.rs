@@ -76,9 +76,26 @@ pub trait CgroupManager: std::fmt::Debug {
     fn destroy(&self) -> Result<()>;
     /// Serializable description to rebuild the manager with [`from_state`].
     fn state(&self) -> CgroupState;
-    /// v2 only: an `O_PATH|O_DIRECTORY|O_CLOEXEC` fd of the cgroup dir, for
-    /// clone3 `CLONE_INTO_CGROUP`. None on v1/hybrid or if it can't be opened.
+    /// An `O_PATH|O_DIRECTORY|O_CLOEXEC` fd of the cgroup2 dir, for clone3
+    /// `CLONE_INTO_CGROUP`: the cgroup on v2, the unified hierarchy's on a
+    /// hybrid host. None on pure v1 or if it can't be opened.
     fn clone_into_fd(&self) -> Option<std::os::fd::OwnedFd>;
+    /// After a clone, put `pid` in the hierarchies nothing else did:
+    /// `born_in_cgroup` says clone put it in [`Self::clone_into_fd`]'s
+    /// cgroup, `child_joined_v1` that the child joined the v1 hierarchies
+    /// itself ([`join_v1_self`]).
+    fn add_task_after_clone(
+        &self,
+        pid: i32,
+        born_in_cgroup: bool,
+        child_joined_v1: bool,
+    ) -> Result<()> {
+        let _ = child_joined_v1;
+        if born_in_cgroup {
+            return Ok(());
+        }
+        self.add_task(pid)
+    }
     /// Freeze (`true`) or thaw (`false`) every process, waiting until the
     /// kernel reports the new state.
     fn freeze(&self, frozen: bool) -> Result<()>;
@@ -105,6 +122,46 @@ pub enum CgroupState {
         /// The cgroup directory.
         path: PathBuf,
     },
+}
+
+/// Whether a new process is completely in `state`'s cgroup once cloned:
+/// born there (v2), or born in the unified hierarchy with the v1 ones
+/// joined by the child itself (hybrid).
+pub fn complete_at_birth(state: &CgroupState, born_in_cgroup: bool, child_joins_v1: bool) -> bool {
+    match state {
+        CgroupState::V2 { .. } => born_in_cgroup,
+        CgroupState::V1 { .. } => born_in_cgroup && child_joins_v1,
+    }
+}
+
+/// Whether a new process should join `state`'s v1 hierarchies itself
+/// ([`join_v1_self`]): only on v1 or hybrid hosts, and only when it keeps
+/// the runtime's privileges over the cgroup files (root, no new user
+/// namespace).
+pub fn child_joins_v1(state: &CgroupState, new_userns: bool) -> bool {
+    matches!(state, CgroupState::V1 { .. }) && !new_userns && nix::unistd::geteuid().is_root()
+}
+
+/// (In the new process, before it enters any namespace that hides the
+/// host's cgroup mounts) joins every v1 hierarchy of `state` by writing
+/// `0` to its `tasks` file. A process moving itself, one thread, skips
+/// the kernel's global threadgroup lock, whose first writer after a quiet
+/// spell waits for an RCU grace period (about 10 ms, paid on every
+/// container start when the parent writes the pid to `cgroup.procs`).
+/// cgroup2 directories (the unified hierarchy of a hybrid host) are left
+/// to clone or the parent.
+pub fn join_v1_self(state: &CgroupState) -> Result<()> {
+    let CgroupState::V1 { paths } = state else {
+        return Ok(());
+    };
+    let dirs: std::collections::BTreeSet<&PathBuf> = paths.values().collect();
+    for dir in dirs {
+        if fsutil::is_cgroup2_dir(dir) {
+            continue;
+        }
+        fsutil::write_file(dir, "tasks", "0", "joining the cgroup")?;
+    }
+    Ok(())
 }
 
 /// Rebuild a manager from saved state.

@@ -672,3 +672,79 @@ fn freezer_on_fake_fs() {
     m.freeze(false).expect("thaw");
     assert!(!m.is_frozen().expect("is_frozen"));
 }
+
+/// The distinct leaf dirs of `m`, each given `tasks` and `cgroup.procs`;
+/// returns them and the unified (cgroup2) one, marked as cgroup2.
+fn joinable(fake: &FakeV1, m: &dyn CgroupManager) -> (Vec<PathBuf>, PathBuf) {
+    let mut dirs: Vec<PathBuf> = paths(m).into_values().collect();
+    dirs.sort();
+    dirs.dedup();
+    for dir in &dirs {
+        fake_cgroup(dir, &[("tasks", ""), ("cgroup.procs", "")]);
+    }
+    let unified = dirs
+        .iter()
+        .find(|d| d.starts_with(fake.root.join("unified")))
+        .expect("a unified dir")
+        .clone();
+    fake_cgroup(&unified, &[("cgroup.controllers", "")]);
+    dirs.retain(|d| *d != unified);
+    writes();
+    (dirs, unified)
+}
+
+#[test]
+fn a_new_process_joins_the_v1_hierarchies_itself_and_is_born_in_the_unified_one() {
+    let fake = FakeV1::new();
+    let (m, _) = created(&fake, "memory", &[]);
+    let (v1_dirs, unified) = joinable(&fake, m.as_ref());
+    let state = m.state();
+    assert!(
+        m.clone_into_fd().is_some(),
+        "clone goes into {}",
+        unified.display()
+    );
+
+    // The child: `0` into every v1 hierarchy's tasks, nothing in cgroup2.
+    super::join_v1_self(&state).expect("join");
+    let w = writes();
+    assert_eq!(writes_to(&w, "tasks"), vec!["0".to_owned(); v1_dirs.len()]);
+    assert!(writes_to(&w, "cgroup.procs").is_empty(), "{w:?}");
+
+    // Born in the unified one and joined by itself: the parent does nothing.
+    assert!(super::complete_at_birth(&state, true, true));
+    m.add_task_after_clone(42, true, true).expect("add");
+    assert!(writes().is_empty());
+
+    // clone could not go into the cgroup: the parent writes only cgroup2.
+    assert!(!super::complete_at_birth(&state, false, true));
+    m.add_task_after_clone(42, false, true).expect("add");
+    let w = writes();
+    assert_eq!(writes_to(&w, "cgroup.procs"), vec!["42"]);
+    assert_eq!(w.len(), 1);
+
+    // A child that cannot join (a new user namespace): the parent writes
+    // every v1 hierarchy.
+    assert!(!super::complete_at_birth(&state, true, false));
+    m.add_task_after_clone(42, true, false).expect("add");
+    let w = writes();
+    assert_eq!(
+        writes_to(&w, "cgroup.procs"),
+        vec!["42".to_owned(); v1_dirs.len()]
+    );
+    assert!(
+        !super::child_joins_v1(&state, true),
+        "never with a new user namespace"
+    );
+}
+
+#[test]
+fn pure_v2_is_complete_only_when_born_there() {
+    let state = CgroupState::V2 {
+        path: PathBuf::from("/sys/fs/cgroup/x"),
+    };
+    assert!(super::complete_at_birth(&state, true, false));
+    assert!(!super::complete_at_birth(&state, false, true));
+    assert!(!super::child_joins_v1(&state, false));
+    super::join_v1_self(&state).expect("nothing to do on v2");
+}

@@ -174,7 +174,30 @@ impl CgroupManager for V1Manager {
     }
 
     fn clone_into_fd(&self) -> Option<OwnedFd> {
-        None
+        let unified = self
+            .unique_dirs()
+            .into_iter()
+            .find(|dir| super::fsutil::is_cgroup2_dir(dir))?;
+        super::fsutil::open_dir_path(unified)
+    }
+
+    fn add_task_after_clone(
+        &self,
+        pid: i32,
+        born_in_cgroup: bool,
+        child_joined_v1: bool,
+    ) -> Result<()> {
+        for dir in self.unique_dirs() {
+            let done = if super::fsutil::is_cgroup2_dir(dir) {
+                born_in_cgroup
+            } else {
+                child_joined_v1
+            };
+            if !done {
+                write_file(dir, "cgroup.procs", &pid.to_string(), "add_task")?;
+            }
+        }
+        Ok(())
     }
 
     fn freeze(&self, frozen: bool) -> Result<()> {

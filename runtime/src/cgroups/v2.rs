@@ -6,7 +6,6 @@
 
 use std::fs;
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -168,17 +167,7 @@ impl CgroupManager for V2Manager {
     }
 
     fn clone_into_fd(&self) -> Option<OwnedFd> {
-        let file = fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
-            .open(&self.path);
-        match file {
-            Ok(f) => Some(OwnedFd::from(f)),
-            Err(e) => {
-                tracing::debug!(path = %self.path.display(), error = %e, "open cgroup fd");
-                None
-            }
-        }
+        super::fsutil::open_dir_path(&self.path)
     }
 
     fn freeze(&self, frozen: bool) -> Result<()> {

@@ -159,6 +159,7 @@ fn create_in(
     // non-dumpable once mapped.
     let rootless_userns = sys::geteuid() != 0 && new_userns;
     let cgroup_state = cgroup.state();
+    let join_v1_self = cgroups::child_joins_v1(&cgroup_state, new_userns);
     let init = spawn::spawn(
         spawn::CloneArgs {
             role: spawn::Role::Init,
@@ -173,8 +174,13 @@ fn create_in(
                 channel: end.channel,
                 start,
                 console,
+                born_in_cgroup: cgroups::complete_at_birth(
+                    &cgroup_state,
+                    end.born_in_cgroup,
+                    join_v1_self,
+                ),
+                join_v1_self,
                 cgroup: cgroup_state,
-                born_in_cgroup: end.born_in_cgroup,
                 join,
                 no_pivot: opts.no_pivot,
                 no_new_keyring: opts.no_new_keyring,
@@ -196,7 +202,7 @@ fn create_in(
     if let Some(process) = spec.process().as_ref() {
         crate::process::set_oom_score_adj(init.pid(), process)?;
     }
-    init.join_cgroup(cgroup.as_ref())?;
+    init.join_cgroup(cgroup.as_ref(), join_v1_self)?;
     let state = container_state(opts, bundle, &init, cgroup.state())?;
     drive_init(&init, &state)?;
     let console_master = match console_peer {

@@ -93,6 +93,9 @@ pub fn exec(store: &StateStore, id: &str, opts: &ExecOptions) -> Result<i32> {
     let notify = agent.is_some();
     let cgroup = cgroups::from_state(&target_cgroup);
     let into_cgroup = cgroup.clone_into_fd();
+    // The child joins before it enters any of the container's namespaces,
+    // still root in ours.
+    let join_v1_self = cgroups::child_joins_v1(&target_cgroup, false);
     // Not dumpable from the fork on: the container's processes share its
     // pid namespace and must not reach the host binary through /proc.
     let child = spawn::spawn(
@@ -105,6 +108,7 @@ pub fn exec(store: &StateStore, id: &str, opts: &ExecOptions) -> Result<i32> {
         |end| {
             let failure = tenant(
                 &end,
+                (&target_cgroup, join_v1_self),
                 &join,
                 console,
                 opts,
@@ -118,7 +122,7 @@ pub fn exec(store: &StateStore, id: &str, opts: &ExecOptions) -> Result<i32> {
     drop(pid_for_children);
     drop(into_cgroup);
     process::set_oom_score_adj(child.pid(), &opts.process)?;
-    child.join_cgroup(cgroup.as_ref())?;
+    child.join_cgroup(cgroup.as_ref(), join_v1_self)?;
     if notify {
         let _ = child.channel().send(&FromParent::HostPid {
             pid: child.pid().as_raw(),
@@ -212,6 +216,7 @@ fn wait_for_exec(child: &spawn::Spawned) -> Result<()> {
 /// The child: enter the container and become `opts.process`.
 fn tenant(
     end: &spawn::ChildEnd,
+    (cgroup, join_v1_self): (&cgroups::CgroupState, bool),
     join: &[(LinuxNamespaceType, File)],
     console: Option<UnixStream>,
     opts: &ExecOptions,
@@ -222,6 +227,11 @@ fn tenant(
     let channel = &end.channel;
     let _ = nix::sys::prctl::set_dumpable(false);
     let _ = sys::cloexec_from(3 + RawFd::try_from(opts.preserve_fds).unwrap_or(0));
+    if join_v1_self {
+        if let Err(e) = cgroups::join_v1_self(cgroup) {
+            return fail("joining the container's cgroup", e.into());
+        }
+    }
     // The user namespace first, then, while the host's /proc is still
     // ours, what it allows; the mount namespace last.
     if let Err(e) = namespaces::join(join, &JOIN_ORDER[..1]) {
@@ -247,7 +257,7 @@ fn tenant(
         Ok(p) => p,
         Err(e) => return fail("preparing the process", e),
     };
-    if !end.born_in_cgroup {
+    if !cgroups::complete_at_birth(cgroup, end.born_in_cgroup, join_v1_self) {
         if let Err(failure) = spawn::wait_for_cgroup(channel) {
             return failure;
         }
