@@ -528,6 +528,7 @@ impl Container {
 
     /// Delete the container: refused while it runs; a created one is killed.
     pub async fn delete(&self) -> Result<(i32, Exit)> {
+        let began = Instant::now();
         let init = self.init.clone();
         match init.status() {
             Status::Running | Status::Paused => {
@@ -546,11 +547,20 @@ impl Container {
                 }
             }
             Status::Stopped => {
-                if self.runtime.delete(&self.id, false).await.is_err() {
-                    self.runtime.delete(&self.id, true).await?;
-                }
+                // Nothing runs on the rootfs any more: it is unmounted while
+                // the runtime deletes the container.
+                let delete = async {
+                    if self.runtime.delete(&self.id, false).await.is_err() {
+                        self.runtime.delete(&self.id, true).await?;
+                    }
+                    Ok::<(), Error>(())
+                };
+                let (deleted, unmounted) = tokio::join!(delete, self.unmount_rootfs());
+                deleted?;
+                unmounted?;
             }
         }
+        let runtime_done = began.elapsed();
         self.oom.lock().unwrap_or_else(|p| p.into_inner()).take();
         let execs: Vec<_> = self
             .execs
@@ -563,9 +573,13 @@ impl Container {
             exec.finish_io(Duration::ZERO).await;
         }
         init.finish_io(IO_DRAIN).await;
-        if self.mounted_rootfs {
-            rootfs::unmount_all_off_loop(self.bundle.join("rootfs")).await?;
-        }
+        let io_done = began.elapsed();
+        self.unmount_rootfs().await?;
+        crate::log::debug(format!(
+            "delete {}: runtime done at {runtime_done:?}, io at {io_done:?}, unmounted at {:?}",
+            self.id,
+            began.elapsed()
+        ));
         let exit = init.exit().unwrap_or(Exit {
             pid: init.pid(),
             status: 0,
@@ -580,6 +594,15 @@ impl Container {
             ..Default::default()
         });
         Ok((init.pid(), exit))
+    }
+
+    /// Unmounts the rootfs the shim mounted (once; later calls find it
+    /// unmounted and do nothing).
+    async fn unmount_rootfs(&self) -> Result<()> {
+        if self.mounted_rootfs {
+            rootfs::unmount_all_off_loop(self.bundle.join("rootfs")).await?;
+        }
+        Ok(())
     }
 
     pub async fn pause(&self) -> Result<()> {

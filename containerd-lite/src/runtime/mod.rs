@@ -268,6 +268,7 @@ impl TaskManager {
             )));
         }
         let binary = self.config.binaries.resolve(&opts.runtime)?;
+        let began = std::time::Instant::now();
         let bundle = Bundle::create(
             &self.config.state_dir,
             namespace,
@@ -282,6 +283,7 @@ impl TaskManager {
             .as_ref()
             .and_then(|a| a.write_to_bytes().ok())
             .unwrap_or_default();
+        let bundle_written = began.elapsed();
         let shim = match Shim::start(
             &self.config,
             &binary,
@@ -310,6 +312,7 @@ impl TaskManager {
             options: opts.options.clone().into(),
             ..Default::default()
         };
+        let shim_started = began.elapsed();
         let created = match shim.client().create(shim::ctx(), &request).await {
             Ok(created) => created,
             Err(e) => {
@@ -320,6 +323,14 @@ impl TaskManager {
                 return Err(err);
             }
         };
+        tracing::debug!(
+            namespace,
+            id,
+            ?bundle_written,
+            ?shim_started,
+            created = ?began.elapsed(),
+            "task created"
+        );
         let task = self.adopt(namespace, id, &opts.runtime, bundle, shim);
         task.pid.store(created.pid, Ordering::Relaxed);
         Ok(task)
