@@ -836,7 +836,12 @@ impl Builder {
             ),
         );
         if self.cached(state, &key).await? {
-            prepared.release();
+            // Unmounting blocks: not on the async threads.
+            super::run_blocking(move || {
+                prepared.release();
+                Ok(())
+            })
+            .await?;
             return Ok(());
         }
         let frontend = self.frontend.clone();
@@ -1038,10 +1043,19 @@ impl PreparedCopy {
         }
     }
 
-    /// Unmounts and removes the source view, if any, and the downloads.
+    /// Unmounts and removes the source view, if any, and the downloads
+    /// (what dropping does; by name where the step is done with them).
     fn release(self) {
-        drop(self.downloads);
-        if let Some((mount, key)) = self.source_mount {
+        drop(self);
+    }
+}
+
+impl Drop for PreparedCopy {
+    /// Whatever path the step takes (a cache hit, an error while asking
+    /// the cache), the source view and downloads do not outlive it.
+    fn drop(&mut self) {
+        self.downloads.take();
+        if let Some((mount, key)) = self.source_mount.take() {
             if let Err(err) = mount.release() {
                 tracing::warn!("unmounting a COPY --from source: {err}");
             }
