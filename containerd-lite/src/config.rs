@@ -13,6 +13,7 @@
 //!
 //! [docker]
 //! address = "/run/berth/docker.sock"   # "" serves no Docker API
+//! cgroup_parent = "/moby"        # containers' cgroups: <parent>/<id> (dockerd's --cgroup-parent)
 //!
 //! [network]
 //! bridge = "berth0"              # the default network's bridge device
@@ -45,6 +46,8 @@ pub const DEFAULT_STATE: &str = "/run/berth";
 pub const DEFAULT_ADDRESS: &str = "/run/berth/berthd.sock";
 pub const DEFAULT_DOCKER_ADDRESS: &str = "/run/berth/docker.sock";
 pub const DEFAULT_LOG_LEVEL: &str = "info";
+/// The cgroup Docker containers' cgroups go under unless configured.
+pub const DEFAULT_DOCKER_CGROUP_PARENT: &str = "/moby";
 
 /// The settled configuration the daemon runs with.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,6 +58,9 @@ pub struct Config {
     pub address: PathBuf,
     /// The Docker API socket; `None` serves no Docker API.
     pub docker_address: Option<PathBuf>,
+    /// The cgroup Docker containers' cgroups go under (`<parent>/<id>`)
+    /// unless a container names its own; absolute, "" for the root.
+    pub docker_cgroup_parent: String,
     pub log_level: String,
     /// Runtime name -> shim binary, over the defaults (see the module doc).
     pub runtimes: BTreeMap<String, String>,
@@ -74,6 +80,7 @@ impl Default for Config {
             state: DEFAULT_STATE.into(),
             address: DEFAULT_ADDRESS.into(),
             docker_address: Some(DEFAULT_DOCKER_ADDRESS.into()),
+            docker_cgroup_parent: DEFAULT_DOCKER_CGROUP_PARENT.into(),
             log_level: DEFAULT_LOG_LEVEL.into(),
             runtimes: BTreeMap::new(),
             network_bridge: DEFAULT_BRIDGE.into(),
@@ -105,7 +112,7 @@ struct File {
     #[serde(default)]
     debug: DebugSection,
     #[serde(default)]
-    docker: Section,
+    docker: DockerSection,
     #[serde(default)]
     network: NetworkSection,
     #[serde(default)]
@@ -129,6 +136,13 @@ struct RuntimeSection {
 #[serde(deny_unknown_fields)]
 struct Section {
     address: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DockerSection {
+    address: Option<PathBuf>,
+    cgroup_parent: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -162,6 +176,13 @@ impl Config {
                 Some(path) => Some(path),
                 None => defaults.docker_address,
             },
+            docker_cgroup_parent: crate::docker::containers::spec::cgroup_parent(
+                &file
+                    .docker
+                    .cgroup_parent
+                    .unwrap_or(defaults.docker_cgroup_parent),
+            )
+            .map_err(|err| err.context("docker.cgroup_parent"))?,
             log_level: overrides
                 .log_level
                 .or(file.debug.level)
@@ -282,6 +303,26 @@ mod tests {
         let file = tempfile::NamedTempFile::new().unwrap();
         fs::write(file.path(), text).unwrap();
         file
+    }
+
+    #[test]
+    fn the_docker_cgroup_parent_is_checked_and_made_absolute() {
+        let config = Config::load(Some(write("").path()), Overrides::default()).unwrap();
+        assert_eq!(config.docker_cgroup_parent, "/moby");
+        for (given, settled) in [("berth/ctr/", "/berth/ctr"), ("/", ""), ("//a", "/a")] {
+            let file = write(&format!("[docker]\ncgroup_parent = \"{given}\"\n"));
+            let config = Config::load(Some(file.path()), Overrides::default()).unwrap();
+            assert_eq!(config.docker_cgroup_parent, settled, "{given}");
+        }
+        let file = write("[docker]\ncgroup_parent = \"/a/../b\"\n");
+        let err = Config::load(Some(file.path()), Overrides::default()).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::InvalidArgument);
+        assert!(
+            err.message.contains("docker.cgroup_parent")
+                && err.message.contains("invalid cgroup parent \"/a/../b\""),
+            "{}",
+            err.message
+        );
     }
 
     #[test]

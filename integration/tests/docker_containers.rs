@@ -787,3 +787,95 @@ fn http_get(port: u16) -> Option<String> {
     stream.read_to_string(&mut body).ok()?;
     Some(body)
 }
+
+/// `--cgroup-parent` puts the container's cgroup under that parent (made
+/// absolute), in every hierarchy; the cgroup goes with the container; a
+/// parent that climbs out with `..` is refused at create.
+#[test]
+fn a_cgroup_parent_places_the_container() {
+    let Some((daemon, clis)) = start() else {
+        return;
+    };
+    let top = format!("berth-integ-cg{}", std::process::id());
+    for cli in &clis {
+        let parent = format!(
+            "{top}/{}",
+            cli.name.replace(|c: char| !c.is_ascii_alphanumeric(), "")
+        );
+        let id = daemon.ok(
+            cli,
+            &[
+                "run",
+                "-d",
+                "--cgroup-parent",
+                &parent,
+                IMAGE,
+                "sleep",
+                "300",
+            ],
+        );
+        let id = id.trim();
+        let info = inspect(&daemon, cli, id);
+        assert_eq!(
+            info["HostConfig"]["CgroupParent"],
+            parent.as_str(),
+            "{}",
+            cli.name
+        );
+        let pid = info["State"]["Pid"].as_u64().unwrap();
+        let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+        let expected = format!("/{parent}/{id}");
+        // Every hierarchy with controllers places it there (named ones,
+        // such as name=systemd, are not the runtime's).
+        let placed: Vec<&str> = cgroups
+            .lines()
+            .filter(|line| !line.contains(":name="))
+            .collect();
+        assert!(!placed.is_empty(), "{cgroups}");
+        for line in &placed {
+            assert!(
+                line.ends_with(&expected),
+                "{}: {line} in\n{cgroups}",
+                cli.name
+            );
+        }
+        daemon.ok(cli, &["rm", "-f", id]);
+        for hierarchy in std::fs::read_dir("/sys/fs/cgroup").unwrap() {
+            let dir = hierarchy.unwrap().path().join(&parent).join(id);
+            assert!(!dir.exists(), "{} left", dir.display());
+        }
+
+        let out = daemon.docker(
+            cli,
+            &["create", "--cgroup-parent", "a/../../escape", IMAGE, "true"],
+        );
+        assert!(!out.status.success(), "{}: {out:?}", cli.name);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("invalid cgroup parent \"a/../../escape\""),
+            "{}: {stderr}",
+            cli.name
+        );
+    }
+    // The parents stay (the runtime removes only the container's own, as
+    // runc does): the test removes them.
+    // (cpu and cpuacct may be links to one hierarchy: gone is fine.)
+    let rmdir = |dir: &Path| match std::fs::remove_dir(dir) {
+        Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+            panic!("{}: {err}", dir.display())
+        }
+        _ => {}
+    };
+    for hierarchy in std::fs::read_dir("/sys/fs/cgroup").unwrap() {
+        let top = hierarchy.unwrap().path().join(&top);
+        let Ok(children) = std::fs::read_dir(&top) else {
+            continue;
+        };
+        for child in children.flatten().filter(|c| c.path().is_dir()) {
+            rmdir(&child.path());
+        }
+        rmdir(&top);
+    }
+    assert_eq!(daemon.ok(&clis[0], &["ps", "-aq"]), "");
+    assert_clean(&daemon);
+}

@@ -117,6 +117,9 @@ pub struct Settings {
     /// The logging program containers' output goes through
     /// (`berth-logger`, found beside berthd or on PATH).
     pub logger: PathBuf,
+    /// Where containers' cgroups go unless they name a parent ("/moby";
+    /// "" is the root).
+    pub cgroup_parent: String,
 }
 
 impl Settings {
@@ -130,6 +133,7 @@ impl Settings {
             runtimes: config.runtimes.clone(),
             logger: crate::runtime::shim::find_binary(LOGGER_BINARY)
                 .unwrap_or_else(|| PathBuf::from(LOGGER_BINARY)),
+            cgroup_parent: config.docker_cgroup_parent.clone(),
         }
     }
 }

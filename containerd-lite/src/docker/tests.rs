@@ -350,3 +350,50 @@ async fn a_name_pinned_to_a_digest_never_finds_another_image() {
         .unwrap();
     frontend.catalog.find("alpine:real").unwrap();
 }
+
+#[tokio::test]
+async fn creates_cut_short_by_a_crash_are_removed_with_their_snapshots() {
+    use crate::metadata::containers::{Container as Record, Payload, Runtime};
+    let dir = tempfile::tempdir().unwrap();
+    let frontend = frontend(dir.path());
+    let backend = &frontend.backend;
+    let snapshotter = backend
+        .snapshotters
+        .get(crate::grpc::backend::DEFAULT_SNAPSHOTTER)
+        .unwrap();
+    // What a create leaves when berthd dies before the docker record: a
+    // containerd record with the name label and its prepared snapshot.
+    // Beside it, a record someone else made in the namespace.
+    for (id, labelled) in [("unfinished", true), ("foreign", false)] {
+        let mut record = Record::new(
+            id,
+            Runtime {
+                name: "io.containerd.runc.v2".into(),
+                options: None,
+            },
+            Payload {
+                type_url: crate::oci::SPEC_TYPE_URL.into(),
+                value: b"{}".to_vec(),
+            },
+        );
+        record.snapshotter = crate::grpc::backend::DEFAULT_SNAPSHOTTER.into();
+        record.snapshot_key = id.into();
+        if labelled {
+            record
+                .labels
+                .insert(containers::create::NAME_LABEL.into(), "/cut-short".into());
+        }
+        backend.containers.create(NAMESPACE, record).unwrap();
+        snapshotter
+            .prepare(NAMESPACE, id, None, Default::default())
+            .unwrap();
+    }
+
+    assert_eq!(containers::create::remove_unfinished(&frontend), 1);
+    assert!(backend.containers.get(NAMESPACE, "unfinished").is_err());
+    assert!(snapshotter.stat(NAMESPACE, "unfinished").is_err());
+    assert!(backend.containers.get(NAMESPACE, "foreign").is_ok());
+    assert!(snapshotter.stat(NAMESPACE, "foreign").is_ok());
+    // Nothing more the second time.
+    assert_eq!(containers::create::remove_unfinished(&frontend), 0);
+}

@@ -245,6 +245,14 @@ impl SpecBuilder {
         self
     }
 
+    /// The container's cgroup, instead of `/<namespace>/<id>`.
+    pub fn cgroups_path(mut self, path: String) -> SpecBuilder {
+        if let Some(linux) = self.spec.linux_mut() {
+            linux.set_cgroups_path(Some(path.into()));
+        }
+        self
+    }
+
     /// Whether the process may gain privileges (set-id binaries, file
     /// capabilities); containerd's default is no.
     pub fn no_new_privileges(mut self, on: bool) -> SpecBuilder {

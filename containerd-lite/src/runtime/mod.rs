@@ -370,7 +370,7 @@ impl TaskManager {
     /// Delete the task in its shim, stop the shim, remove the bundle.
     pub async fn delete(&self, namespace: &str, id: &str) -> Result<api::DeleteResponse> {
         let task = self.get(namespace, id)?;
-        let response = task
+        let answer = task
             .client()
             .delete(
                 shim::ctx(),
@@ -380,9 +380,27 @@ impl TaskManager {
                 },
             )
             .await
-            .map_err(|e| shim::status_error(e).context(format!("deleting task {id}")))?;
+            .map_err(shim::status_error);
+        // A shim that does not know its task (a create cut short when
+        // berthd died) is shut down and cleaned up after as a dead one
+        // is, as containerd does; any other error keeps the task.
+        if let Err(err) = &answer {
+            if err.kind != crate::ErrorKind::NotFound {
+                return Err(err.clone().context(format!("deleting task {id}")));
+            }
+        }
         self.lock().remove(&(namespace.to_string(), id.to_string()));
         task.shim.request_shutdown().await;
+        let response = match answer {
+            Ok(response) => response,
+            Err(_) => {
+                tracing::warn!(%namespace, %id, "the shim does not know its task: cleaning up after it");
+                let binary = task.bundle.shim_binary();
+                shim::cleanup(&self.config, &binary, namespace, id, &task.bundle)
+                    .await
+                    .map_err(|err| err.context(format!("deleting task {id}")))?
+            }
+        };
         task.bundle.remove()?;
         Ok(response)
     }
@@ -481,14 +499,25 @@ impl TaskManager {
         for bundle in Bundle::scan(&self.config.state_dir)? {
             let (namespace, id) = (bundle.namespace().to_string(), bundle.id().to_string());
             let binary = bundle.shim_binary();
-            match Shim::reconnect(&bundle).await {
+            let reconnected = match Shim::reconnect(&bundle).await {
+                Ok(shim) => match knows_its_task(&shim, &id).await {
+                    Ok(()) => Ok(shim),
+                    Err(err) => {
+                        // A create cut short: nobody will start it.
+                        shim.shutdown().await;
+                        Err(err)
+                    }
+                },
+                Err(err) => Err(err),
+            };
+            match reconnected {
                 Ok(shim) => {
                     let runtime = bundle.runtime();
                     self.adopt(&namespace, &id, &runtime, bundle, shim);
                     adopted += 1;
                 }
                 Err(e) => {
-                    tracing::warn!(%namespace, %id, error = %e, "shim of a previous run is gone; cleaning up");
+                    tracing::warn!(%namespace, %id, error = %e, "shim of a previous run is gone or lost its task; cleaning up");
                     let response =
                         shim::cleanup(&self.config, &binary, &namespace, &id, &bundle).await;
                     let _ = bundle.remove();
@@ -499,6 +528,25 @@ impl TaskManager {
             }
         }
         Ok((adopted, cleaned))
+    }
+}
+
+/// Whether a shim found at start knows the task it was started for: one
+/// whose create was cut short by a crash does not.
+async fn knows_its_task(shim: &Shim, id: &str) -> Result<()> {
+    let request = api::StateRequest {
+        id: id.to_owned(),
+        ..Default::default()
+    };
+    match shim.client().state(shim::ctx(), &request).await {
+        Ok(_) => Ok(()),
+        Err(err) => match shim::status_error(err) {
+            err if err.kind == crate::ErrorKind::NotFound => {
+                Err(err.context(format!("the shim of task {id} does not know it")))
+            }
+            // Any other answer: it is there; adopt it as before.
+            _ => Ok(()),
+        },
     }
 }
 

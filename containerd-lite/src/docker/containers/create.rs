@@ -3,7 +3,8 @@
 //! is made; then, in order, the name is reserved, the containerd record
 //! is written (it names the snapshot, so the collector keeps it), the
 //! snapshot is prepared, volumes are made, and the docker record is
-//! written. A failure undoes exactly what was made.
+//! written. A failure undoes exactly what was made; what a crash cut
+//! short is removed at the next start ([`remove_unfinished`]).
 
 use std::collections::HashMap;
 use std::os::unix::fs::DirBuilderExt;
@@ -241,6 +242,61 @@ fn check_networks_exist(
     Ok(())
 }
 
+/// Removes what creates cut short by a crash left, before the API is
+/// served: containerd records this frontend wrote (they carry
+/// [`NAME_LABEL`]) that have no docker record and no task, with their
+/// snapshots. The collector then takes what only they held. Returns how
+/// many were removed.
+pub(crate) fn remove_unfinished(frontend: &Frontend) -> usize {
+    let known: std::collections::HashSet<String> = frontend
+        .containers
+        .all()
+        .iter()
+        .map(|c| c.id.clone())
+        .collect();
+    let backend = &frontend.backend;
+    let records = match backend
+        .containers
+        .list(NAMESPACE, &crate::metadata::filter::Filter::everything())
+    {
+        Ok(records) => records,
+        Err(err) => {
+            tracing::warn!("listing containerd records of docker containers: {err}");
+            return 0;
+        }
+    };
+    let mut removed = 0;
+    for record in records {
+        if known.contains(&record.id) || !record.labels.contains_key(NAME_LABEL) {
+            continue;
+        }
+        if backend.tasks.get(NAMESPACE, &record.id).is_ok() {
+            tracing::warn!(id = %record.id, "a task without a docker container: left alone");
+            continue;
+        }
+        let snapshot = backend
+            .snapshotters
+            .get(&record.snapshotter)
+            .and_then(|s| s.remove(NAMESPACE, &record.snapshot_key));
+        match snapshot {
+            Err(err) if err.kind != crate::ErrorKind::NotFound => {
+                tracing::warn!(id = %record.id, "removing an unfinished create's snapshot: {err}");
+                continue;
+            }
+            _ => {}
+        }
+        match backend.containers.delete(NAMESPACE, &record.id) {
+            Ok(()) => removed += 1,
+            Err(err) => tracing::warn!(id = %record.id, "removing an unfinished create: {err}"),
+        }
+    }
+    if removed > 0 {
+        tracing::info!(containers = removed, "unfinished creates removed");
+        backend.gc.schedule();
+    }
+    removed
+}
+
 /// Removes what a failed create made.
 struct Undo<'a> {
     frontend: &'a Frontend,
@@ -407,6 +463,9 @@ fn command_of(config: &ContainerConfig) -> Result<(String, Vec<String>)> {
 /// restart policy, limits, network mode, log driver.
 pub(super) fn check_host_config(mut host: HostConfig) -> Result<HostConfig> {
     use bollard_stubs::models::RestartPolicyNameEnum as Policy;
+    if let Some(parent) = host.cgroup_parent.as_deref() {
+        super::spec::cgroup_parent(parent)?;
+    }
     if let Some(policy) = &host.restart_policy {
         let retries = policy.maximum_retry_count.unwrap_or(0);
         match policy.name {

@@ -198,7 +198,7 @@ async fn launch_task(
     .await
     .map_err(|err| Error::internal(format!("preparing a start: {err}")))??;
     let prepared = Prepared { user, ..network };
-    let spec = spec::build(NAMESPACE, record, &prepared)?;
+    let spec = spec::build(record, &prepared, &frontend.settings.cgroup_parent)?;
     let spec = crate::oci::to_json(&spec)?;
 
     // The fifo is made and held open before the shim opens it; the
@@ -870,6 +870,27 @@ async fn resume_task(task: &Task) -> Result<()> {
 /// `always` containers start, and `unless-stopped` ones not stopped by
 /// the user.
 pub async fn restore(frontend: &Frontend) {
+    let unfinished = frontend.clone();
+    if let Err(err) =
+        tokio::task::spawn_blocking(move || super::create::remove_unfinished(&unfinished)).await
+    {
+        tracing::warn!("removing unfinished creates: {err}");
+    }
+    // Tasks of containers the records say are not running: a start, or
+    // an exit's cleanup, cut short by a crash.
+    for container in frontend.containers.all() {
+        let status = container.status();
+        if matches!(
+            status,
+            Status::Running | Status::Paused | Status::Restarting
+        ) {
+            continue;
+        }
+        if let Ok(task) = frontend.backend.tasks.get(NAMESPACE, &container.id) {
+            tracing::info!(id = %container.id, status = status.as_str(), "removing a task its container does not run");
+            remove_stale_task(frontend, &container.id, &task).await;
+        }
+    }
     // Network state of containers whose task is gone (a cleanup cut short
     // by a crash or a stop) goes first, so their next start finds none.
     let live: std::collections::HashSet<String> = frontend
@@ -928,6 +949,34 @@ pub async fn restore(frontend: &Frontend) {
             _ => {}
         }
     }
+}
+
+/// How long a stale task gets to die after SIGKILL before its delete.
+const STALE_KILL_WAIT: Duration = Duration::from_secs(10);
+
+/// Kills and deletes the task of a container that is not running.
+async fn remove_stale_task(frontend: &Frontend, id: &str, task: &Task) {
+    let client = task.client();
+    let kill = api::KillRequest {
+        id: id.to_owned(),
+        signal: 9,
+        all: true,
+        ..Default::default()
+    };
+    if let Err(err) = client.kill(ctx(), &kill).await {
+        tracing::debug!(%id, "stale task: SIGKILL: {err}");
+    }
+    let wait = api::WaitRequest {
+        id: id.to_owned(),
+        ..Default::default()
+    };
+    let _ = tokio::time::timeout(STALE_KILL_WAIT, client.wait(ctx_forever(), &wait)).await;
+    match frontend.backend.tasks.delete(NAMESPACE, id).await {
+        Ok(_) => {}
+        Err(err) if err.kind == ErrorKind::NotFound => {}
+        Err(err) => tracing::warn!(%id, "removing a stale task: {err}"),
+    }
+    let _ = frontend.backend.tasks.delete_exited(NAMESPACE, id);
 }
 
 /// Whether the restart policy starts this stopped container when the

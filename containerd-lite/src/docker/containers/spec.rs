@@ -54,8 +54,38 @@ pub fn hostname_of(record: &Record) -> String {
         .unwrap_or_else(|| record.id.chars().take(12).collect())
 }
 
-/// The spec for `record` as `prepared`.
-pub fn build(namespace: &str, record: &Record, prepared: &Prepared) -> Result<Spec> {
+/// A cgroup parent as `--cgroup-parent` names it, made absolute without a
+/// trailing slash (`a/b/` is `/a/b`; `/` is the root, ""). It may not
+/// climb with `..`, nor hold `.` or control characters.
+pub fn cgroup_parent(parent: &str) -> Result<String> {
+    let invalid = |why: &str| Error::invalid(format!("invalid cgroup parent {parent:?}: {why}"));
+    if parent.chars().any(char::is_control) {
+        return Err(invalid("control characters are not allowed"));
+    }
+    let mut path = String::with_capacity(parent.len() + 1);
+    for part in parent.split('/').filter(|part| !part.is_empty()) {
+        if part == "." || part == ".." {
+            return Err(invalid("\".\" and \"..\" are not allowed"));
+        }
+        path.push('/');
+        path.push_str(part);
+    }
+    Ok(path)
+}
+
+/// The cgroup of `record`: `<parent>/<id>`, the parent being the
+/// container's `CgroupParent` or else `default_parent` (berthd's).
+pub fn cgroups_path(record: &Record, default_parent: &str) -> Result<String> {
+    let parent = match record.host_config.cgroup_parent.as_deref() {
+        Some(parent) if !parent.is_empty() => cgroup_parent(parent)?,
+        _ => default_parent.to_owned(),
+    };
+    Ok(format!("{parent}/{}", record.id))
+}
+
+/// The spec for `record` as `prepared`, its cgroup under `cgroup_parent`
+/// unless the record names its own.
+pub fn build(record: &Record, prepared: &Prepared, cgroup_parent: &str) -> Result<Spec> {
     let host = &record.host_config;
     let tty = record.tty();
     let mut args = Vec::with_capacity(record.args.len() + 3);
@@ -73,7 +103,8 @@ pub fn build(namespace: &str, record: &Record, prepared: &Prepared) -> Result<Sp
 
     let mut env: Vec<String> = record.config.env.clone().unwrap_or_default();
     env.push(format!("HOSTNAME={}", prepared.hostname));
-    let mut builder = SpecBuilder::new(namespace, &record.id)?
+    let mut builder = SpecBuilder::new(crate::docker::NAMESPACE, &record.id)?
+        .cgroups_path(cgroups_path(record, cgroup_parent)?)
         .args(args)
         .env(&env)?
         .user(prepared.user.clone())
