@@ -2,9 +2,10 @@
 //! docker.io 20.10 and the current one when installed): the lifecycle of
 //! a detached container (ps, inspect, pause, stop, start, restart, kill,
 //! rename, rm), exit codes through `docker wait`, restart policies across
-//! a berthd crash, the memory limit and its OOM kill, the default
-//! security and its switches, bad input with dockerd's status codes, and
-//! nothing left behind.
+//! a berthd crash, a create and a start cut short by one, the memory
+//! limit and its OOM kill, the default security and its switches,
+//! `--cgroup-parent`, bad input with dockerd's status codes, and nothing
+//! left behind.
 
 #![allow(clippy::unwrap_used)]
 
@@ -877,5 +878,74 @@ fn a_cgroup_parent_places_the_container() {
         rmdir(&top);
     }
     assert_eq!(daemon.ok(&clis[0], &["ps", "-aq"]), "");
+    assert_clean(&daemon);
+}
+
+/// What berthd leaves when it dies mid-create or mid-start is cleaned up
+/// when it starts again: a containerd record of an unfinished create (with
+/// its snapshot) is removed; a task whose container the record says is
+/// not running (a start cut short) is killed and deleted.
+#[test]
+fn a_create_and_a_start_cut_short_by_a_crash_are_cleaned_up_at_start() {
+    let Some((mut daemon, clis)) = start() else {
+        return;
+    };
+    let cli = &clis[0];
+    let ctr_ok = |daemon: &Berthd, args: &[&str]| {
+        let out = daemon.ctr(args);
+        assert!(out.status.success(), "ctr {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let id = daemon.ok(cli, &["run", "-d", "--name", "cut", IMAGE, "sleep", "300"]);
+    let id = id.trim().to_owned();
+    let pid = inspect(&daemon, cli, "cut")["State"]["Pid"]
+        .as_u64()
+        .unwrap();
+    // The record of a create that never got to its docker record: made
+    // through ctr in docker's namespace, with the frontend's label.
+    ctr_ok(
+        &daemon,
+        &[
+            "containers",
+            "create",
+            "--label",
+            "com.docker/container.name=/unfinished",
+            "docker.io/library/berth-busybox:latest",
+            "unfinished",
+        ],
+    );
+    assert!(ctr_ok(&daemon, &["snapshots", "ls"]).contains("unfinished"));
+
+    daemon.daemon_mut().kill_hard();
+    // The start "was cut short": the record says created, the task runs.
+    let record = daemon
+        .root()
+        .join(format!("docker/containers/{id}/config.v2.json"));
+    let mut json: Value = serde_json::from_slice(&std::fs::read(&record).unwrap()).unwrap();
+    json["state"]["status"] = "created".into();
+    std::fs::write(&record, serde_json::to_vec(&json).unwrap()).unwrap();
+    daemon.daemon_mut().launch();
+
+    assert_eq!(inspect(&daemon, cli, "cut")["State"]["Status"], "created");
+    assert!(
+        wait_until(Duration::from_secs(10), || !Path::new(&format!(
+            "/proc/{pid}"
+        ))
+        .exists()),
+        "the cut-short start's process still runs"
+    );
+    assert_eq!(ctr_ok(&daemon, &["tasks", "ls", "-q"]).trim(), "");
+    assert!(!ctr_ok(&daemon, &["containers", "ls", "-q"]).contains("unfinished"));
+    assert!(
+        wait_until(Duration::from_secs(10), || !ctr_ok(
+            &daemon,
+            &["snapshots", "ls"]
+        )
+        .contains("unfinished")),
+        "the unfinished create's snapshot is still there"
+    );
+    // The container itself is as a created one: it starts and is removed.
+    daemon.ok(cli, &["start", "cut"]);
+    daemon.ok(cli, &["rm", "-f", "cut"]);
     assert_clean(&daemon);
 }
