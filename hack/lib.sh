@@ -38,6 +38,27 @@ ensure_pkgs() {
 	apt-get install -y -q --no-install-recommends "${missing[@]}" </dev/null
 }
 
+# ensure_docker_cli: Debian's docker.io for its 20.10 CLI (the Docker API
+# tests run it against berthd). Its maintainer scripts would start dockerd,
+# which creates docker0 and rewrites iptables: a policy-rc.d forbids every
+# service start during the install (removed after, if it was ours), and the
+# units it enables are disabled again so no boot or socket starts dockerd.
+ensure_docker_cli() {
+	pkg_installed docker.io && return 0
+	local policy=/usr/sbin/policy-rc.d ours="" status=0
+	if [ ! -e "$policy" ]; then
+		printf '#!/bin/sh\n# hack/test: no service starts while docker.io installs\nexit 101\n' >"$policy"
+		chmod 0755 "$policy"
+		ours=1
+	fi
+	ensure_pkgs docker.io || status=1
+	[ -n "$ours" ] && rm -f "$policy"
+	if [ "$status" -eq 0 ] && [ -d /run/systemd/system ]; then
+		systemctl disable docker.service docker.socket >/dev/null 2>&1 || true
+	fi
+	return "$status"
+}
+
 ensure_cargo() {
 	command -v cargo >/dev/null 2>&1 || die "cargo not found (expected in ~/.cargo/bin)"
 }
@@ -53,13 +74,41 @@ berth_bin() {
 build_berth_release() {
 	local bin
 	bin="$(berth_bin release)"
-	if [ ! -x "$bin" ] || [ -n "${BERTH_REBUILD:-}" ]; then
+	if [ -z "${BERTH_PREBUILT:-}" ] && { [ ! -x "$bin" ] || [ -n "${BERTH_REBUILD:-}" ]; }; then
 		ensure_cargo
 		log "building berth (release)"
 		(cd "$BERTH_SRC" && cargo build --release -p berth-runtime) >&2 || return 1
 	fi
 	[ -x "$bin" ] || return 1
 	echo "$bin"
+}
+
+# build_release PKG...: `cargo build --release` of the packages, unless
+# BERTH_PREBUILT is set: hack/bench/all builds once for all its benchmarks,
+# so that every figure of a report comes from the same binaries.
+build_release() {
+	[ -z "${BERTH_PREBUILT:-}" ] || return 0
+	ensure_cargo
+	log "building release binaries"
+	local args=() p
+	for p in "$@"; do args+=(-p "$p"); done
+	(cd "$BERTH_SRC" && cargo build --release -q "${args[@]}")
+}
+
+# drop_iptables_rules LINK: deletes the filter and nat rules that name LINK
+# (dockerd's for its bridge, berthd's and the CNI plugins' for theirs): a
+# stopped daemon leaves them behind.
+drop_iptables_rules() {
+	local link="$1" table rule
+	command -v iptables-save >/dev/null || return 0
+	for table in filter nat; do
+		{ iptables-save -t "$table" 2>/dev/null || true; } |
+			{ grep -E -- "^-A .*[[:space:]]$link([[:space:]]|\$)" || true; } |
+			while IFS= read -r rule; do
+				# xargs splits the rule as iptables-save quoted it.
+				printf '%s\n' "${rule#-A }" | xargs iptables -t "$table" -D 2>/dev/null || true
+			done
+	done
 }
 
 # make_rootfs DIR: busybox-static plus its applet links and a minimal /etc.

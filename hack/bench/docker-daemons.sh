@@ -28,7 +28,7 @@ d() {
 }
 
 stop_docker_daemons() {
-	local which
+	local which link
 	for which in berthd dockerd; do
 		[ -n "${pid[$which]:-}" ] || continue
 		# shellcheck disable=SC2046
@@ -39,15 +39,16 @@ stop_docker_daemons() {
 	grep -F "$tmp" /proc/self/mountinfo | awk '{print $5}' | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
 	for link in "$bench_bridge" "${bench_bridge}b"; do
 		ip link delete "$link" 2>/dev/null || true
+		drop_iptables_rules "$link"
 	done
 	rm -rf "$tmp"
 }
+
 trap stop_docker_daemons EXIT
 
 start_docker_daemons() {
 	cd "$BERTH_SRC"
-	log "building release binaries"
-	cargo build --release -q -p berth-runtime -p containerd-shim-berth-v2 -p berthd || die "build failed"
+	build_release berth-runtime containerd-shim-berth-v2 berthd || die "build failed"
 	mkdir -p "$tmp/bin" "$tmp/berthd" "$tmp/dockerd" "$tmp/cli"
 	for b in containerd-shim-berth-v2 berth berthd berth-logger berthctl; do
 		ln -s "$BERTH_SRC/target/release/$b" "$tmp/bin/"
@@ -72,7 +73,7 @@ TOML
 	pid[dockerd]=$!
 
 	"$here/../make-image" "$tmp/image.tar" >/dev/null
-	local which
+	local which link
 	for which in berthd dockerd; do
 		for _ in $(seq 1 200); do
 			d "$which" version >/dev/null 2>&1 && break
