@@ -66,13 +66,19 @@ env_cleanup() {
 	fi
 	stop_pid "$berthd_pid"
 	stop_pid "$registry_pid"
-	# Shims that a killed berthd left (their containers go with them).
+	# Shims that a killed berthd left, and the processes of containers a
+	# failed run left in our cgroups.
 	pkill -KILL -f "containerd-shim-berth-v2.*$tmp" 2>/dev/null || true
+	find /sys/fs/cgroup -mindepth 3 -maxdepth 4 -name cgroup.procs -path "*/$group/*" -exec cat {} + 2>/dev/null |
+		sort -u | xargs -r kill -KILL 2>/dev/null || true
 	sleep 0.2
 	grep -F "$tmp" /proc/self/mountinfo | awk '{print $5}' | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
 	ip link delete "$bridge" 2>/dev/null || true
-	# The runtime removes containers' cgroups, not their parents.
+	drop_iptables_rules "$bridge"
+	# The runtime removes containers' cgroups, not their parents; nor the
+	# shim its runtime's state directory for the namespace.
 	find /sys/fs/cgroup -mindepth 1 -maxdepth 3 -depth -type d -path "*/$group*" -exec rmdir {} + 2>/dev/null || true
+	rm -rf "/run/containerd/berth/$group"
 	rm -rf "$tmp"
 	return "$status"
 }
@@ -173,7 +179,7 @@ compare_census() {
 lifecycle() {
 	local api="$1" i="$2" name="${3:-soak}-$1-$2"
 	if [ "$api" = containerd ]; then
-		c run --rm "docker.io/library/$image:latest" "$name" sh -c "echo $i" >/dev/null
+		c run --rm --fifo-dir "$tmp/fifo" "docker.io/library/$image:latest" "$name" sh -c "echo $i" >/dev/null
 	elif [ $((i % 5)) -eq 0 ]; then
 		d run -d --name "$name" "$image" sh -c "echo started $i; sleep 60" >/dev/null
 		d exec "$name" sh -c "echo exec $i" >/dev/null
