@@ -279,10 +279,12 @@ impl Berthd {
 
     /// `ctr --address SOCKET ARGS`, stdin from /dev/null.
     pub fn ctr_cmd(&self, args: &[&str]) -> Command {
+        let fifos = self.dir.path().join("fifo");
+        let fifos = fifos.to_str().expect("a UTF-8 temp dir");
         let mut cmd = Command::new(CTR);
         cmd.arg("--address")
             .arg(&self.socket)
-            .args(args)
+            .args(crate::ctr_args_with_fifo_dir(args, fifos))
             .stdin(Stdio::null());
         cmd
     }

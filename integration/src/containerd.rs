@@ -215,10 +215,12 @@ impl Containerd {
     }
 
     pub fn ctr_cmd(&self, args: &[&str]) -> Command {
+        let fifos = self.dir.path().join("fifo");
+        let fifos = fifos.to_str().expect("a UTF-8 temp dir");
         let mut cmd = Command::new("ctr");
         cmd.arg("--address")
             .arg(&self.socket)
-            .args(args)
+            .args(crate::ctr_args_with_fifo_dir(args, fifos))
             .stdin(Stdio::null());
         cmd
     }

@@ -63,3 +63,66 @@ pub fn wait_until(timeout: std::time::Duration, mut cond: impl FnMut() -> bool) 
 
 /// Shorthand for the usual 10 s bound.
 pub const SECS10: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// ctr's `args` with `--fifo-dir DIR` after a `run` or `task exec`
+/// subcommand (past a leading `--namespace NS`), so the stdio fifos it
+/// makes live in the test's own directory: a detached run leaves them
+/// behind, by default in the host's /run/containerd/fifo.
+pub fn ctr_args_with_fifo_dir<'a>(args: &[&'a str], dir: &'a str) -> Vec<&'a str> {
+    let global = match args {
+        ["--namespace" | "-n", _, ..] => 2,
+        _ => 0,
+    };
+    let after = match &args[global..] {
+        ["run", ..] => Some(global + 1),
+        ["task" | "tasks" | "t", "exec", ..] => Some(global + 2),
+        _ => None,
+    };
+    let mut all = args.to_vec();
+    if let Some(at) = after {
+        all.splice(at..at, ["--fifo-dir", dir]);
+    }
+    all
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ctr_args_with_fifo_dir as with;
+
+    #[test]
+    fn the_fifo_dir_goes_after_run_and_task_exec_only() {
+        assert_eq!(
+            with(&["run", "-d", "img", "id"], "/f"),
+            ["run", "--fifo-dir", "/f", "-d", "img", "id"]
+        );
+        assert_eq!(
+            with(
+                &[
+                    "--namespace",
+                    "moby",
+                    "task",
+                    "exec",
+                    "--exec-id",
+                    "e",
+                    "c",
+                    "true"
+                ],
+                "/f"
+            ),
+            [
+                "--namespace",
+                "moby",
+                "task",
+                "exec",
+                "--fifo-dir",
+                "/f",
+                "--exec-id",
+                "e",
+                "c",
+                "true"
+            ]
+        );
+        assert_eq!(with(&["task", "ls"], "/f"), ["task", "ls"]);
+        assert_eq!(with(&["images", "run"], "/f"), ["images", "run"]);
+    }
+}
