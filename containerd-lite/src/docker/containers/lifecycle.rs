@@ -876,14 +876,12 @@ pub async fn restore(frontend: &Frontend) {
     {
         tracing::warn!("removing unfinished creates: {err}");
     }
-    // Tasks of containers the records say are not running: a start, or
-    // an exit's cleanup, cut short by a crash.
+    // Tasks of containers the records say are not running: a start (a
+    // restart policy's too), or an exit's cleanup, cut short by a crash.
+    // A restarting container then restarts as below.
     for container in frontend.containers.all() {
         let status = container.status();
-        if matches!(
-            status,
-            Status::Running | Status::Paused | Status::Restarting
-        ) {
+        if matches!(status, Status::Running | Status::Paused) {
             continue;
         }
         if let Ok(task) = frontend.backend.tasks.get(NAMESPACE, &container.id) {
