@@ -141,6 +141,10 @@ pub struct TaskManager {
     /// Tasks whose shim died, cleaned up but not yet deleted by a client:
     /// what they are reported as (stopped, with this exit) until then.
     exited: Mutex<HashMap<Key, ExitedTask>>,
+    /// Deleted tasks whose shim was asked to exit and has not yet: a new
+    /// task of the same id waits for it, since its shim would take the
+    /// same socket and find the old one still answering.
+    exiting: Mutex<HashMap<Key, Arc<Task>>>,
     events: Arc<dyn EventSink>,
 }
 
@@ -169,6 +173,7 @@ impl TaskManager {
             config,
             tasks: Mutex::new(HashMap::new()),
             exited: Mutex::new(HashMap::new()),
+            exiting: Mutex::new(HashMap::new()),
             events,
         })
     }
@@ -183,6 +188,25 @@ impl TaskManager {
 
     fn lock_exited(&self) -> std::sync::MutexGuard<'_, HashMap<Key, ExitedTask>> {
         self.exited.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_exiting(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Arc<Task>>> {
+        self.exiting.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Asks a deleted task's shim to exit, and remembers it until it has
+    /// (bounded), for [`Self::create`] of the same id to wait on.
+    async fn let_shim_exit(self: &Arc<Self>, key: Key, task: Arc<Task>) {
+        task.shim.request_shutdown().await;
+        self.lock_exiting().insert(key.clone(), task.clone());
+        let manager = self.clone();
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(shim::SHUTDOWN_TIMEOUT, task.shim.exited()).await;
+            let mut exiting = manager.lock_exiting();
+            if exiting.get(&key).is_some_and(|t| Arc::ptr_eq(t, &task)) {
+                exiting.remove(&key);
+            }
+        });
     }
 
     /// The task `id` if its shim died and nobody deleted it yet.
@@ -268,6 +292,10 @@ impl TaskManager {
             )));
         }
         let binary = self.config.binaries.resolve(&opts.runtime)?;
+        let previous = self.lock_exiting().get(&key).cloned();
+        if let Some(previous) = previous {
+            let _ = tokio::time::timeout(shim::SHUTDOWN_TIMEOUT, previous.shim.exited()).await;
+        }
         let began = std::time::Instant::now();
         let bundle = Bundle::create(
             &self.config.state_dir,
@@ -368,7 +396,11 @@ impl TaskManager {
     }
 
     /// Delete the task in its shim, stop the shim, remove the bundle.
-    pub async fn delete(&self, namespace: &str, id: &str) -> Result<api::DeleteResponse> {
+    pub async fn delete(
+        self: &Arc<Self>,
+        namespace: &str,
+        id: &str,
+    ) -> Result<api::DeleteResponse> {
         let task = self.get(namespace, id)?;
         let answer = task
             .client()
@@ -389,8 +421,9 @@ impl TaskManager {
                 return Err(err.clone().context(format!("deleting task {id}")));
             }
         }
-        self.lock().remove(&(namespace.to_string(), id.to_string()));
-        task.shim.request_shutdown().await;
+        let key = (namespace.to_string(), id.to_string());
+        self.lock().remove(&key);
+        self.let_shim_exit(key, task.clone()).await;
         let response = match answer {
             Ok(response) => response,
             Err(_) => {
