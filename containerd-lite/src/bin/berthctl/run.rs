@@ -184,7 +184,8 @@ pub(crate) async fn run(
     }
 }
 
-/// What this run created, undone in reverse on failure (or with `--rm`).
+/// What this run created, undone on failure (or with `--rm`): the task,
+/// the snapshot, then the container.
 struct Made {
     client: Namespaced,
     id: String,
@@ -250,17 +251,10 @@ impl Made {
                 left.push(err);
             }
         }
-        if self.container {
-            match ContainersClient::new(self.client.clone())
-                .delete(DeleteContainerRequest {
-                    id: self.id.clone(),
-                })
-                .await
-            {
-                Ok(_) => self.container = false,
-                Err(e) => left.push(format!("deleting container {}: {}", self.id, readable(e))),
-            }
-        }
+        // The snapshot goes before the container, as containerd's client
+        // does it: once the container is gone nothing holds the snapshot,
+        // and the daemon's collector may take it first (then NotFound is
+        // what we wanted).
         if self.snapshot {
             match SnapshotsClient::new(self.client.clone())
                 .remove(RemoveSnapshotRequest {
@@ -270,7 +264,19 @@ impl Made {
                 .await
             {
                 Ok(_) => self.snapshot = false,
+                Err(e) if e.code() == tonic::Code::NotFound => self.snapshot = false,
                 Err(e) => left.push(format!("removing snapshot {}: {}", self.id, readable(e))),
+            }
+        }
+        if self.container {
+            match ContainersClient::new(self.client.clone())
+                .delete(DeleteContainerRequest {
+                    id: self.id.clone(),
+                })
+                .await
+            {
+                Ok(_) => self.container = false,
+                Err(e) => left.push(format!("deleting container {}: {}", self.id, readable(e))),
             }
         }
         for err in &left {
