@@ -22,8 +22,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-/// What `berth --version` (or `-v`, as with runc) prints after the name.
+/// What `berth --version` (or `-v`, as with runc) prints after the name:
+/// `NAME version X.Y.Z`, then `commit:` and `spec:` lines, the layout of
+/// runc and crun that dockerd (`docker info`) and podman parse.
 const VERSION: &str = concat!(
+    "version ",
     env!("CARGO_PKG_VERSION"),
     "\ncommit: ",
     env!("BERTH_GIT_COMMIT"),
@@ -168,5 +171,18 @@ mod tests {
     #[test]
     fn version_names_the_spec_berth_writes() {
         assert!(super::VERSION.ends_with(berth_runtime::default_spec::OCI_VERSION));
+    }
+
+    #[test]
+    fn version_has_the_layout_runtime_callers_parse() {
+        use clap::CommandFactory;
+        let shown = super::Cli::command().render_version();
+        let lines: Vec<&str> = shown.lines().collect();
+        assert_eq!(
+            lines[0],
+            concat!("berth version ", env!("CARGO_PKG_VERSION"))
+        );
+        assert!(lines[1].starts_with("commit: "), "{shown}");
+        assert!(lines[2].starts_with("spec: 1."), "{shown}");
     }
 }
