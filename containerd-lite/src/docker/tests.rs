@@ -210,6 +210,51 @@ async fn a_moved_name_leaves_the_old_image_dangling_until_it_is_named_again() {
         .any(|(n, _)| reference::is_dangling(n)));
 }
 
+#[tokio::test]
+async fn names_set_at_once_from_many_threads_all_land() {
+    use images::records::Records;
+    let dir = tempfile::tempdir().unwrap();
+    let frontend = frontend(dir.path());
+    let x = "docker.io/library/x:1";
+    let targets: Vec<_> = (0..8).map(|i| descriptor(&format!("t{i}"))).collect();
+    // Eight `docker tag`s of one name, then of one name each to one image.
+    std::thread::scope(|scope| {
+        for target in &targets {
+            let backend = &frontend.backend;
+            scope.spawn(move || Records::new(backend).set(x, target).unwrap());
+        }
+    });
+    std::thread::scope(|scope| {
+        for i in 0..8 {
+            let (backend, target) = (&frontend.backend, &targets[0]);
+            scope.spawn(move || {
+                Records::new(backend)
+                    .set(&format!("docker.io/library/y:{i}"), target)
+                    .unwrap()
+            });
+        }
+    });
+    let names = names(&frontend);
+    let winner = names.iter().find(|(n, _)| n == x).unwrap().1.clone();
+    // Every image left without a name is dangling, exactly once; the
+    // named ones are not.
+    for target in &targets {
+        let digest = target.digest.to_string();
+        let named = digest == winner || *target == targets[0];
+        let dangling = names
+            .iter()
+            .filter(|(n, d)| reference::is_dangling(n) && *d == digest)
+            .count();
+        assert_eq!(dangling, usize::from(!named), "{digest}: {names:?}");
+    }
+    assert_eq!(names.iter().filter(|(n, _)| n == x).count(), 1);
+    assert_eq!(
+        names.iter().filter(|(n, _)| n.contains("/y:")).count(),
+        8,
+        "{names:?}"
+    );
+}
+
 /// A blob in the `moby` namespace's content, as a descriptor.
 fn stored(frontend: &Frontend, bytes: &[u8]) -> crate::content::Descriptor {
     let mut writer = frontend

@@ -4,6 +4,11 @@
 //! a named image drops its dangling record, and every change is published
 //! on the event exchange as containerd's images service publishes it.
 //! Blocking (the stores fsync).
+//!
+//! Each change reads the store before it writes (is the name there, where
+//! does it point, does any other name keep the old image), so changes are
+//! made one at a time, as dockerd's reference store makes them: two tags
+//! of one name at once would otherwise both create it, and one fail.
 
 use berth_proto::containerd::services::images::v1::{ImageCreate, ImageDelete, ImageUpdate};
 
@@ -14,8 +19,20 @@ use crate::grpc::Backend;
 use crate::metadata::leases::EXPIRE_LABEL;
 use crate::metadata::{Filter, Image, Labels, LeaseResource};
 use crate::{Error, ErrorKind, Result};
+use std::sync::{Mutex, MutexGuard};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
+
+/// Taken by every change of a name (see the module's doc).
+static NAME_CHANGES: Mutex<()> = Mutex::new(());
+
+fn one_change_at_a_time() -> MutexGuard<'static, ()> {
+    // The lock guards no data: a change that panicked left nothing half
+    // written in it.
+    NAME_CHANGES
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 /// The record store with docker's bookkeeping.
 #[derive(Debug, Clone)]
@@ -60,6 +77,7 @@ impl<'a> Records<'a> {
     /// name keeps it; `target`'s dangling record, if any, goes (unless
     /// `name` is that record).
     pub fn set(&self, name: &str, target: &Descriptor) -> Result<()> {
+        let _change = one_change_at_a_time();
         let images = &self.backend.images;
         let previous = match images.get(NAMESPACE, name) {
             Ok(previous) => Some(previous.target),
@@ -94,7 +112,7 @@ impl<'a> Records<'a> {
             }
         }
         if let Some(previous) = previous {
-            self.keep_if_unnamed(&previous)?;
+            self.keep_unnamed(&previous)?;
         }
         if is_dangling(name) {
             return Ok(());
@@ -106,12 +124,13 @@ impl<'a> Records<'a> {
     /// target: keeps `previous` as dangling if nothing names it, and drops
     /// the dangling record of the new target.
     pub fn moved(&self, name: &str, previous: Option<&Descriptor>) -> Result<()> {
+        let _change = one_change_at_a_time();
         let current = self.backend.images.get(NAMESPACE, name)?;
         match previous {
             Some(previous) if previous.digest == current.target.digest => {}
             Some(previous) => {
                 self.publish_update(name);
-                self.keep_if_unnamed(previous)?;
+                self.keep_unnamed(previous)?;
             }
             None => self.publish_create(name),
         }
@@ -126,6 +145,7 @@ impl<'a> Records<'a> {
     /// stored the record but failed to unpack leaves no half-made image
     /// under the name. What it made is left to the collector.
     pub fn restore(&self, name: &str, previous: Option<&Descriptor>) -> Result<()> {
+        let _change = one_change_at_a_time();
         let current = self.target_of(name)?;
         match (current, previous) {
             (Some(current), Some(previous)) if current.digest != previous.digest => {
@@ -135,7 +155,7 @@ impl<'a> Records<'a> {
                     .update(NAMESPACE, record, &["target".to_owned()])?;
                 self.publish_update(name);
             }
-            (Some(_), None) => self.remove(name)?,
+            (Some(_), None) => self.remove_record(name)?,
             _ => {}
         }
         Ok(())
@@ -152,6 +172,11 @@ impl<'a> Records<'a> {
 
     /// Removes the record `name`.
     pub fn remove(&self, name: &str) -> Result<()> {
+        let _change = one_change_at_a_time();
+        self.remove_record(name)
+    }
+
+    fn remove_record(&self, name: &str) -> Result<()> {
         self.backend.images.delete(NAMESPACE, name)?;
         if let Err(err) = self.backend.events.publish(
             NAMESPACE,
@@ -168,6 +193,11 @@ impl<'a> Records<'a> {
     /// Makes `target` an unnamed (dangling) image unless some record
     /// still points at it.
     pub fn keep_if_unnamed(&self, target: &Descriptor) -> Result<()> {
+        let _change = one_change_at_a_time();
+        self.keep_unnamed(target)
+    }
+
+    fn keep_unnamed(&self, target: &Descriptor) -> Result<()> {
         let named = self
             .backend
             .images
@@ -193,7 +223,7 @@ impl<'a> Records<'a> {
     }
 
     fn drop_dangling(&self, target: &Digest) -> Result<()> {
-        match self.remove(&dangling_name(target.as_str())) {
+        match self.remove_record(&dangling_name(target.as_str())) {
             Err(err) if err.kind != ErrorKind::NotFound => Err(err),
             _ => Ok(()),
         }
