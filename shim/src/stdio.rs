@@ -575,8 +575,14 @@ async fn relay_input(
 }
 
 /// Delivers what the fifo holds right now, without waiting for more.
+///
+/// The reads go to the fd itself: tokio's `try_read` trusts the readiness
+/// its reactor last saw, and input written just before CloseIO may not
+/// have been seen yet, so it would report an empty fifo and lose it.
 async fn drain(reader: &pipe::Receiver, writer: &mut (impl AsyncWrite + Unpin), buf: &mut [u8]) {
-    while let Ok(n) = reader.try_read(buf) {
+    // The fd is non-blocking: EAGAIN once the fifo is empty, 0 once it is
+    // empty and no writer is left.
+    while let Ok(n) = rustix::io::read(reader, &mut *buf) {
         if n == 0 || deliver(writer, &buf[..n]).await.is_err() {
             return;
         }
@@ -675,5 +681,33 @@ mod tests {
             .unwrap_err()
             .message
             .contains("absolute"));
+    }
+
+    /// CloseIO right after the client wrote its last input, before the
+    /// reactor saw the fifo readable: the input still reaches the process.
+    #[tokio::test]
+    async fn input_written_just_before_closeio_is_delivered() {
+        let dir = tempfile::tempdir().unwrap();
+        for round in 0..200 {
+            let fifo = dir.path().join(format!("stdin-{round}"));
+            nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+            // The client's end, opened read-write as berthd and ctr do.
+            let client = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&fifo)
+                .unwrap();
+            let (process_end, mut process) = tokio::io::duplex(1 << 16);
+            let (close, closed) = oneshot::channel();
+            let relay = tokio::spawn(relay_input(fifo, process_end, closed));
+            tokio::task::yield_now().await;
+            std::io::Write::write_all(&mut &client, b"one\ntwo\nthree\n").unwrap();
+            drop(client);
+            close.send(()).unwrap();
+            relay.await.unwrap();
+            let mut got = Vec::new();
+            process.read_to_end(&mut got).await.unwrap();
+            assert_eq!(got, b"one\ntwo\nthree\n", "round {round}");
+        }
     }
 }
