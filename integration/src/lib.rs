@@ -20,6 +20,7 @@ pub mod locate;
 pub mod pty;
 pub mod registry;
 pub mod runtime;
+pub mod throttle;
 
 pub use bundle::Bundle;
 pub use harness::{Harness, MountGuard, NetnsGuard};

@@ -18,6 +18,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use berth_integration::containerd::{image_archive, IMAGE};
 use berth_integration::registry::Registry;
+use berth_integration::throttle::ThrottledProxy;
 use berth_integration::{wait_until, SECS10};
 use docker_support::{cli, Berthd, Cli, CURRENT_CLI, DEBIAN_CLI};
 use serde_json::{json, Value};
@@ -88,17 +89,25 @@ fn expected_of(archive: &Path) -> Expected {
 /// A `docker save` archive of a one-layer image holding `/marker` with
 /// `text`, tagged `tag` ("" for no tag). Returns its image ID.
 fn tiny_docker_save(path: &Path, tag: &str, text: &str) -> String {
+    docker_save_with(path, tag, text, &[])
+}
+
+/// [`tiny_docker_save`] whose layer also holds `/payload` (when not empty).
+fn docker_save_with(path: &Path, tag: &str, text: &str, payload: &[u8]) -> String {
     let mut layer = tar::Builder::new(Vec::new());
-    let mut header = tar::Header::new_gnu();
-    header.set_size(text.len() as u64);
-    header.set_mode(0o644);
-    header.set_mtime(1_700_000_000);
-    header.set_uid(0);
-    header.set_gid(0);
-    header.set_entry_type(tar::EntryType::Regular);
-    layer
-        .append_data(&mut header, "marker", text.as_bytes())
-        .unwrap();
+    for (name, data) in [("marker", text.as_bytes()), ("payload", payload)] {
+        if name == "payload" && data.is_empty() {
+            continue;
+        }
+        let mut header = tar::Header::new_gnu();
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        header.set_mtime(1_700_000_000);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_entry_type(tar::EntryType::Regular);
+        layer.append_data(&mut header, name, data).unwrap();
+    }
     let layer = layer.into_inner().unwrap();
     let config = serde_json::to_vec(&json!({
         "architecture": match std::env::consts::ARCH { "x86_64" => "amd64", "aarch64" => "arm64", a => a },
@@ -725,5 +734,115 @@ fn an_image_in_use_is_kept_and_failed_pulls_say_why() {
         wait_until(SECS10, || daemon.files_under("content").is_empty()),
         "blobs left: {:?}",
         daemon.files_under("content")
+    );
+}
+
+/// Bytes that do not compress, `len` of them.
+fn incompressible(len: usize) -> Vec<u8> {
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}
+
+/// A client that hangs up during a pull (ctrl-c, a killed CLI) cancels
+/// it, as with dockerd: the download stops, its ingest is aborted, no
+/// image is named and nothing is left. The registry is behind a proxy
+/// that sends 1 MiB a second, so the 24 MiB layer would take 24 s.
+#[test]
+fn a_pull_whose_client_hangs_up_is_cancelled() {
+    let Some(registry) = Registry::start() else {
+        return;
+    };
+    let Some(mut daemon) = Berthd::start() else {
+        return;
+    };
+    let archive = daemon.dir().join("big.tar");
+    docker_save_with(&archive, "berth/big:1", "big", &incompressible(24 << 20));
+    daemon.berthctl(&["-n", "seed", "images", "import", archive.to_str().unwrap()]);
+    let image = "docker.io/berth/big:1";
+    let remote = format!("{}/berth/big:1", registry.address);
+    daemon.berthctl(&[
+        "-n",
+        "seed",
+        "images",
+        "push",
+        "--plain-http",
+        image,
+        &remote,
+    ]);
+    daemon.berthctl(&["-n", "seed", "images", "rm", "--sync", image]);
+    let proxy = ThrottledProxy::start(&registry.address, 1 << 20);
+    let slow = format!("{}/berth/big:1", proxy.address);
+
+    for cli in docker_support::clis() {
+        let mut pull = daemon
+            .docker_cmd(&cli, &["pull", &slow])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The layer is on its way once the CLI shows it.
+        let mut shown = String::new();
+        let mut stdout = std::io::BufReader::new(pull.stdout.take().unwrap());
+        while !shown.contains("Pulling fs layer") {
+            let mut line = String::new();
+            let read = std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+            assert!(read > 0, "{}: the pull ended early: {shown}", cli.name);
+            shown.push_str(&line);
+        }
+        std::thread::sleep(Duration::from_secs(1));
+        pull.kill().unwrap();
+        pull.wait().unwrap();
+
+        let left = || daemon.files_under("content");
+        assert!(
+            wait_until(SECS10, || left().is_empty()),
+            "{}: the pull went on, or left {:?}\n{}",
+            cli.name,
+            left(),
+            daemon.log()
+        );
+        assert_eq!(
+            daemon.ok(&cli, &["images", "--all", "--quiet"]),
+            "",
+            "{}",
+            cli.name
+        );
+        assert!(
+            daemon.log().contains("cancelled"),
+            "{}: {}",
+            cli.name,
+            daemon.log()
+        );
+    }
+
+    // The same through containerd's transfer service, with berthctl.
+    let mut pull = daemon
+        .daemon_mut()
+        .berthctl_cmd(&["-n", "hangup", "images", "pull", "--plain-http", &slow])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    pull.kill().unwrap();
+    pull.wait().unwrap();
+    let left = || daemon.files_under("content");
+    assert!(
+        wait_until(SECS10, || left().is_empty()),
+        "berthctl: the pull went on, or left {:?}",
+        left()
+    );
+    assert_eq!(
+        daemon
+            .berthctl(&["-n", "hangup", "images", "ls", "--format", "json"])
+            .trim(),
+        "[]",
+        "berthctl"
     );
 }

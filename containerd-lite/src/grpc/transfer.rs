@@ -23,8 +23,8 @@ use super::images::descriptor_to_wire;
 use super::request;
 use crate::registry::{Credentials, Platform};
 use crate::transfer::{
-    BlobProgress, BlobState, ImportOptions, ProgressFn, PullOptions, PushOptions, Transferred,
-    Transfers,
+    cancel_when, BlobProgress, BlobState, ImportOptions, ProgressFn, PullOptions, PushOptions,
+    Transferred, Transfers,
 };
 use crate::{Error, Result};
 
@@ -208,14 +208,19 @@ impl transfer_server::Transfer for TransferService {
             platform,
             insecure: wire.insecure,
             credentials: credentials(wire.credentials),
+            cancel: Default::default(),
         };
         let (sender, receiver) = mpsc::unbounded_channel();
         let (transfers, gc) = (self.transfers.clone(), self.gc.clone());
         run_apart(move || async move {
             let progress = progress_to(sender.clone());
-            let pulled = transfers
-                .pull(&namespace, &wire.reference, snapshotter, &options, progress)
-                .await;
+            // A client that hangs up (ctrl-c) cancels the pull.
+            let pulled = cancel_when(
+                transfers.pull(&namespace, &wire.reference, snapshotter, &options, progress),
+                sender.closed(),
+                &options.cancel,
+            )
+            .await;
             gc.schedule();
             finish(&sender, pulled);
         });

@@ -32,6 +32,7 @@ mod push;
 use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::errors::{OciDistributionError, OciErrorCode};
 use oci_client::secrets::RegistryAuth;
+use tokio_util::sync::CancellationToken;
 
 pub use platform::Platform;
 
@@ -106,6 +107,9 @@ pub struct PullOptions {
     /// Told as each layer lands in the content store, so that layers can
     /// be unpacked while others still download.
     pub on_layer: Option<LayerSink>,
+    /// Cancelled when whoever asked for the pull is gone: the pull then
+    /// fails (`Unavailable`), its ingests aborted, no image recorded.
+    pub cancel: CancellationToken,
 }
 
 /// A layer of the manifest being pulled, now readable in the namespace
@@ -197,6 +201,7 @@ impl Default for PullOptions {
             max_concurrent_downloads: 4,
             progress: None,
             on_layer: None,
+            cancel: CancellationToken::new(),
         }
     }
 }

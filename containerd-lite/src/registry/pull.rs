@@ -146,7 +146,17 @@ impl Pull<'_> {
                 self.store_bytes("index", &target, bytes, labels).await?;
             }
         }
+        // Cancelled after the last download: the image is not named.
+        self.check_cancelled()?;
         self.record_image(target).await
+    }
+
+    /// `Unavailable` once the pull is cancelled.
+    fn check_cancelled(&self) -> Result<()> {
+        if self.options.cancel.is_cancelled() {
+            return Err(cancelled());
+        }
+        Ok(())
     }
 
     /// Fetches a manifest document, bounded in size and checked against
@@ -309,6 +319,7 @@ impl Pull<'_> {
     /// Downloads one blob through its ingest; a blob the namespace (or any
     /// namespace) has already is not fetched. Any error aborts the ingest.
     async fn fetch_blob(&self, kind: &str, blob: &Descriptor) -> Result<()> {
+        self.check_cancelled()?;
         let reference = format!("{kind}-{}", blob.digest);
         let Some(writer) = self.open_writer(kind, blob).await? else {
             self.report(kind, blob, blob.size, ProgressState::Exists);
@@ -375,9 +386,17 @@ impl Pull<'_> {
             let Some(mut stream) = stream else {
                 return Ok(());
             };
-            while let Some(chunk) = stream.stream.try_next().await.map_err(|err| {
-                Error::unavailable(format!("download interrupted at {received}: {err}"))
-            })? {
+            loop {
+                let next = tokio::select! {
+                    next = stream.stream.try_next() => next,
+                    () = self.options.cancel.cancelled() => return Err(cancelled()),
+                };
+                let Some(chunk) = next.map_err(|err| {
+                    Error::unavailable(format!("download interrupted at {received}: {err}"))
+                })?
+                else {
+                    break;
+                };
                 received += chunk.len() as u64;
                 if received > blob.size {
                     return Err(Error::precondition(format!(
@@ -435,4 +454,9 @@ impl Pull<'_> {
         })
         .await
     }
+}
+
+/// The error of a cancelled pull.
+fn cancelled() -> Error {
+    Error::unavailable("cancelled: whoever asked for the pull is gone")
 }

@@ -21,6 +21,7 @@ mod unpack;
 #[cfg(test)]
 mod tests;
 
+use std::future::Future;
 use std::sync::Arc;
 
 pub use import::ImportOptions;
@@ -51,6 +52,22 @@ pub struct BlobProgress {
     pub done: u64,
     pub total: u64,
     pub state: BlobState,
+}
+
+/// Runs `transfer` to its end; should `gone` (the client left) come
+/// first, `cancel` is cancelled and the transfer winds down through its
+/// own error path, so what it made is undone rather than dropped midway.
+pub async fn cancel_when<T>(
+    transfer: impl Future<Output = T>,
+    gone: impl Future<Output = ()>,
+    cancel: &tokio_util::sync::CancellationToken,
+) -> T {
+    tokio::pin!(transfer);
+    tokio::select! {
+        done = &mut transfer => return done,
+        () = gone => cancel.cancel(),
+    }
+    transfer.await
 }
 
 /// Receives [`BlobProgress`] reports, from any thread; it should only hand

@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Reference, RegistryOperation};
+use tokio_util::sync::CancellationToken;
 
 use super::lease::TransferLease;
 use super::resolve::{manifest_parts, platform_image, ImageParts};
@@ -26,6 +27,9 @@ pub struct PullOptions {
     /// Speak plain HTTP to the reference's registry.
     pub insecure: bool,
     pub credentials: Credentials,
+    /// Cancelled when whoever asked for the pull is gone: the pull then
+    /// fails as any failed pull does, leaving nothing half-made.
+    pub cancel: CancellationToken,
 }
 
 /// What a push needs besides the image and the destination.
@@ -144,6 +148,7 @@ impl Transfers {
             platform: options.platform.clone(),
             progress: Some(progress_sink(progress.clone(), arrivals.clone())),
             on_layer: Some(on_layer),
+            cancel: options.cancel.clone(),
             ..registry::PullOptions::default()
         };
 

@@ -365,6 +365,7 @@ impl Builder {
             platform: crate::registry::Platform::host(),
             insecure: crate::docker::images::pull::is_insecure(reference.registry()),
             credentials: Default::default(),
+            cancel: Default::default(),
         };
         let frontend = self.frontend.clone();
         let pulled = crate::docker::images::pull::run_transfer(move || async move {

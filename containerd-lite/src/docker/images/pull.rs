@@ -27,7 +27,7 @@ use crate::docker::reference::ImageRef;
 use crate::docker::{Frontend, NAMESPACE};
 use crate::grpc::backend::DEFAULT_SNAPSHOTTER;
 use crate::registry::{Credentials, Platform};
-use crate::transfer::{BlobProgress, BlobState, ProgressFn, PullOptions, PushOptions};
+use crate::transfer::{cancel_when, BlobProgress, BlobState, ProgressFn, PullOptions, PushOptions};
 use crate::{Error, Result};
 
 /// The header docker clients send registry credentials in.
@@ -183,6 +183,7 @@ pub async fn create(
         platform,
         insecure: is_insecure(reference.registry()),
         credentials: credentials(&headers),
+        cancel: Default::default(),
     };
     let (messages, response) = Messages::channel();
     run_apart(move || async move {
@@ -212,22 +213,26 @@ pub async fn create(
             Ok(held) => held,
             Err(err) => return messages.error(&err.message),
         };
-        let pulled = frontend
-            .transfers
-            .pull(
+        // A client that hangs up (ctrl-c) cancels the pull, as with dockerd.
+        let pulled = cancel_when(
+            frontend.transfers.pull(
                 NAMESPACE,
                 &name,
                 snapshotter,
                 &options,
                 pull_progress(messages.clone()),
-            )
-            .await;
+            ),
+            messages.closed(),
+            &options.cancel,
+        )
+        .await;
         // What a failed pull stored, once its lease is released, and the
         // image a moved name may no longer keep, are collectable.
         frontend.backend.gc.schedule();
         let pulled = match pulled {
             Ok(pulled) => pulled,
             Err(err) => {
+                tracing::info!(image = %shown, "docker pull failed: {}", err.message);
                 let (backend, before) = (frontend.backend.clone(), previous.clone());
                 let restored = blocking(move || {
                     let restored = Records::new(&backend).restore(&name, before.as_ref());
