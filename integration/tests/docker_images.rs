@@ -750,6 +750,20 @@ fn incompressible(len: usize) -> Vec<u8> {
         .collect()
 }
 
+/// Kills the client `who` of a pull in progress; berthd must then stop the
+/// pull and keep nothing of it.
+fn hang_up(daemon: &Berthd, mut pull: std::process::Child, who: &str) {
+    pull.kill().unwrap();
+    pull.wait().unwrap();
+    let left = || daemon.files_under("content");
+    assert!(
+        wait_until(SECS10, || left().is_empty()),
+        "{who}: the pull went on, or left {:?}\n{}",
+        left(),
+        daemon.log()
+    );
+}
+
 /// A client that hangs up during a pull (ctrl-c, a killed CLI) cancels
 /// it, as with dockerd: the download stops, its ingest is aborted, no
 /// image is named and nothing is left. The registry is behind a proxy
@@ -796,17 +810,7 @@ fn a_pull_whose_client_hangs_up_is_cancelled() {
             shown.push_str(&line);
         }
         std::thread::sleep(Duration::from_secs(1));
-        pull.kill().unwrap();
-        pull.wait().unwrap();
-
-        let left = || daemon.files_under("content");
-        assert!(
-            wait_until(SECS10, || left().is_empty()),
-            "{}: the pull went on, or left {:?}\n{}",
-            cli.name,
-            left(),
-            daemon.log()
-        );
+        hang_up(&daemon, pull, cli.name);
         assert_eq!(
             daemon.ok(&cli, &["images", "--all", "--quiet"]),
             "",
@@ -822,7 +826,7 @@ fn a_pull_whose_client_hangs_up_is_cancelled() {
     }
 
     // The same through containerd's transfer service, with berthctl.
-    let mut pull = daemon
+    let pull = daemon
         .daemon_mut()
         .berthctl_cmd(&["-n", "hangup", "images", "pull", "--plain-http", &slow])
         .stdout(std::process::Stdio::null())
@@ -830,14 +834,7 @@ fn a_pull_whose_client_hangs_up_is_cancelled() {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_secs(2));
-    pull.kill().unwrap();
-    pull.wait().unwrap();
-    let left = || daemon.files_under("content");
-    assert!(
-        wait_until(SECS10, || left().is_empty()),
-        "berthctl: the pull went on, or left {:?}",
-        left()
-    );
+    hang_up(&daemon, pull, "berthctl");
     assert_eq!(
         daemon
             .berthctl(&["-n", "hangup", "images", "ls", "--format", "json"])
