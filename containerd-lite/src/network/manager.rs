@@ -714,7 +714,8 @@ mod tests {
         );
         manager.store.remove_endpoint(&a.id, "c1").unwrap();
         manager.remove_network("a").await.unwrap();
-        let err = manager.network("a").await.unwrap_err();
+        // By its whole id: "a" alone is also a prefix of one id in 16.
+        let err = manager.network(&a.id).await.unwrap_err();
         assert_eq!(err.kind, ErrorKind::NotFound);
         // The pre-defined network stays.
         let default = manager.network(DEFAULT_NETWORK).await.unwrap();
