@@ -163,6 +163,47 @@ fn hooks_get_their_env_and_args() {
     );
 }
 
+/// A hook without `env` inherits one, as under runc and crun: the
+/// runtime's own for hooks the runtime runs (Docker's prestart hook relies
+/// on that), the container process's for startContainer.
+#[test]
+fn hooks_without_env_inherit_one() {
+    let Some(h) = Harness::new("hook_inherit") else {
+        return;
+    };
+    let mut b = h.bundle();
+    let dir = b.host_dir("hookout");
+    let d = dir.display();
+    b.hook(
+        "createRuntime",
+        json!({"path": "/bin/sh",
+               "args": ["sh", "-c", format!("echo \"$BERTH_TEST_MARK\" > {d}/runtime")]}),
+    );
+    b.hook(
+        "startContainer",
+        json!({"path": "/bin/sh",
+               "args": ["sh", "-c", "echo \"$PROCESS_MARK\" > /hookout/container"]}),
+    );
+    b.mount(
+        json!({"destination": "/hookout", "type": "bind", "source": d.to_string(),
+                   "options": ["rbind", "rw"]}),
+    );
+    b.env("PROCESS_MARK", "from-process-env");
+    b.args(&["true"]);
+    b.write();
+    h.rt.cmd_custom(
+        ["run", "--bundle", &b.path().to_string_lossy(), &b.id],
+        |c| {
+            c.env("BERTH_TEST_MARK", "from-the-runtime");
+        },
+    )
+    .ok();
+    let read = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap_or_default();
+    assert_eq!(read("runtime"), "from-the-runtime\n");
+    assert_eq!(read("container"), "from-process-env\n");
+    h.assert_no_leaks();
+}
+
 #[test]
 fn poststop_runs_after_foreground_run() {
     let Some(h) = Harness::new("poststop_run") else {

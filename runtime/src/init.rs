@@ -352,13 +352,23 @@ fn hooks_round_trip(
     nix::unistd::chdir(&args.bundle.rootfs)
         .context("entering the rootfs")
         .map_err(at("running createContainer hooks"))?;
-    hooks::run_hooks(
+    hooks::run_hooks_with_env(
         HookKind::CreateContainer,
         hooks::hooks_of(all_hooks, HookKind::CreateContainer),
         state.as_bytes(),
+        process_env(&args.bundle.spec),
     )
     .map_err(|e| at("running createContainer hooks")(e.into()))?;
     Ok(state)
+}
+
+/// The container process's environment: what hooks run in the container
+/// inherit when they have no `env` of their own.
+fn process_env(spec: &Spec) -> &[String] {
+    spec.process()
+        .as_ref()
+        .and_then(|p| p.env().as_deref())
+        .unwrap_or_default()
 }
 
 /// From `Ready` to exec: wait to be started, then become the user's process.
@@ -384,7 +394,12 @@ fn launch(mut args: InitArgs<'_>, ready: Ready) -> Result<()> {
             args.seccomp.as_ref(),
             agent,
         )?;
-        hooks::run_hooks(HookKind::StartContainer, start_hooks, state.as_bytes())?;
+        hooks::run_hooks_with_env(
+            HookKind::StartContainer,
+            start_hooks,
+            state.as_bytes(),
+            process_env(spec),
+        )?;
         Ok(())
     };
     match &args.start {

@@ -1,8 +1,12 @@
 //! OCI hooks: running the programs listed under `hooks` in `config.json`.
 //!
 //! Each hook is executed as `path` with `args` (where `args[0]` is
-//! `argv[0]`) and *only* the environment given in its `env` (runtime
-//! environment variables are not inherited). The container state JSON is
+//! `argv[0]`) and exactly the environment given in its `env`. A hook
+//! without `env` inherits one, as under runc and crun: hooks run by the
+//! runtime get the runtime's own environment ([`run_hooks`]); those run in
+//! the container (createContainer, startContainer) get the container
+//! process's `process.env` ([`run_hooks_with_env`]). Docker's prestart
+//! hook, for one, has no `env`. The container state JSON is
 //! written to its stdin, which is then closed. Its stdout and stderr are
 //! captured; the beginning of both is reported if it fails. A hook fails if
 //! it cannot be started, exits non-zero, is killed by a signal, or runs
@@ -76,13 +80,28 @@ impl fmt::Display for HookKind {
     }
 }
 
-/// Runs `hooks` one after the other, feeding each `state_json` on stdin.
+/// Runs `hooks` one after the other, feeding each `state_json` on stdin;
+/// a hook without `env` inherits the runtime's environment.
 ///
 /// Stops at the first failure and returns it; the remaining hooks are not
 /// run.
 pub fn run_hooks(kind: HookKind, hooks: &[Hook], state_json: &[u8]) -> Result<(), Error> {
     for hook in hooks {
-        run::run_hook(kind, hook, state_json)?;
+        run::run_hook(kind, hook, state_json, None)?;
+    }
+    Ok(())
+}
+
+/// Like [`run_hooks`], but a hook without `env` gets `absent_env` (the
+/// container process's environment, for hooks run in the container).
+pub fn run_hooks_with_env(
+    kind: HookKind,
+    hooks: &[Hook],
+    state_json: &[u8],
+    absent_env: &[String],
+) -> Result<(), Error> {
+    for hook in hooks {
+        run::run_hook(kind, hook, state_json, Some(absent_env))?;
     }
     Ok(())
 }
@@ -92,7 +111,7 @@ pub fn run_hooks(kind: HookKind, hooks: &[Hook], state_json: &[u8]) -> Result<()
 /// `poststart` and `poststop`.
 pub fn run_hooks_best_effort(kind: HookKind, hooks: &[Hook], state_json: &[u8]) {
     for hook in hooks {
-        if let Err(err) = run::run_hook(kind, hook, state_json) {
+        if let Err(err) = run::run_hook(kind, hook, state_json, None) {
             tracing::warn!(hook = %kind, path = %hook.path().display(), "{err}");
         }
     }

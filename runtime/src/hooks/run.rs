@@ -21,8 +21,14 @@ const CAPTURE_LIMIT: usize = 4096;
 /// pipes are quiet. Pauses start at 1ms and double up to this.
 const MAX_BACKOFF: Duration = Duration::from_millis(50);
 
-/// Runs one hook to completion (see the module docs of [`super`]).
-pub(super) fn run_hook(kind: HookKind, hook: &Hook, state: &[u8]) -> Result<(), Error> {
+/// Runs one hook to completion (see the module docs of [`super`]). A hook
+/// without `env` gets `absent_env`, or when that is `None` ours.
+pub(super) fn run_hook(
+    kind: HookKind,
+    hook: &Hook,
+    state: &[u8],
+    absent_env: Option<&[String]>,
+) -> Result<(), Error> {
     let fail = |failure| Error {
         kind,
         path: hook.path().clone(),
@@ -35,7 +41,9 @@ pub(super) fn run_hook(kind: HookKind, hook: &Hook, state: &[u8]) -> Result<(), 
     };
 
     tracing::debug!(hook = %kind, path = %hook.path().display(), "running hook");
-    let mut child = command(hook).spawn().map_err(|e| fail(Failure::Spawn(e)))?;
+    let mut child = command(hook, absent_env)
+        .spawn()
+        .map_err(|e| fail(Failure::Spawn(e)))?;
     let deadline = timeout.map(|secs| Instant::now() + Duration::from_secs(secs));
 
     let mut sup = Supervisor::new(&mut child, state);
@@ -67,9 +75,9 @@ pub(super) fn run_hook(kind: HookKind, hook: &Hook, state: &[u8]) -> Result<(), 
 }
 
 /// Builds the command: `path` (never searched in `$PATH`), `args[0]` as
-/// `argv[0]` (the path if `args` is empty), only the hook's environment,
-/// and piped standard streams.
-fn command(hook: &Hook) -> Command {
+/// `argv[0]` (the path if `args` is empty), the hook's environment (or the
+/// one it inherits) and piped standard streams.
+fn command(hook: &Hook, absent_env: Option<&[String]>) -> Command {
     let path = hook.path();
     let mut cmd = Command::new(exec_path(path));
     match hook.args().as_deref() {
@@ -80,14 +88,17 @@ fn command(hook: &Hook) -> Command {
             cmd.arg0(path);
         }
     }
-    cmd.env_clear();
-    for entry in hook.env().as_deref().unwrap_or_default() {
-        match entry.split_once('=') {
-            Some((key, value)) if !key.is_empty() => {
-                cmd.env(key, value);
-            }
-            _ => {
-                tracing::warn!(path = %path.display(), %entry, "ignoring malformed hook env entry")
+    // Without either, Command passes our own environment on.
+    if let Some(env) = hook.env().as_deref().or(absent_env) {
+        cmd.env_clear();
+        for entry in env {
+            match entry.split_once('=') {
+                Some((key, value)) if !key.is_empty() => {
+                    cmd.env(key, value);
+                }
+                _ => {
+                    tracing::warn!(path = %path.display(), %entry, "ignoring malformed hook env entry")
+                }
             }
         }
     }

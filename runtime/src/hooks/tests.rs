@@ -110,7 +110,7 @@ fn runs_in_order() {
 }
 
 #[test]
-fn env_is_only_hook_env() {
+fn hook_env_is_exactly_its_env_or_the_runtimes() {
     let dir = tmp();
     let out = dir.path().join("env");
     let script = write_script(dir.path(), "env.sh", r#"/usr/bin/env > "$1""#);
@@ -131,14 +131,55 @@ fn env_is_only_hook_env() {
     vars.sort();
     assert_eq!(vars, ["EMPTY=", "EQ=a=b", "FOO=bar"]);
 
-    // No env at all: nothing inherited from the test process (which has at
-    // least PATH or HOME in any realistic environment).
-    run_hooks(HookKind::Prestart, &[hook], STATE).expect("hook succeeds");
+    // No env at all: the runtime's own environment is passed on, as runc
+    // and crun do (Docker's prestart hook has no env).
+    run_hooks(HookKind::Prestart, std::slice::from_ref(&hook), STATE).expect("hook succeeds");
     let text = fs::read_to_string(&out).expect("env output");
+    let path = std::env::var("PATH").expect("the test process has a PATH");
     assert!(
-        text.lines().all(|l| l.starts_with("PWD=")),
-        "unexpected env: {text}"
+        text.lines().any(|l| l == format!("PATH={path}")),
+        "PATH not inherited: {text}"
     );
+}
+
+#[test]
+fn container_hooks_without_env_get_the_process_env() {
+    let dir = tmp();
+    let out = dir.path().join("env");
+    let script = write_script(dir.path(), "env.sh", r#"/usr/bin/env > "$1""#);
+    let hook = sh_hook(&script, &[&out.display().to_string()]);
+    let read_vars = || -> Vec<String> {
+        let mut vars: Vec<String> = fs::read_to_string(&out)
+            .expect("env output")
+            .lines()
+            .filter(|l| !l.starts_with("PWD="))
+            .map(str::to_string)
+            .collect();
+        vars.sort();
+        vars
+    };
+    let process_env = ["PATH=/container/bin".to_string(), "TERM=xterm".to_string()];
+
+    run_hooks_with_env(
+        HookKind::StartContainer,
+        std::slice::from_ref(&hook),
+        STATE,
+        &process_env,
+    )
+    .expect("hook succeeds");
+    assert_eq!(read_vars(), process_env);
+
+    // A hook's own env wins, even an empty one.
+    for env in [&["OWN=1"][..], &[]] {
+        run_hooks_with_env(
+            HookKind::CreateContainer,
+            &[with_env(hook.clone(), env)],
+            STATE,
+            &process_env,
+        )
+        .expect("hook succeeds");
+        assert_eq!(read_vars(), env);
+    }
 }
 
 #[test]
