@@ -288,8 +288,15 @@ fn cve_2024_21626_run_cwd_through_proc_self_fd_stays_inside() {
     };
     let (host_dir, f) = host_secret_dir(&h);
     // fd 5 is the leaked host dir; the others probe the runtime's own fds.
-    for n in 3..=12 {
-        let cwd = format!("/proc/self/fd/{n}");
+    // A cwd that does not exist is created (as runc does): never through
+    // such a descriptor, in a host directory.
+    let cwds = (3..=12).flat_map(|n| {
+        [
+            format!("/proc/self/fd/{n}"),
+            format!("/proc/self/fd/{n}/created-by-the-runtime"),
+        ]
+    });
+    for cwd in cwds {
         let mut b = h.bundle();
         b.rootfs_file("/container-marker", "", 0o644);
         b.sh(CWD_SCRIPT);

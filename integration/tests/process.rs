@@ -79,6 +79,32 @@ fn env_and_cwd() {
     );
 }
 
+/// A cwd that does not exist is created, as runc does, before the root
+/// turns read-only; an exec's cwd is not (runc refuses it too).
+#[test]
+fn a_missing_cwd_is_created_before_the_root_turns_read_only() {
+    let Some(h) = Harness::new("cwd_created") else {
+        return;
+    };
+    let mut b = h.bundle();
+    b.set("/root/readonly", json!(true));
+    b.set("/process/cwd", json!("/not/yet/there"));
+    b.args(&["sleep", "1000"]);
+    b.write();
+    h.rt.run_detached(&b.id, b.path()).ok();
+    assert!(b.rootfs().join("not/yet/there").is_dir());
+    let out = h.rt.exec(&b.id, &["pwd"]);
+    out.ok();
+    assert_eq!(out.stdout, "/not/yet/there\n", "{out}");
+
+    let out = h.rt.exec_with(&b.id, &["--cwd", "/no/such/dir"], &["pwd"]);
+    out.failed();
+    assert!(out.stderr.contains("/no/such/dir"), "{out}");
+    assert!(!b.rootfs().join("no").exists());
+    h.rt.delete_force(&b.id).ok();
+    h.assert_no_leaks();
+}
+
 #[test]
 fn env_is_exactly_the_spec_env() {
     let Some(h) = Harness::new("env_exact") else {

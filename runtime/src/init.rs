@@ -244,6 +244,7 @@ fn prepare(args: &InitArgs<'_>) -> std::result::Result<Ready, InitFailure> {
     // (create refuses a joined mount namespace: this one is ours.)
     rootfs::prepare(&ctx, spec, idmapped_rootfs).map_err(at("preparing the rootfs"))?;
     let state = hooks_round_trip(args, &mut cgroup)?;
+    rootfs::create_cwd(&args.bundle.rootfs, proc.cwd()).map_err(at("preparing the rootfs"))?;
     rootfs::pivot(&args.bundle.rootfs, args.no_pivot).map_err(at("switching to the rootfs"))?;
     set_names(spec, namespaces).map_err(at("setting hostname"))?;
     rootfs::finish(spec).map_err(at("finishing the rootfs"))?;

@@ -90,13 +90,13 @@ pub fn setup_terminal(socket: &UnixStream, process: &Process, console: bool) -> 
     terminal::become_tty_session(&pty.slave)
 }
 
-/// Enter `process.cwd`, creating it if it does not exist (as runc does),
-/// and make sure it is inside the container: a path through a descriptor
+/// Enter `process.cwd` (which must exist: the container's is created by
+/// [`crate::rootfs::create_cwd`], an exec's is not, as under runc) and
+/// make sure it is inside the container: a path through a descriptor
 /// leaked from the host (`/proc/self/fd/N`, CVE-2024-21626) must not put
 /// the process in a host directory.
 pub fn enter_cwd(process: &Process) -> Result<()> {
     let cwd = process.cwd();
-    rootfs::mounts::mkdir_all(cwd)?;
     nix::unistd::chdir(cwd).with_context(|| format!("process.cwd {}", cwd.display()))?;
     // getcwd fails with ENOENT, or returns "(unreachable)...", for a
     // directory outside our root.

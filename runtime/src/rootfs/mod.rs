@@ -114,6 +114,18 @@ pub fn prepare(
     Ok(())
 }
 
+/// Create the process's `cwd` when it does not exist, as runc does: before
+/// the root may turn read-only, resolved inside the rootfs (still seen
+/// from the host's root) like every mount target, so a cwd through
+/// `/proc/self/fd/N` cannot create anything in a directory a leaked
+/// descriptor points to (CVE-2024-21626).
+pub fn create_cwd(rootfs: &Path, cwd: &Path) -> Result<()> {
+    path::Resolver::new(rootfs)?
+        .mkdir_all(cwd)
+        .map(drop)
+        .map_err(|e| e.context(format!("creating process.cwd {}", cwd.display())))
+}
+
 /// Make `rootfs` the root: pivot_root(2), or with `no_pivot` a move-mount
 /// plus chroot (for filesystems where pivot_root cannot work, e.g. ramfs).
 pub fn pivot(rootfs: &Path, no_pivot: bool) -> Result<()> {
