@@ -253,7 +253,9 @@ fn linux_devices_create_nodes() {
     b.set(
         "/linux/devices",
         json!([{"path": "/dev/mynull", "type": "c", "major": 1, "minor": 3,
-                "fileMode": 438, "uid": 0, "gid": 0}]),
+                "fileMode": 438, "uid": 0, "gid": 0},
+               // Anywhere, as under runc and crun, its directory created.
+               {"path": "/var/new/dir/null", "type": "c", "major": 1, "minor": 3}]),
     );
     b.with(|s| {
         s["linux"]["resources"]["devices"]
@@ -261,12 +263,12 @@ fn linux_devices_create_nodes() {
             .expect("device rules")
             .push(json!({"allow": true, "type": "c", "major": 1, "minor": 3, "access": "rwm"}));
     });
-    b.sh("stat -c '%F %t:%T %a' /dev/mynull; echo hi > /dev/mynull && echo write-ok");
+    b.sh("stat -c '%F %t:%T %a' /dev/mynull /var/new/dir/null; echo hi > /dev/mynull && echo write-ok");
     b.write();
     let out = h.rt.run(&b.id, b.path());
     out.ok();
     assert_eq!(
-        out.stdout, "character special file 1:3 666\nwrite-ok\n",
+        out.stdout, "character special file 1:3 666\ncharacter special file 1:3 666\nwrite-ok\n",
         "{out}"
     );
 }
