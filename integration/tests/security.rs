@@ -2,7 +2,7 @@
 //! masked and read-only paths, sysctl, device nodes.
 
 use berth_integration::caps::{mask, parse_status_mask};
-use berth_integration::Harness;
+use berth_integration::{Harness, NetnsGuard};
 use serde_json::json;
 
 fn set_caps(b: &mut berth_integration::Bundle, eff: &[&str], bounding: &[&str]) {
@@ -242,6 +242,47 @@ fn sysctl_applied_inside() {
         host_fwd,
         "the host's sysctl must not change"
     );
+}
+
+/// A network namespace joined by path takes net.* sysctls, unless it is
+/// the runtime's own (the host's): that is refused before anything is
+/// made, as runc refuses it. kernel.hostname is never a sysctl.
+#[test]
+fn sysctls_that_would_change_the_host_are_refused() {
+    let Some(h) = Harness::new("sysctl_host") else {
+        return;
+    };
+    let netns = NetnsGuard::new(&format!("berth-sysctl-{}", std::process::id()));
+    let mut b = h.bundle();
+    b.namespace("network", Some(&netns.path().to_string_lossy()));
+    b.set("/linux/sysctl", json!({"net.ipv4.ip_forward": "1"}));
+    b.args(&["cat", "/proc/sys/net/ipv4/ip_forward"]);
+    b.write();
+    let out = h.rt.run(&b.id, b.path());
+    out.ok();
+    assert_eq!(out.stdout, "1\n", "{out}");
+
+    for (ns, sysctl, why) in [
+        (
+            "/proc/self/ns/net",
+            json!({"net.ipv4.ip_forward": "1"}),
+            "runtime's own",
+        ),
+        ("", json!({"kernel.hostname": "other"}), "hostname field"),
+    ] {
+        let mut b = h.bundle();
+        if !ns.is_empty() {
+            b.namespace("network", Some(ns));
+        }
+        b.set("/linux/sysctl", sysctl);
+        b.args(&["true"]);
+        b.write();
+        let out = h.rt.run(&b.id, b.path());
+        out.failed();
+        assert!(out.stderr.contains(why), "{out}");
+        assert!(!h.rt.state_dir(&b.id).exists(), "{out}");
+    }
+    h.assert_no_leaks();
 }
 
 #[test]

@@ -160,7 +160,7 @@ fn validate(spec: &Spec) -> Result<()> {
             if key.is_empty() || key.split(['.', '/']).any(|c| c.is_empty() || c == "..") {
                 return Err(Error::invalid(format!("linux.sysctl: invalid key {key:?}")));
             }
-            check_sysctl_namespaced(spec, key)?;
+            check_sysctl_namespaced(spec, &sysctl_dotted(key))?;
         }
     }
     for (i, m) in spec.mounts().as_deref().unwrap_or(&[]).iter().enumerate() {
@@ -174,8 +174,35 @@ fn validate(spec: &Spec) -> Result<()> {
     Ok(())
 }
 
+/// A sysctl key in its dotted form (`net.ipv4.conf.eth0/100.forwarding`):
+/// a key whose first separator is `/` is in path form, where a `.` is part
+/// of a name, and has its separators swapped, as sysctl(8) and runc read it.
+pub fn sysctl_dotted(key: &str) -> String {
+    match key.find(['.', '/']) {
+        Some(i) if key.as_bytes()[i] == b'/' => swap_separators(key),
+        _ => key.to_string(),
+    }
+}
+
+/// The file under /proc/sys of a sysctl key in either form.
+pub fn sysctl_path(key: &str) -> PathBuf {
+    Path::new("/proc/sys").join(swap_separators(&sysctl_dotted(key)))
+}
+
+fn swap_separators(key: &str) -> String {
+    key.chars()
+        .map(|c| match c {
+            '.' => '/',
+            '/' => '.',
+            c => c,
+        })
+        .collect()
+}
+
 /// A sysctl is written by root: only those that belong to a namespace the
-/// container has are allowed, or the write would change the host.
+/// container has of its own are allowed, or the write would change the
+/// host (as runc decides). A namespace joined by path counts only when it
+/// is not the runtime's own, the host's.
 fn check_sysctl_namespaced(spec: &Spec, key: &str) -> Result<()> {
     const IPC: &[&str] = &[
         "kernel.msgmax",
@@ -191,19 +218,56 @@ fn check_sysctl_namespaced(spec: &Spec, key: &str) -> Result<()> {
         LinuxNamespaceType::Network
     } else if IPC.contains(&key) || key.starts_with("fs.mqueue.") {
         LinuxNamespaceType::Ipc
-    } else if key == "kernel.hostname" || key == "kernel.domainname" {
+    } else if key == "kernel.domainname" {
         LinuxNamespaceType::Uts
+    } else if key == "kernel.hostname" {
+        return Err(Error::invalid(format!(
+            "linux.sysctl: {key} is not allowed: the container's hostname is the hostname field"
+        )));
     } else {
         return Err(Error::invalid(format!(
             "linux.sysctl: {key} is not namespaced: setting it would change the host"
         )));
     };
-    if namespace(spec, needs).is_none() {
+    let Some(ns) = namespace(spec, needs) else {
         return Err(Error::invalid(format!(
             "linux.sysctl: {key} needs a {needs} namespace of the container's (linux.namespaces)"
         )));
+    };
+    if let Some(path) = ns.path() {
+        if is_own_namespace(needs, path)? {
+            return Err(Error::invalid(format!(
+                "linux.sysctl: {key}: the {needs} namespace {} is the runtime's own: \
+                 setting it would change the host",
+                path.display()
+            )));
+        }
     }
     Ok(())
+}
+
+/// Whether the namespace file `path` is the namespace of type `typ` this
+/// process is in.
+fn is_own_namespace(typ: LinuxNamespaceType, path: &Path) -> Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let name = match typ {
+        LinuxNamespaceType::Network => "net",
+        LinuxNamespaceType::Ipc => "ipc",
+        LinuxNamespaceType::Uts => "uts",
+        other => {
+            return Err(Error::internal(format!(
+                "no sysctl lives in a {other} namespace"
+            )))
+        }
+    };
+    let stat = |p: &Path| {
+        std::fs::metadata(p).map_err(|e| {
+            Error::invalid(format!("linux.namespaces: {typ} path {}: {e}", p.display()))
+        })
+    };
+    let theirs = stat(path)?;
+    let ours = stat(&Path::new("/proc/self/ns").join(name))?;
+    Ok(theirs.dev() == ours.dev() && theirs.ino() == ours.ino())
 }
 
 #[cfg(test)]
@@ -216,6 +280,66 @@ mod tests {
             br#"{"ociVersion":"1.0.2","linux":{"namespaces":[{"type":"pid"},{"type":"bogus"}]}}"#;
         let err = parse(text).unwrap_err();
         assert!(err.starts_with("linux.namespaces[1].type"), "{err}");
+    }
+
+    #[test]
+    fn sysctl_keys_in_either_form() {
+        assert_eq!(sysctl_dotted("net.ipv4.ip_forward"), "net.ipv4.ip_forward");
+        assert_eq!(sysctl_dotted("net/ipv4/ip_forward"), "net.ipv4.ip_forward");
+        assert_eq!(
+            sysctl_dotted("net/ipv4/conf/eth0.100/forwarding"),
+            "net.ipv4.conf.eth0/100.forwarding"
+        );
+        for key in [
+            "net.ipv4.conf.eth0/100.forwarding",
+            "net/ipv4/conf/eth0.100/forwarding",
+        ] {
+            assert_eq!(
+                sysctl_path(key),
+                Path::new("/proc/sys/net/ipv4/conf/eth0.100/forwarding")
+            );
+        }
+    }
+
+    fn spec_with(namespaces: serde_json::Value, sysctl: serde_json::Value) -> Spec {
+        let text = serde_json::json!({"ociVersion": "1.0.2",
+            "process": {"user": {"uid": 0, "gid": 0}, "args": ["sh"], "cwd": "/"},
+            "linux": {"namespaces": namespaces, "sysctl": sysctl}});
+        parse(text.to_string().as_bytes()).expect("spec")
+    }
+
+    #[test]
+    fn sysctls_only_in_namespaces_of_the_containers() {
+        let own = serde_json::json!([{"type": "network"}, {"type": "ipc"}, {"type": "uts"}]);
+        let host = serde_json::json!([{"type": "network", "path": "/proc/self/ns/net"},
+            {"type": "ipc", "path": "/proc/self/ns/ipc"}, {"type": "uts"}]);
+        let allowed = |ns: &serde_json::Value, key: &str| {
+            validate(&spec_with(ns.clone(), serde_json::json!({key: "1"})))
+                .map_err(|e| e.to_string())
+        };
+        for key in [
+            "net.ipv4.ip_forward",
+            "net/ipv4/ip_forward",
+            "kernel.shmmax",
+            "fs.mqueue.msg_max",
+            "kernel.domainname",
+        ] {
+            allowed(&own, key).unwrap_or_else(|e| panic!("{key}: {e}"));
+        }
+        for (ns, key, why) in [
+            (&own, "kernel.hostname", "hostname field"),
+            (&own, "vm.swappiness", "not namespaced"),
+            (&host, "net.ipv4.ip_forward", "runtime's own"),
+            (&host, "kernel.shmmax", "runtime's own"),
+            (
+                &serde_json::json!([]),
+                "kernel.domainname",
+                "needs a uts namespace",
+            ),
+        ] {
+            let err = allowed(ns, key).expect_err(key);
+            assert!(err.contains(key) && err.contains(why), "{key}: {err}");
+        }
     }
 
     #[test]

@@ -227,7 +227,7 @@ pub fn finish(spec: &Spec) -> Result<()> {
         let mut keys: Vec<_> = sysctl.iter().collect();
         keys.sort();
         for (key, value) in keys {
-            let path = Path::new("/proc/sys").join(key.replace('.', "/"));
+            let path = crate::spec::sysctl_path(key);
             std::fs::write(&path, value).with_context(|| {
                 format!(
                     "linux.sysctl {key}: writing {value:?} to {}",
