@@ -49,6 +49,64 @@ fn capabilities_match_spec_for_root() {
     assert_eq!(parse_status_mask(&out.stdout, "CapInh"), Some(0), "{out}");
 }
 
+/// Names that are no capability (a newer kernel's, a typo) are ignored
+/// with a warning, in config.json, process.json and `exec --cap`, as runc
+/// and crun ignore them.
+#[test]
+fn unknown_capabilities_are_ignored_with_a_warning() {
+    let Some(h) = Harness::new("caps_unknown") else {
+        return;
+    };
+    let set = ["CAP_KILL", "CAP_NOT_YET_INVENTED"];
+    let mut b = h.bundle();
+    set_caps(&mut b, &set, &set);
+    b.args(&["sleep", "1000"]);
+    b.write();
+    let out = h.rt.run_detached(&b.id, b.path());
+    out.ok();
+    assert!(
+        out.stderr
+            .contains("ignoring unknown capabilities: CAP_NOT_YET_INVENTED"),
+        "{out}"
+    );
+    let status = h.rt.exec(&b.id, &["cat", "/proc/self/status"]);
+    status.ok();
+    assert_eq!(
+        parse_status_mask(&status.stdout, "CapEff"),
+        Some(mask(&["CAP_KILL"])),
+        "{status}"
+    );
+
+    let out = h.rt.exec_with(
+        &b.id,
+        &["--cap", "CAP_NOT_YET_INVENTED", "--cap", "CAP_CHOWN"],
+        &["cat", "/proc/self/status"],
+    );
+    out.ok();
+    assert!(out.stderr.contains("CAP_NOT_YET_INVENTED"), "{out}");
+    assert_eq!(
+        parse_status_mask(&out.stdout, "CapEff"),
+        Some(mask(&["CAP_KILL", "CAP_CHOWN"])),
+        "{out}"
+    );
+
+    let file = h.tempdir().join("process.json");
+    let process = json!({"args": ["cat", "/proc/self/status"], "cwd": "/",
+        "user": {"uid": 0, "gid": 0},
+        "capabilities": {"bounding": set, "effective": set, "permitted": set}});
+    std::fs::write(&file, process.to_string()).expect("write process.json");
+    let out =
+        h.rt.exec_with(&b.id, &["--process", &file.to_string_lossy()], &[]);
+    out.ok();
+    assert_eq!(
+        parse_status_mask(&out.stdout, "CapEff"),
+        Some(mask(&["CAP_KILL"])),
+        "{out}"
+    );
+    h.rt.delete_force(&b.id).ok();
+    h.assert_no_leaks();
+}
+
 #[test]
 fn capabilities_match_spec_for_non_root_with_ambient() {
     let Some(h) = Harness::new("caps_user") else {

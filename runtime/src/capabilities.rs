@@ -9,6 +9,43 @@ use oci_spec::runtime::{Capabilities, LinuxCapabilities};
 
 use crate::error::{Context, Error, Result};
 
+/// Remove, with a warning, the names that are no capability of the runtime
+/// spec's list from the sets of a `capabilities` JSON object (of a config
+/// or a process.json). runc and crun ignore them the same way, so a config
+/// written for a newer kernel still runs; a name this kernel lacks is
+/// skipped later, by [`convert`].
+pub fn drop_unknown_names(capabilities: &mut serde_json::Value) {
+    let Some(sets) = capabilities.as_object_mut() else {
+        return;
+    };
+    let mut unknown = Vec::new();
+    for list in sets
+        .values_mut()
+        .filter_map(serde_json::Value::as_array_mut)
+    {
+        list.retain(|name| match name.as_str() {
+            Some(name) if !is_known(name) => {
+                unknown.push(name.to_string());
+                false
+            }
+            _ => true,
+        });
+    }
+    unknown.sort();
+    unknown.dedup();
+    if !unknown.is_empty() {
+        tracing::warn!("ignoring unknown capabilities: {}", unknown.join(", "));
+    }
+}
+
+/// Whether `name` (`CAP_KILL`) is a capability of the runtime spec's list.
+pub fn is_known(name: &str) -> bool {
+    serde_json::from_value::<oci_spec::runtime::Capability>(serde_json::Value::String(
+        name.to_string(),
+    ))
+    .is_ok()
+}
+
 /// Convert an OCI capability set into the `caps` crate's. Names this
 /// kernel/library does not know are skipped, as runc skips them.
 fn convert(set: Option<&Capabilities>) -> Result<CapsHashSet> {

@@ -45,13 +45,18 @@ impl Bundle {
 }
 
 /// Parse config.json text; the error names the JSON path of the bad field.
+/// Unknown capability names are dropped with a warning, as runc drops them.
 pub fn parse(text: &[u8]) -> std::result::Result<Spec, String> {
-    let de = &mut serde_json::Deserializer::from_slice(text);
-    serde_path_to_error::deserialize(de).map_err(|e| {
+    let mut value: serde_json::Value =
+        serde_json::from_slice(text).map_err(|e| format!("invalid JSON: {e}"))?;
+    if let Some(caps) = value.pointer_mut("/process/capabilities") {
+        crate::capabilities::drop_unknown_names(caps);
+    }
+    serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         if path.is_empty() || path == "." || path == "?" {
-            format!("invalid JSON: {inner}")
+            format!("invalid config: {inner}")
         } else {
             format!("{path}: {inner}")
         }
@@ -340,6 +345,28 @@ mod tests {
             let err = allowed(ns, key).expect_err(key);
             assert!(err.contains(key) && err.contains(why), "{key}: {err}");
         }
+    }
+
+    #[test]
+    fn unknown_capabilities_are_dropped() {
+        let text = br#"{"ociVersion":"1.0.2","process":{"cwd":"/","user":{"uid":0,"gid":0},
+            "capabilities":{"bounding":["CAP_KILL","CAP_UNKNOWN","UNKNOWN_CAP"],
+            "effective":["CAP_FUTURE_ONE"],"ambient":[]}}}"#;
+        let spec = parse(text).expect("unknown names are not an error");
+        let caps = spec
+            .process()
+            .as_ref()
+            .and_then(|p| p.capabilities().clone());
+        let caps = caps.expect("capabilities");
+        assert_eq!(caps.bounding().as_ref().map(|s| s.len()), Some(1));
+        assert_eq!(caps.effective().as_ref().map(|s| s.len()), Some(0));
+        // A name of the wrong type is still an error, naming the field.
+        let err = parse(
+            br#"{"ociVersion":"1.0.2","process":{"cwd":"/","user":{"uid":0,"gid":0},
+            "capabilities":{"bounding":[7]}}}"#,
+        )
+        .unwrap_err();
+        assert!(err.starts_with("process.capabilities.bounding"), "{err}");
     }
 
     #[test]

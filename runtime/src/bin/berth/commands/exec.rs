@@ -100,6 +100,9 @@ fn build_process(root: &Path, args: &Args) -> anyhow::Result<Process> {
                 obj.entry("user")
                     .or_insert_with(|| serde_json::json!({"uid": 0, "gid": 0}));
                 obj.entry("cwd").or_insert_with(|| serde_json::json!("/"));
+                if let Some(caps) = obj.get_mut("capabilities") {
+                    berth_runtime::capabilities::drop_unknown_names(caps);
+                }
             }
             serde_path_to_error::deserialize(value)
                 .map_err(|e| anyhow::anyhow!("{}: {}: {}", path.display(), e.path(), e.inner()))?
@@ -153,9 +156,13 @@ fn build_process(root: &Path, args: &Args) -> anyhow::Result<Process> {
     if !args.cap.is_empty() {
         let mut caps = process.capabilities().clone().unwrap_or_default();
         for name in &args.cap {
-            let cap: Capability =
-                serde_json::from_value(serde_json::Value::String(name.clone()))
-                    .map_err(|_| anyhow::anyhow!("--cap {name:?}: unknown capability"))?;
+            // An unknown name is ignored with a warning, as runc does.
+            let Ok(cap) =
+                serde_json::from_value::<Capability>(serde_json::Value::String(name.clone()))
+            else {
+                tracing::warn!("--cap {name}: unknown capability, ignored");
+                continue;
+            };
             let add = |set: &Option<Capabilities>| {
                 let mut set = set.clone().unwrap_or_default();
                 set.insert(cap);
