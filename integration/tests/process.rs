@@ -105,6 +105,49 @@ fn a_missing_cwd_is_created_before_the_root_turns_read_only() {
     h.assert_no_leaks();
 }
 
+/// systemd's socket activation, as runc supports it: with `LISTEN_PID` =
+/// berth's pid and `LISTEN_FDS` = N, descriptors 3..3+N go to the container
+/// (before any `--preserve-fds` ones), whose process gets `LISTEN_FDS=N`
+/// and `LISTEN_PID=1`; an exec'd process does not. With `LISTEN_PID` of
+/// another process nothing is passed.
+#[test]
+fn socket_activation_descriptors_are_passed_on() {
+    let Some(h) = Harness::new("listen_fds") else {
+        return;
+    };
+    let dir = h.tempdir();
+    std::fs::write(dir.join("activated"), "activated\n").expect("write");
+    std::fs::write(dir.join("preserved"), "preserved\n").expect("write");
+    let run = |listen_pid: &str| {
+        let mut b = h.bundle();
+        b.sh("echo \"fds=$LISTEN_FDS pid=$LISTEN_PID\"; cat <&3; cat <&4");
+        b.write();
+        let script = format!(
+            "cd {dir} && LISTEN_PID={listen_pid} LISTEN_FDS=1 exec {bin} --root {root} \
+             run --preserve-fds 1 --bundle {bundle} {id} 3<activated 4<preserved",
+            dir = dir.display(),
+            bin = h.rt.bin.display(),
+            root = h.rt.root().display(),
+            bundle = b.path().display(),
+            id = b.id,
+        );
+        berth_integration::runtime::run_bounded(
+            std::process::Command::new("/bin/sh").args(["-c", &script]),
+            berth_integration::SECS10,
+        )
+    };
+    let out = run("$$");
+    out.ok();
+    assert_eq!(out.stdout, "fds=1 pid=1\nactivated\npreserved\n", "{out}");
+
+    // Not meant for berth: only --preserve-fds' descriptor (fd 3) passes.
+    let out = run("1");
+    assert_eq!(out.stdout.lines().next(), Some("fds= pid="), "{out}");
+    assert!(out.stdout.contains("activated"), "{out}");
+    assert!(!out.stdout.contains("preserved"), "{out}");
+    h.assert_no_leaks();
+}
+
 #[test]
 fn env_is_exactly_the_spec_env() {
     let Some(h) = Harness::new("env_exact") else {

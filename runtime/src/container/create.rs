@@ -30,6 +30,21 @@ pub struct CreateOptions {
     pub no_pivot: bool,
     pub no_new_keyring: bool,
     pub preserve_fds: u32,
+    /// Descriptors from 3 up that systemd's socket activation handed the
+    /// caller ([`socket_activation_fds`]): passed on first, before the
+    /// `preserve_fds`, with `LISTEN_FDS` and `LISTEN_PID=1` set for the
+    /// container's process, as runc does.
+    pub listen_fds: u32,
+}
+
+/// How many descriptors systemd's socket activation passed to this
+/// process: `LISTEN_FDS` when `LISTEN_PID` names us, else 0.
+pub fn socket_activation_fds() -> u32 {
+    let var = |name| std::env::var(name).ok().and_then(|v| v.parse::<u32>().ok());
+    match (var("LISTEN_PID"), var("LISTEN_FDS")) {
+        (Some(pid), Some(n)) if pid == std::process::id() => n,
+        _ => 0,
+    }
 }
 
 /// The most descriptors `--preserve-fds` may pass on.
@@ -76,10 +91,10 @@ pub fn create(store: &StateStore, opts: &CreateOptions, launch: Launch) -> Resul
             bundle.dir.join("config.json").display()
         )));
     }
-    if opts.preserve_fds > MAX_PRESERVED_FDS {
+    if opts.preserve_fds.saturating_add(opts.listen_fds) > MAX_PRESERVED_FDS {
         return Err(Error::invalid(format!(
-            "--preserve-fds {}: at most {MAX_PRESERVED_FDS}",
-            opts.preserve_fds
+            "--preserve-fds {} (and LISTEN_FDS {}): at most {MAX_PRESERVED_FDS} in all",
+            opts.preserve_fds, opts.listen_fds
         )));
     }
     let terminal = process.terminal().unwrap_or(false);
@@ -151,6 +166,15 @@ fn create_in(
         None => None,
     };
     let start = start_signal(dir, launch)?;
+    // Init's process gets the socket-activation variables; the saved spec
+    // (which exec'd processes start from) does not.
+    let activated;
+    let init_bundle = if opts.listen_fds > 0 {
+        activated = with_listen_env(bundle, opts.listen_fds);
+        &activated
+    } else {
+        bundle
+    };
     let into_cgroup = cgroup.clone_into_fd();
     let mut close: Vec<RawFd> = vec![dir.lock_fd()];
     close.extend(into_cgroup.as_ref().map(|f| f.as_raw_fd()));
@@ -170,7 +194,7 @@ fn create_in(
         move |end| {
             init::run(InitArgs {
                 id: &opts.id,
-                bundle,
+                bundle: init_bundle,
                 channel: end.channel,
                 start,
                 console,
@@ -184,7 +208,7 @@ fn create_in(
                 join,
                 no_pivot: opts.no_pivot,
                 no_new_keyring: opts.no_new_keyring,
-                preserve_fds: opts.preserve_fds as RawFd,
+                preserve_fds: (opts.listen_fds + opts.preserve_fds) as RawFd,
                 seccomp,
                 agent,
                 mount_sources,
@@ -218,6 +242,21 @@ fn create_in(
     remove_cgroup.armed = false;
     let channel = (launch == Launch::Now).then_some(channel);
     Ok((state, channel, console_master))
+}
+
+/// `bundle` with `LISTEN_FDS=n` and `LISTEN_PID=1` in its process's env
+/// (replacing any there): the container's process is pid 1 of its own pid
+/// namespace, or at least the one the descriptors are meant for.
+fn with_listen_env(bundle: &Bundle, n: u32) -> Bundle {
+    let mut bundle = bundle.clone();
+    if let Some(process) = bundle.spec.process_mut() {
+        let mut env = process.env().clone().unwrap_or_default();
+        env.retain(|e| !e.starts_with("LISTEN_FDS=") && !e.starts_with("LISTEN_PID="));
+        env.push(format!("LISTEN_FDS={n}"));
+        env.push("LISTEN_PID=1".to_string());
+        process.set_env(Some(env));
+    }
+    bundle
 }
 
 /// Removes the container's cgroup when a create fails half-way (the state

@@ -13,7 +13,7 @@ mod signal;
 mod start;
 mod update;
 
-pub use create::{create, CreateOptions, Created, Launch};
+pub use create::{create, socket_activation_fds, CreateOptions, Created, Launch};
 pub use delete::delete;
 pub use events::{stats, watch, Event};
 pub use exec::{exec, ExecOptions};
