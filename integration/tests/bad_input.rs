@@ -61,6 +61,22 @@ fn unknown_namespace_type() {
 }
 
 #[test]
+fn namespace_path_that_cannot_be_joined() {
+    let Some(h) = Harness::new("bad_ns_path") else {
+        return;
+    };
+    let mut b = h.bundle();
+    b.namespace("network", Some("/run/netns/berth-no-such-netns"));
+    b.write();
+    let out = h.rt.create(&b.id, b.path());
+    assert_clear_error(
+        &h,
+        &out,
+        &["linux.namespaces", "berth-no-such-netns", "no such file"],
+    );
+}
+
+#[test]
 fn nonexistent_rootfs() {
     let Some(h) = Harness::new("bad_rootfs") else {
         return;

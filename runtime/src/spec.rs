@@ -117,9 +117,9 @@ fn validate(spec: &Spec) -> Result<()> {
             )));
         }
         if let Some(path) = ns.path() {
-            if !path.exists() {
+            if let Err(e) = std::fs::metadata(path) {
                 return Err(Error::invalid(format!(
-                    "linux.namespaces[{i}].path {}: does not exist",
+                    "linux.namespaces[{i}].path {}: {e}",
                     path.display()
                 )));
             }
