@@ -2,9 +2,73 @@
 
 use std::collections::BTreeMap;
 
-use oci_spec::runtime::{LinuxBlockIo, LinuxDeviceCgroup};
+use oci_spec::runtime::{
+    LinuxBlockIo, LinuxDeviceCgroup, LinuxResources, LinuxWeightDeviceBuilder,
+};
 
 use super::error::{Error, Result};
+
+/// `r` with the values runc reads as "not set" removed: zero limits,
+/// shares, quotas, periods, weights and class ids, empty cpu and memory
+/// node lists. (A zero pids limit stays: it writes "max".) Docker, for one, sends `blockIO.weight: 0`
+/// and zero memory limits for a container that sets none; writing them
+/// would fail (no blkio weight without BFQ) or impose a limit of 0.
+pub(crate) fn without_unset_values(r: &LinuxResources) -> LinuxResources {
+    fn set<T: PartialEq + Copy>(v: Option<T>, unset: T) -> Option<T> {
+        v.filter(|v| *v != unset)
+    }
+    let mut r = r.clone();
+    if let Some(old) = *r.memory() {
+        let mut m = old;
+        m.set_limit(set(old.limit(), 0))
+            .set_reservation(set(old.reservation(), 0))
+            .set_swap(set(old.swap(), 0))
+            .set_kernel(set(old.kernel(), 0))
+            .set_kernel_tcp(set(old.kernel_tcp(), 0));
+        r.set_memory(Some(m));
+    }
+    if let Some(old) = r.cpu().clone() {
+        let mut c = old.clone();
+        c.set_shares(set(old.shares(), 0))
+            .set_quota(set(old.quota(), 0))
+            .set_period(set(old.period(), 0))
+            .set_realtime_period(set(old.realtime_period(), 0))
+            .set_realtime_runtime(set(old.realtime_runtime(), 0))
+            .set_cpus(old.cpus().clone().filter(|s| !s.is_empty()))
+            .set_mems(old.mems().clone().filter(|s| !s.is_empty()));
+        r.set_cpu(Some(c));
+    }
+    if let Some(old) = r.block_io().clone() {
+        let mut b = old.clone();
+        let devices = old.weight_device().clone().map(|list| {
+            list.into_iter()
+                .map(|d| {
+                    let mut b = LinuxWeightDeviceBuilder::default()
+                        .major(d.major())
+                        .minor(d.minor());
+                    if let Some(w) = set(d.weight(), 0) {
+                        b = b.weight(w);
+                    }
+                    if let Some(w) = set(d.leaf_weight(), 0) {
+                        b = b.leaf_weight(w);
+                    }
+                    // (Every field has its default: building cannot fail.)
+                    b.build().unwrap_or(d)
+                })
+                .collect()
+        });
+        b.set_weight(set(old.weight(), 0))
+            .set_leaf_weight(set(old.leaf_weight(), 0))
+            .set_weight_device(devices);
+        r.set_block_io(Some(b));
+    }
+    if let Some(old) = r.network().clone() {
+        let mut n = old.clone();
+        n.set_class_id(set(old.class_id(), 0));
+        r.set_network(Some(n));
+    }
+    r
+}
 
 /// Default CFS period (µs) used on v2 when only a quota is given.
 pub(crate) const DEFAULT_CPU_PERIOD: u64 = 100_000;

@@ -478,6 +478,26 @@ fn blkio_values() {
     );
 }
 
+/// What dockerd sends for a container without limits: zeros runc reads as
+/// "not set". None is written, so a host without blkio weights (no BFQ)
+/// runs it, and no limit of 0 is imposed.
+#[test]
+fn zero_values_are_not_set() {
+    let fake = FakeV1::new();
+    let (m, _) = created(&fake, "blkio", &[("blkio.throttle.read_bps_device", "")]);
+    m.apply(&res(
+        r#"{"memory":{"limit":0,"reservation":0,"swap":0,"kernel":0,"kernelTCP":0},
+        "cpu":{"shares":0,"quota":0,"period":0,"realtimePeriod":0,"realtimeRuntime":0,
+               "cpus":"","mems":""},
+        "blockIO":{"weight":0,"leafWeight":0,
+                   "weightDevice":[{"major":8,"minor":0,"weight":0,"leafWeight":0}]},
+        "network":{"classID":0}}"#,
+    ))
+    .expect("zeros are not set, so nothing is missing");
+    let w = writes();
+    assert!(w.is_empty(), "nothing written: {w:?}");
+}
+
 #[test]
 fn blkio_bfq_fallback_and_missing_leaf_weight() {
     let fake = FakeV1::new();

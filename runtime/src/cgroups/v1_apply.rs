@@ -28,6 +28,7 @@ fn unsupported(field: &str, reason: impl Into<String>) -> Error {
 
 /// Apply every controller the spec sets.
 pub(crate) fn apply(m: &V1Manager, r: &LinuxResources) -> Result<()> {
+    let r = &convert::without_unset_values(r);
     if let Some(mem) = r.memory() {
         memory(m, mem)?;
     }

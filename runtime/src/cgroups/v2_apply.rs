@@ -43,6 +43,7 @@ pub(crate) fn apply(
     r: &LinuxResources,
     devices: &dyn DeviceFilterInstaller,
 ) -> Result<()> {
+    let r = &convert::without_unset_values(r);
     // Compiled first: a bad rule is refused before anything is written.
     let device_filter = r
         .devices()
