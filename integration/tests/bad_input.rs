@@ -164,6 +164,31 @@ fn cgroup_value_refused_by_kernel() {
     assert_clear_error(&h, &out, &["cfs_quota"]);
 }
 
+/// What fails in init after `start` released it (a startContainer hook
+/// here) is what `start` (and `run`) report, not just that init is gone.
+#[test]
+fn failing_start_container_hook_is_reported_by_start() {
+    let Some(h) = Harness::new("bad_start_hook") else {
+        return;
+    };
+    let mut b = h.bundle();
+    b.hook(
+        "startContainer",
+        json!({"path": "/bin/sh", "args": ["sh", "-c", "echo hook-says-no >&2; exit 3"]}),
+    );
+    b.args(&["true"]);
+    b.write();
+    h.rt.create(&b.id, b.path()).ok();
+    let out = h.rt.start(&b.id);
+    out.failed();
+    for word in ["startContainer", "/bin/sh", "hook-says-no"] {
+        assert!(out.stderr.contains(word), "{word}: {out}");
+    }
+    h.rt.delete(&b.id).ok();
+    let out = h.rt.run(&b.id, b.path());
+    assert_clear_error(&h, &out, &["startContainer", "hook-says-no"]);
+}
+
 #[test]
 fn failing_create_runtime_hook() {
     let Some(h) = Harness::new("bad_hook") else {

@@ -107,9 +107,11 @@ pub fn run(args: InitArgs<'_>) -> ! {
         Ok(ready) => {
             let _ = channel.send(&FromChild::Ready);
             if let Err(e) = launch(args, ready) {
-                // The parent is gone by now: the container's stderr is the
+                // Unless the starter has it, the container's stderr is the
                 // only place left to say why.
-                let _ = writeln!(std::io::stderr(), "berth init: {e}");
+                if !e.reported {
+                    let _ = writeln!(std::io::stderr(), "berth init: {}", e.error);
+                }
                 sys::exit_now(127);
             }
             sys::exit_now(127)
@@ -372,11 +374,35 @@ fn process_env(spec: &Spec) -> &[String] {
         .unwrap_or_default()
 }
 
-/// From `Ready` to exec: wait to be started, then become the user's process.
-fn launch(mut args: InitArgs<'_>, ready: Ready) -> Result<()> {
+/// What init writes to the exec fifo once `start` opened it: this byte
+/// when it is about to exec the process, or [`EXEC_FIFO_FAILED`] and
+/// why (at most [`EXEC_FIFO_MAX_ERROR`] bytes of text) when it cannot.
+pub(crate) const EXEC_FIFO_STARTED: u8 = b'0';
+pub(crate) const EXEC_FIFO_FAILED: u8 = b'1';
+pub(crate) const EXEC_FIFO_MAX_ERROR: usize = 4000;
+
+/// Why [`launch`] did not exec, and whether the starter (`start` through
+/// the exec fifo, `run` over the channel) was told.
+struct LaunchError {
+    error: Error,
+    reported: bool,
+}
+
+impl From<Error> for LaunchError {
+    fn from(error: Error) -> Self {
+        LaunchError {
+            error,
+            reported: false,
+        }
+    }
+}
+
+/// From `Ready` to exec: wait to be started, then become the user's
+/// process; what fails once started goes to the starter.
+fn launch(mut args: InitArgs<'_>, ready: Ready) -> std::result::Result<(), LaunchError> {
     let spec = &args.bundle.spec;
     let Some(proc) = spec.process().as_ref() else {
-        return Err(Error::invalid("process: missing"));
+        return Err(Error::invalid("process: missing").into());
     };
     // Wait to be started, then become the process for good; its
     // startContainer hooks run confined like it, before we confirm the
@@ -410,22 +436,38 @@ fn launch(mut args: InitArgs<'_>, ready: Ready) -> Result<()> {
                 .write(true)
                 .open(format!("/proc/self/fd/{}", path_fd.as_raw_fd()))
                 .context("opening the exec fifo")?;
-            confined()?;
-            fifo.write_all(b"0").context("writing the exec fifo")?;
+            if let Err(error) = confined() {
+                // `start` reports why, in place of the start byte (one
+                // write below PIPE_BUF: it arrives whole).
+                let mut why = vec![EXEC_FIFO_FAILED];
+                why.extend(error.to_string().bytes().take(EXEC_FIFO_MAX_ERROR));
+                let reported = fifo.write_all(&why).is_ok();
+                return Err(LaunchError { error, reported });
+            }
+            fifo.write_all(&[EXEC_FIFO_STARTED])
+                .context("writing the exec fifo")?;
         }
         StartSignal::Channel => {
             match args.channel.recv::<FromParent>() {
                 Ok(Some(FromParent::Start)) => {}
-                _ => return Err(Error::internal("the runtime did not start the container")),
+                _ => return Err(Error::internal("the runtime did not start the container").into()),
             }
-            confined()?;
+            if let Err(error) = confined() {
+                let failure = InitFailure {
+                    stage: "starting the container".to_string(),
+                    errno: None,
+                    message: error.to_string(),
+                };
+                let reported = args.channel.send(&FromChild::Failed(failure)).is_ok();
+                return Err(LaunchError { error, reported });
+            }
             args.channel
                 .send(&FromChild::Started)
                 .context("confirming the start")?;
         }
     }
     drop(args.channel);
-    process::exec(&ready.plan)
+    Ok(process::exec(&ready.plan)?)
 }
 
 fn set_names(spec: &Spec, namespaces: &[oci_spec::runtime::LinuxNamespace]) -> Result<()> {

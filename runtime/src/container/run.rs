@@ -68,11 +68,17 @@ pub fn run(store: &StateStore, opts: &CreateOptions, detach: bool, keep: bool) -
             channel
                 .send(&FromParent::Start)
                 .context("starting the container")?;
-            // `Started`, or end-of-file when init failed after `Ready` (it
-            // says why on the container's stderr and exits 127, which the
-            // supervision below reports).
-            let _ = channel.recv::<FromChild>();
-            Ok(())
+            // `Started`; or `Failed` when what follows the start failed
+            // (a startContainer hook, the credentials); or end-of-file
+            // when init died otherwise (it says why on the container's
+            // stderr and exits 127, which the supervision below reports).
+            match channel.recv::<FromChild>() {
+                Ok(Some(FromChild::Failed(failure))) => Err(Error::internal(format!(
+                    "cannot start container {:?}: {}",
+                    opts.id, failure.message
+                ))),
+                _ => Ok(()),
+            }
         });
     if let Err(e) = started {
         // Nothing may stay behind: kill what was created and remove it.

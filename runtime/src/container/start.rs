@@ -5,10 +5,12 @@ use std::io::Read;
 use std::os::fd::AsFd;
 use std::os::unix::fs::OpenOptionsExt;
 
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use crate::error::{Context, Error, Result};
 use crate::hooks::{self, HookKind};
+use crate::init::{EXEC_FIFO_FAILED, EXEC_FIFO_MAX_ERROR, EXEC_FIFO_STARTED};
 use crate::state::{StateStore, Status};
 use crate::sys;
 
@@ -52,10 +54,28 @@ pub fn start(store: &StateStore, id: &str) -> Result<()> {
     }
     let mut byte = [0u8; 1];
     let n = fifo.read(&mut byte).context("reading the exec fifo")?;
-    if n != 1 {
-        return Err(Error::internal(
-            "the container's init closed the exec fifo without starting",
-        ));
+    match (n, byte[0]) {
+        (1, EXEC_FIFO_STARTED) => {}
+        (1, EXEC_FIFO_FAILED) => {
+            // Init wrote why in one write and exits: read to the end.
+            let flags = fcntl(&fifo, FcntlArg::F_GETFL).context("reading the exec fifo")?;
+            let blocking = OFlag::from_bits_truncate(flags) - OFlag::O_NONBLOCK;
+            fcntl(&fifo, FcntlArg::F_SETFL(blocking)).context("reading the exec fifo")?;
+            let mut why = Vec::new();
+            (&mut fifo)
+                .take(EXEC_FIFO_MAX_ERROR as u64)
+                .read_to_end(&mut why)
+                .context("reading the exec fifo")?;
+            return Err(Error::internal(format!(
+                "cannot start container {id:?}: {}",
+                String::from_utf8_lossy(&why)
+            )));
+        }
+        _ => {
+            return Err(Error::internal(
+                "the container's init closed the exec fifo without starting",
+            ))
+        }
     }
     std::fs::remove_file(&fifo_path)
         .with_context(|| format!("removing {}", fifo_path.display()))?;
