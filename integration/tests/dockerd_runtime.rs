@@ -1,0 +1,284 @@
+//! berth under the real dockerd 20.10 (Debian's docker.io), plugged in the
+//! way docker users add a runtime: `dockerd --add-runtime berth=PATH`, then
+//! `docker run --runtime berth`. dockerd drives it through containerd's runc
+//! shim with a config.json of its own making (zero resource values for
+//! "unset", its capabilities, masked paths and device rules).
+//!
+//! The daemon runs in a temp dir with its own socket, containerd, bridge and
+//! no iptables rules; it is stopped, and its bridge deleted, at the end.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use berth_integration::runtime::{run_bounded, run_bounded_input, CmdOutput};
+use berth_integration::{bundle, is_root, locate};
+
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A dockerd of the test's own, with berth added as the runtime "berth".
+struct Dockerd {
+    dir: tempfile::TempDir,
+    child: Child,
+    bridge: String,
+    cli: PathBuf,
+    /// cgroup parents ("docker") that did not exist before, removed at the
+    /// end when empty.
+    new_cgroup_parents: Vec<PathBuf>,
+}
+
+impl Dockerd {
+    /// Starts the daemon, or says why not and returns None (not root, no
+    /// dockerd or docker CLI on this machine).
+    fn start() -> Option<Self> {
+        let cli = ["/usr/bin/docker", "/usr/local/bin/docker"]
+            .iter()
+            .map(PathBuf::from)
+            .find(|p| p.is_file());
+        let (true, Some(cli), true) = (is_root(), cli, Path::new("/usr/sbin/dockerd").is_file())
+        else {
+            eprintln!("skipped: needs root, /usr/sbin/dockerd and a docker CLI");
+            return None;
+        };
+        let dir = tempfile::Builder::new()
+            .prefix("berth-dockerd-")
+            .tempdir()
+            .expect("temp dir");
+        let bridge = format!("bdk{}", std::process::id() % 100_000);
+        let new_cgroup_parents = std::fs::read_dir("/sys/fs/cgroup")
+            .map(|hierarchies| {
+                hierarchies
+                    .flatten()
+                    .map(|h| h.path().join("docker"))
+                    .filter(|p| !p.exists())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let ip = |args: &[&str]| {
+            let out = run_bounded(Command::new("ip").args(args), TIMEOUT);
+            assert!(out.success(), "{out}");
+        };
+        ip(&["link", "add", &bridge, "type", "bridge"]);
+        ip(&["addr", "add", "10.93.0.1/24", "dev", &bridge]);
+        ip(&["link", "set", &bridge, "up"]);
+        let d = dir.path();
+        let log = std::fs::File::create(d.join("dockerd.log")).expect("log file");
+        let child = Command::new("/usr/sbin/dockerd")
+            .arg("--data-root")
+            .arg(d.join("root"))
+            .arg("--exec-root")
+            .arg(d.join("exec"))
+            .arg("--pidfile")
+            .arg(d.join("dockerd.pid"))
+            .arg("--host")
+            .arg(format!("unix://{}", d.join("docker.sock").display()))
+            .args(["--bridge", &bridge, "--iptables=false", "--ip-masq=false"])
+            .args(["--storage-driver", "overlay2"])
+            .arg("--add-runtime")
+            .arg(format!("berth={}", locate::runtime_binary().display()))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(log)
+            .spawn()
+            .expect("start dockerd");
+        let daemon = Dockerd {
+            dir,
+            child,
+            bridge,
+            cli,
+            new_cgroup_parents,
+        };
+        let deadline = Instant::now() + TIMEOUT;
+        while !daemon.docker(&["version"]).success() {
+            assert!(
+                Instant::now() < deadline,
+                "dockerd did not start: {}",
+                daemon.log()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Some(daemon)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("dockerd.log")).unwrap_or_default()
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(&self.cli);
+        c.arg("--host")
+            .arg(format!(
+                "unix://{}",
+                self.dir.path().join("docker.sock").display()
+            ))
+            .args(args);
+        c
+    }
+
+    fn docker(&self, args: &[&str]) -> CmdOutput {
+        run_bounded(&mut self.command(args), TIMEOUT)
+    }
+
+    /// `docker ARGS`, which must succeed; its stdout.
+    #[track_caller]
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.docker(args);
+        assert!(out.success(), "{out}\n--- dockerd log ---\n{}", self.log());
+        out.stdout
+    }
+
+    /// Imports a busybox root filesystem as the image `name`.
+    fn import_busybox(&self, name: &str) {
+        let rootfs = self.dir.path().join("image-rootfs");
+        bundle::make_rootfs(&rootfs).expect("busybox rootfs");
+        let tar = self.dir.path().join("image.tar");
+        let out = run_bounded(
+            Command::new("tar")
+                .arg("-C")
+                .arg(&rootfs)
+                .arg("-cf")
+                .arg(&tar)
+                .arg("."),
+            TIMEOUT,
+        );
+        assert!(out.success(), "{out}");
+        self.ok(&["import", &tar.to_string_lossy(), name]);
+    }
+}
+
+impl Drop for Dockerd {
+    fn drop(&mut self) {
+        let ids = self.docker(&["ps", "-aq"]).stdout;
+        let ids: Vec<&str> = ids.split_whitespace().collect();
+        if !ids.is_empty() {
+            let mut args = vec!["rm", "-f"];
+            args.extend(ids);
+            let _ = self.docker(&args);
+        }
+        // dockerd stops the containerd it started when it stops itself.
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + TIMEOUT;
+        while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = Command::new("ip")
+            .args(["link", "delete", &self.bridge])
+            .status();
+        for parent in &self.new_cgroup_parents {
+            let _ = std::fs::remove_dir(parent);
+        }
+    }
+}
+
+#[test]
+fn docker_runs_containers_with_berth_as_the_runtime() {
+    let Some(d) = Dockerd::start() else {
+        return;
+    };
+    d.import_busybox("berth-bb");
+    let run = |args: &[&str]| {
+        let mut all = vec!["run", "--runtime", "berth"];
+        all.extend(args);
+        d.docker(&all)
+    };
+
+    let out = run(&[
+        "--rm",
+        "berth-bb",
+        "sh",
+        "-c",
+        "echo hello; id -u; hostname",
+    ]);
+    assert!(out.success(), "{out}\n{}", d.log());
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.get(..2), Some(&["hello", "0"][..]), "{out}");
+
+    // A long-lived one: exec, pause, update, top, stop/start/restart.
+    d.ok(&[
+        "run",
+        "--runtime",
+        "berth",
+        "-d",
+        "--name",
+        "box",
+        "berth-bb",
+        "sleep",
+        "1000",
+    ]);
+    assert_eq!(d.ok(&["exec", "box", "echo", "exec-ok"]), "exec-ok\n");
+    let out = d.ok(&[
+        "exec",
+        "-u",
+        "1000:1000",
+        "-w",
+        "/tmp",
+        "-e",
+        "FOO=bar",
+        "box",
+        "sh",
+        "-c",
+        "id -u; pwd; echo $FOO",
+    ]);
+    assert_eq!(out, "1000\n/tmp\nbar\n");
+    d.ok(&["pause", "box"]);
+    assert_eq!(
+        d.ok(&["inspect", "-f", "{{.State.Status}}", "box"]),
+        "paused\n"
+    );
+    d.ok(&["unpause", "box"]);
+    d.ok(&["update", "--memory", "64m", "--memory-swap", "64m", "box"]);
+    let limit = d.ok(&[
+        "exec", "box", "sh", "-c",
+        "cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max",
+    ]);
+    assert_eq!(limit, "67108864\n");
+    assert!(d.ok(&["top", "box"]).contains("sleep 1000"));
+    d.ok(&["stop", "-t", "1", "box"]);
+    assert_eq!(
+        d.ok(&["inspect", "-f", "{{.State.ExitCode}}", "box"]),
+        "137\n"
+    );
+    d.ok(&["start", "box"]);
+    d.ok(&["restart", "-t", "1", "box"]);
+    assert_eq!(d.ok(&["exec", "box", "echo", "again"]), "again\n");
+    d.ok(&["rm", "-f", "box"]);
+
+    // Standard input, a terminal, the exit status.
+    let mut cmd = d.command(&["run", "--runtime", "berth", "--rm", "-i", "berth-bb", "cat"]);
+    let out = run_bounded_input(&mut cmd, TIMEOUT, Some(b"through stdin\n"));
+    assert_eq!(out.stdout, "through stdin\n", "{out}");
+    let out = run(&["--rm", "-t", "berth-bb", "tty"]);
+    assert_eq!(out.stdout.trim_end(), "/dev/pts/0", "{out}");
+    assert_eq!(
+        run(&["--rm", "berth-bb", "sh", "-c", "exit 7"]).code,
+        Some(7)
+    );
+
+    // Confined: read-only root, a user, no capabilities.
+    let out = run(&[
+        "--rm",
+        "--read-only",
+        "--user",
+        "1000",
+        "--cap-drop",
+        "ALL",
+        "berth-bb",
+        "sh",
+        "-c",
+        "id -u; touch /x 2>/dev/null || echo read-only; grep CapEff /proc/self/status",
+    ]);
+    assert_eq!(
+        out.stdout, "1000\nread-only\nCapEff:\t0000000000000000\n",
+        "{out}"
+    );
+
+    // berth's error reaches the docker CLI.
+    let out = run(&["--rm", "berth-bb", "/no/such/program"]);
+    out.failed();
+    assert!(out.stderr.contains("/no/such/program"), "{out}");
+
+    assert_eq!(d.ok(&["ps", "-aq"]), "");
+}
