@@ -53,6 +53,40 @@ fn mapped_root_inside_is_unprivileged_outside() {
     h.assert_no_leaks();
 }
 
+/// `create` then `start`: init, root of its user namespace and so another
+/// host user, opens the exec fifo berth made as root. It is the
+/// container's root's, as runc makes it, whatever berth's umask.
+#[test]
+fn create_then_start_in_a_user_namespace() {
+    let Some(h) = Harness::new("userns_start") else {
+        return;
+    };
+    let mut b = h.bundle();
+    with_userns(&mut b);
+    b.sh("id -u > /started");
+    b.write();
+    let create = format!(
+        "umask 077 && exec {} --root {} create --bundle {} {}",
+        h.rt.bin.display(),
+        h.rt.root().display(),
+        b.path().display(),
+        b.id
+    );
+    berth_integration::runtime::run_bounded(
+        std::process::Command::new("/bin/sh").args(["-c", &create]),
+        SECS10,
+    )
+    .ok();
+    h.rt.start(&b.id).ok();
+    h.rt.wait_status(&b.id, "stopped", SECS10);
+    assert_eq!(
+        std::fs::read_to_string(b.rootfs().join("started")).unwrap_or_default(),
+        "0\n"
+    );
+    h.rt.delete(&b.id).ok();
+    h.assert_no_leaks();
+}
+
 #[test]
 fn root_inside_owns_and_writes_the_rootfs() {
     let Some(h) = Harness::new("userns_rootfs") else {

@@ -165,7 +165,7 @@ fn create_in(
         Some((_, pidns)) => Some(namespaces::ChildrenInPidNamespace::enter(pidns)?),
         None => None,
     };
-    let start = start_signal(dir, launch)?;
+    let start = start_signal(dir, launch, fifo_owner(bundle, new_userns))?;
     // Init's process gets the socket-activation variables; the saved spec
     // (which exec'd processes start from) does not.
     let activated;
@@ -313,12 +313,33 @@ fn apply_resources(spec: &oci_spec::runtime::Spec, cgroup: &dyn CgroupManager) -
 
 /// How init will learn it may start: the exec fifo `start` opens
 /// (`create`), or a message on the channel (`run`).
-fn start_signal(dir: &ContainerDir, launch: Launch) -> Result<StartSignal> {
+/// Who must open the exec fifo for writing: init, as the container's
+/// root, which a new user namespace maps to another host id (`None`:
+/// root, which may anyway).
+fn fifo_owner(bundle: &Bundle, new_userns: bool) -> Option<(u32, u32)> {
+    if !new_userns {
+        return None;
+    }
+    let (uids, gids) = userns::mappings(&bundle.spec);
+    Some((userns::host_id(uids, 0)?, userns::host_id(gids, 0)?))
+}
+
+fn start_signal(
+    dir: &ContainerDir,
+    launch: Launch,
+    owner: Option<(u32, u32)>,
+) -> Result<StartSignal> {
     match launch {
         Launch::Later => {
             let fifo = dir.exec_fifo();
             nix::unistd::mkfifo(&fifo, Mode::from_bits_truncate(0o622))
                 .with_context(|| format!("creating {}", fifo.display()))?;
+            // Owned by the container's root, as runc makes it: init opens
+            // it as that user, whatever our umask left of the mode.
+            if let Some((uid, gid)) = owner {
+                std::os::unix::fs::chown(&fifo, Some(uid), Some(gid))
+                    .with_context(|| format!("chown {} to {uid}:{gid}", fifo.display()))?;
+            }
             let fd = nix::fcntl::open(&fifo, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty())
                 .with_context(|| format!("opening {}", fifo.display()))?;
             Ok(StartSignal::Fifo(fd))
