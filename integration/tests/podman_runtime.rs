@@ -1,7 +1,7 @@
 //! berth as podman's OCI runtime (Debian's podman 4.3, `--runtime PATH`),
 //! which drives it through conmon: run, exec, pause, top, stop/start,
-//! restart, stdin, a terminal, exit statuses, a confined container, and a
-//! berth error reaching podman.
+//! restart, stdin, a terminal, exit statuses, a confined container, a user
+//! namespace, and a berth error reaching podman.
 //!
 //! Every podman command gets its own storage root, run root and tmp dir
 //! under a temp dir (and no network), so nothing of the host's podman
@@ -208,6 +208,21 @@ fn podman_runs_containers_with_berth_as_the_runtime() {
         out.stdout, "1000\nread-only\nCapEff:\t0000000000000000\n",
         "{out}"
     );
+
+    // A user namespace (podman creates, then starts: the exec fifo).
+    let out = p.run(&[
+        "--rm",
+        "--uidmap",
+        "0:300000:65536",
+        "--gidmap",
+        "0:300000:65536",
+        IMAGE,
+        "sh",
+        "-c",
+        "cat /proc/self/uid_map; id -u; touch /tmp/x && echo writes",
+    ]);
+    let fields: Vec<&str> = out.stdout.split_whitespace().collect();
+    assert_eq!(fields, ["0", "300000", "65536", "0", "writes"], "{out}");
 
     // berth's error reaches podman.
     let out = p.run(&["--rm", IMAGE, "/no/such/program"]);
