@@ -14,6 +14,7 @@ pub mod bundle;
 pub mod caps;
 pub mod console;
 pub mod containerd;
+pub mod engines;
 pub mod harness;
 pub mod leak;
 pub mod locate;

@@ -11,10 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use berth_integration::runtime::{run_bounded, run_bounded_input, CmdOutput};
+use berth_integration::engines::{self, Engine, TIMEOUT};
+use berth_integration::runtime::run_bounded;
 use berth_integration::{bundle, is_root, locate};
-
-const TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A dockerd of the test's own, with berth added as the runtime "berth".
 struct Dockerd {
@@ -89,7 +88,7 @@ impl Dockerd {
             new_cgroup_parents,
         };
         let deadline = Instant::now() + TIMEOUT;
-        while !daemon.docker(&["version"]).success() {
+        while !daemon.cli(&["version"]).success() {
             assert!(
                 Instant::now() < deadline,
                 "dockerd did not start: {}",
@@ -102,29 +101,6 @@ impl Dockerd {
 
     fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("dockerd.log")).unwrap_or_default()
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(&self.cli);
-        c.arg("--host")
-            .arg(format!(
-                "unix://{}",
-                self.dir.path().join("docker.sock").display()
-            ))
-            .args(args);
-        c
-    }
-
-    fn docker(&self, args: &[&str]) -> CmdOutput {
-        run_bounded(&mut self.command(args), TIMEOUT)
-    }
-
-    /// `docker ARGS`, which must succeed; its stdout.
-    #[track_caller]
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.docker(args);
-        assert!(out.success(), "{out}\n--- dockerd log ---\n{}", self.log());
-        out.stdout
     }
 
     /// Imports a busybox root filesystem as the image `name`.
@@ -146,14 +122,39 @@ impl Dockerd {
     }
 }
 
+impl Engine for Dockerd {
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(&self.cli);
+        c.arg("--host")
+            .arg(format!(
+                "unix://{}",
+                self.dir.path().join("docker.sock").display()
+            ))
+            .args(args);
+        c
+    }
+
+    fn run_flags(&self) -> Vec<String> {
+        vec!["--runtime".into(), "berth".into()]
+    }
+
+    fn force_remove(&self, name: &str) {
+        self.ok(&["rm", "-f", name]);
+    }
+
+    fn diagnostics(&self) -> String {
+        format!("--- dockerd log ---\n{}", self.log())
+    }
+}
+
 impl Drop for Dockerd {
     fn drop(&mut self) {
-        let ids = self.docker(&["ps", "-aq"]).stdout;
+        let ids = self.cli(&["ps", "-aq"]).stdout;
         let ids: Vec<&str> = ids.split_whitespace().collect();
         if !ids.is_empty() {
             let mut args = vec!["rm", "-f"];
             args.extend(ids);
-            let _ = self.docker(&args);
+            let _ = self.cli(&args);
         }
         // dockerd stops the containerd it started when it stops itself.
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
@@ -179,24 +180,10 @@ fn docker_runs_containers_with_berth_as_the_runtime() {
         return;
     };
     d.import_busybox("berth-bb");
-    let run = |args: &[&str]| {
-        let mut all = vec!["run", "--runtime", "berth"];
-        all.extend(args);
-        d.docker(&all)
-    };
+    engines::common_scenario(&d, "berth-bb");
 
-    let out = run(&[
-        "--rm",
-        "berth-bb",
-        "sh",
-        "-c",
-        "echo hello; id -u; hostname",
-    ]);
-    assert!(out.success(), "{out}\n{}", d.log());
-    let lines: Vec<&str> = out.stdout.lines().collect();
-    assert_eq!(lines.get(..2), Some(&["hello", "0"][..]), "{out}");
-
-    // A long-lived one: exec, pause, update, top, stop/start/restart.
+    // dockerd's own config: zero resource values for "unset", then an
+    // update of a running container's memory limit.
     d.ok(&[
         "run",
         "--runtime",
@@ -208,77 +195,12 @@ fn docker_runs_containers_with_berth_as_the_runtime() {
         "sleep",
         "1000",
     ]);
-    assert_eq!(d.ok(&["exec", "box", "echo", "exec-ok"]), "exec-ok\n");
-    let out = d.ok(&[
-        "exec",
-        "-u",
-        "1000:1000",
-        "-w",
-        "/tmp",
-        "-e",
-        "FOO=bar",
-        "box",
-        "sh",
-        "-c",
-        "id -u; pwd; echo $FOO",
-    ]);
-    assert_eq!(out, "1000\n/tmp\nbar\n");
-    d.ok(&["pause", "box"]);
-    assert_eq!(
-        d.ok(&["inspect", "-f", "{{.State.Status}}", "box"]),
-        "paused\n"
-    );
-    d.ok(&["unpause", "box"]);
     d.ok(&["update", "--memory", "64m", "--memory-swap", "64m", "box"]);
     let limit = d.ok(&[
         "exec", "box", "sh", "-c",
         "cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max",
     ]);
     assert_eq!(limit, "67108864\n");
-    assert!(d.ok(&["top", "box"]).contains("sleep 1000"));
-    d.ok(&["stop", "-t", "1", "box"]);
-    assert_eq!(
-        d.ok(&["inspect", "-f", "{{.State.ExitCode}}", "box"]),
-        "137\n"
-    );
-    d.ok(&["start", "box"]);
-    d.ok(&["restart", "-t", "1", "box"]);
-    assert_eq!(d.ok(&["exec", "box", "echo", "again"]), "again\n");
-    d.ok(&["rm", "-f", "box"]);
-
-    // Standard input, a terminal, the exit status.
-    let mut cmd = d.command(&["run", "--runtime", "berth", "--rm", "-i", "berth-bb", "cat"]);
-    let out = run_bounded_input(&mut cmd, TIMEOUT, Some(b"through stdin\n"));
-    assert_eq!(out.stdout, "through stdin\n", "{out}");
-    let out = run(&["--rm", "-t", "berth-bb", "tty"]);
-    assert_eq!(out.stdout.trim_end(), "/dev/pts/0", "{out}");
-    assert_eq!(
-        run(&["--rm", "berth-bb", "sh", "-c", "exit 7"]).code,
-        Some(7)
-    );
-
-    // Confined: read-only root, a user, no capabilities.
-    let out = run(&[
-        "--rm",
-        "--read-only",
-        "--user",
-        "1000",
-        "--cap-drop",
-        "ALL",
-        "berth-bb",
-        "sh",
-        "-c",
-        "id -u; touch /x 2>/dev/null || echo read-only; grep CapEff /proc/self/status",
-    ]);
-    assert_eq!(
-        out.stdout, "1000\nread-only\nCapEff:\t0000000000000000\n",
-        "{out}"
-    );
-
-    // berth's error reaches the docker CLI.
-    let out = run(&["--rm", "berth-bb", "/no/such/program"]);
-    out.failed();
-    assert!(out.stderr.contains("/no/such/program"), "{out}");
-
+    d.force_remove("box");
     assert_eq!(d.ok(&["ps", "-aq"]), "");
 }

@@ -10,12 +10,10 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
 
-use berth_integration::runtime::{run_bounded, run_bounded_input, CmdOutput};
+use berth_integration::engines::{self, Engine};
 use berth_integration::{containerd, is_root, locate};
 
-const TIMEOUT: Duration = Duration::from_secs(60);
 const IMAGE: &str = "docker.io/library/berth-busybox:latest";
 
 struct Podman {
@@ -49,7 +47,9 @@ impl Podman {
             new_cgroup_parents,
         })
     }
+}
 
+impl Engine for Podman {
     fn command(&self, args: &[&str]) -> Command {
         let d = self.dir.path();
         let mut c = Command::new("/usr/bin/podman");
@@ -72,46 +72,32 @@ impl Podman {
         c
     }
 
-    fn podman(&self, args: &[&str]) -> CmdOutput {
-        run_bounded(&mut self.command(args), TIMEOUT)
+    /// No network, and open-files and process limits any host allows:
+    /// podman asks for 1048576 of each, and raising a hard limit needs
+    /// CAP_SYS_RESOURCE, which a sandboxed root may lack (runc then fails
+    /// the same way).
+    fn run_flags(&self) -> Vec<String> {
+        [
+            "--network",
+            "none",
+            "--ulimit",
+            "nofile=1024:1024",
+            "--ulimit",
+            "nproc=1024:1024",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
     }
 
-    #[track_caller]
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.podman(args);
-        assert!(out.success(), "{out}");
-        out.stdout
-    }
-
-    /// `podman run` with no network, and open-files and process limits any
-    /// host allows: podman asks for 1048576 of each, and raising a hard
-    /// limit needs CAP_SYS_RESOURCE, which a sandboxed root may lack (runc
-    /// then fails the same way).
-    fn run_args(args: &[&str]) -> Vec<String> {
-        let mut all: Vec<String> = ["run", "--network", "none"]
-            .iter()
-            .chain(&[
-                "--ulimit",
-                "nofile=1024:1024",
-                "--ulimit",
-                "nproc=1024:1024",
-            ])
-            .map(|s| s.to_string())
-            .collect();
-        all.extend(args.iter().map(|s| s.to_string()));
-        all
-    }
-
-    fn run(&self, args: &[&str]) -> CmdOutput {
-        let all = Self::run_args(args);
-        let all: Vec<&str> = all.iter().map(String::as_str).collect();
-        self.podman(&all)
+    fn force_remove(&self, name: &str) {
+        self.ok(&["rm", "-f", "-t", "0", name]);
     }
 }
 
 impl Drop for Podman {
     fn drop(&mut self) {
-        let _ = self.podman(&["rm", "-af", "-t", "0"]);
+        let _ = self.cli(&["rm", "-af", "-t", "0"]);
         // Mounts under our dir (the overlay driver's bind of its home),
         // deepest first.
         let dir = self.dir.path().to_string_lossy().into_owned();
@@ -143,71 +129,7 @@ fn podman_runs_containers_with_berth_as_the_runtime() {
         return;
     };
     p.ok(&["load", "-i", &containerd::image_archive().to_string_lossy()]);
-
-    let out = p.run(&["--rm", IMAGE, "sh", "-c", "echo hello; id -u"]);
-    assert_eq!(out.stdout, "hello\n0\n", "{out}");
-
-    // A long-lived one: exec, pause, top, stop/start/restart.
-    let out = p.run(&["-d", "--name", "box", IMAGE, "sleep", "1000"]);
-    assert!(out.success(), "{out}");
-    assert_eq!(p.ok(&["exec", "box", "echo", "exec-ok"]), "exec-ok\n");
-    let out = p.ok(&[
-        "exec",
-        "-u",
-        "1000:1000",
-        "-w",
-        "/tmp",
-        "-e",
-        "FOO=bar",
-        "box",
-        "sh",
-        "-c",
-        "id -u; pwd; echo $FOO",
-    ]);
-    assert_eq!(out, "1000\n/tmp\nbar\n");
-    p.ok(&["pause", "box"]);
-    assert_eq!(
-        p.ok(&["inspect", "-f", "{{.State.Status}}", "box"]),
-        "paused\n"
-    );
-    p.ok(&["unpause", "box"]);
-    assert!(p.ok(&["top", "box"]).contains("sleep 1000"));
-    p.ok(&["stop", "-t", "1", "box"]);
-    assert_eq!(
-        p.ok(&["inspect", "-f", "{{.State.ExitCode}}", "box"]),
-        "137\n"
-    );
-    p.ok(&["start", "box"]);
-    p.ok(&["restart", "-t", "1", "box"]);
-    assert_eq!(p.ok(&["exec", "box", "echo", "again"]), "again\n");
-    p.ok(&["rm", "-f", "-t", "0", "box"]);
-
-    // Standard input, a terminal, the exit status.
-    let args = Podman::run_args(&["--rm", "-i", IMAGE, "cat"]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = run_bounded_input(&mut p.command(&args), TIMEOUT, Some(b"through stdin\n"));
-    assert_eq!(out.stdout, "through stdin\n", "{out}");
-    let out = p.run(&["--rm", "-t", IMAGE, "tty"]);
-    assert_eq!(out.stdout.trim_end(), "/dev/pts/0", "{out}");
-    assert_eq!(p.run(&["--rm", IMAGE, "sh", "-c", "exit 7"]).code, Some(7));
-
-    // Confined: read-only root, a user, no capabilities.
-    let out = p.run(&[
-        "--rm",
-        "--read-only",
-        "--user",
-        "1000",
-        "--cap-drop",
-        "ALL",
-        IMAGE,
-        "sh",
-        "-c",
-        "id -u; touch /x 2>/dev/null || echo read-only; grep CapEff /proc/self/status",
-    ]);
-    assert_eq!(
-        out.stdout, "1000\nread-only\nCapEff:\t0000000000000000\n",
-        "{out}"
-    );
+    engines::common_scenario(&p, IMAGE);
 
     // A user namespace (podman creates, then starts: the exec fifo).
     let out = p.run(&[
@@ -223,11 +145,5 @@ fn podman_runs_containers_with_berth_as_the_runtime() {
     ]);
     let fields: Vec<&str> = out.stdout.split_whitespace().collect();
     assert_eq!(fields, ["0", "300000", "65536", "0", "writes"], "{out}");
-
-    // berth's error reaches podman.
-    let out = p.run(&["--rm", IMAGE, "/no/such/program"]);
-    out.failed();
-    assert!(out.stderr.contains("/no/such/program"), "{out}");
-
     assert_eq!(p.ok(&["ps", "-aq"]), "");
 }
