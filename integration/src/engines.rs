@@ -2,6 +2,7 @@
 //! the docker CLI, podman through conmon), driven through the same
 //! scenario: their command lines agree on everything it uses.
 
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
@@ -9,6 +10,41 @@ use crate::runtime::{run_bounded, run_bounded_input, CmdOutput};
 
 /// Bound on one engine command.
 pub const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The cgroup parents an engine will make (`docker`, `libpod_parent`)
+/// that do not exist yet in the hierarchies, for [`CgroupParents::drop`]
+/// to remove again.
+pub struct CgroupParents(Vec<PathBuf>);
+
+impl CgroupParents {
+    pub fn not_yet_made(name: &str) -> Self {
+        let missing = std::fs::read_dir("/sys/fs/cgroup")
+            .map(|hierarchies| {
+                hierarchies
+                    .flatten()
+                    .map(|h| h.path().join(name))
+                    .filter(|p| !p.exists())
+                    .collect()
+            })
+            .unwrap_or_default();
+        CgroupParents(missing)
+    }
+}
+
+impl Drop for CgroupParents {
+    /// Removes them when empty, with their empty children (conmon's own
+    /// cgroup, for one).
+    fn drop(&mut self) {
+        for parent in &self.0 {
+            if let Ok(children) = std::fs::read_dir(parent) {
+                for child in children.flatten().filter(|c| c.path().is_dir()) {
+                    let _ = std::fs::remove_dir(child.path());
+                }
+            }
+            let _ = std::fs::remove_dir(parent);
+        }
+    }
+}
 
 /// An engine's command line, set up to use berth.
 pub trait Engine {

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use berth_integration::engines::{self, Engine, TIMEOUT};
+use berth_integration::engines::{self, CgroupParents, Engine, TIMEOUT};
 use berth_integration::runtime::run_bounded;
 use berth_integration::{bundle, is_root, locate};
 
@@ -21,9 +21,8 @@ struct Dockerd {
     child: Child,
     bridge: String,
     cli: PathBuf,
-    /// cgroup parents ("docker") that did not exist before, removed at the
-    /// end when empty.
-    new_cgroup_parents: Vec<PathBuf>,
+    /// Removed once `drop` stopped the daemon (fields drop after it).
+    _cgroup_parents: CgroupParents,
 }
 
 impl Dockerd {
@@ -44,15 +43,7 @@ impl Dockerd {
             .tempdir()
             .expect("temp dir");
         let bridge = format!("bdk{}", std::process::id() % 100_000);
-        let new_cgroup_parents = std::fs::read_dir("/sys/fs/cgroup")
-            .map(|hierarchies| {
-                hierarchies
-                    .flatten()
-                    .map(|h| h.path().join("docker"))
-                    .filter(|p| !p.exists())
-                    .collect()
-            })
-            .unwrap_or_default();
+        let cgroup_parents = CgroupParents::not_yet_made("docker");
         let ip = |args: &[&str]| {
             let out = run_bounded(Command::new("ip").args(args), TIMEOUT);
             assert!(out.success(), "{out}");
@@ -85,7 +76,7 @@ impl Dockerd {
             child,
             bridge,
             cli,
-            new_cgroup_parents,
+            _cgroup_parents: cgroup_parents,
         };
         let deadline = Instant::now() + TIMEOUT;
         while !daemon.cli(&["version"]).success() {
@@ -168,9 +159,6 @@ impl Drop for Dockerd {
         let _ = Command::new("ip")
             .args(["link", "delete", &self.bridge])
             .status();
-        for parent in &self.new_cgroup_parents {
-            let _ = std::fs::remove_dir(parent);
-        }
     }
 }
 

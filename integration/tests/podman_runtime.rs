@@ -8,19 +8,18 @@
 //! state is used or left; the bind mount podman's overlay driver makes of
 //! its own directory is undone at the end.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-use berth_integration::engines::{self, Engine};
+use berth_integration::engines::{self, CgroupParents, Engine};
 use berth_integration::{containerd, is_root, locate};
 
 const IMAGE: &str = "docker.io/library/berth-busybox:latest";
 
 struct Podman {
     dir: tempfile::TempDir,
-    /// cgroup parents podman made that did not exist before (removed at
-    /// the end when empty).
-    new_cgroup_parents: Vec<PathBuf>,
+    /// Removed once `drop` removed the containers (fields drop after it).
+    _cgroup_parents: CgroupParents,
 }
 
 impl Podman {
@@ -33,18 +32,10 @@ impl Podman {
             .prefix("berth-podman-")
             .tempdir()
             .expect("temp dir");
-        let new_cgroup_parents = std::fs::read_dir("/sys/fs/cgroup")
-            .map(|hierarchies| {
-                hierarchies
-                    .flatten()
-                    .map(|h| h.path().join("libpod_parent"))
-                    .filter(|p| !p.exists())
-                    .collect()
-            })
-            .unwrap_or_default();
+        let cgroup_parents = CgroupParents::not_yet_made("libpod_parent");
         Some(Podman {
             dir,
-            new_cgroup_parents,
+            _cgroup_parents: cgroup_parents,
         })
     }
 }
@@ -110,15 +101,6 @@ impl Drop for Podman {
         points.sort_by_key(|p| std::cmp::Reverse(p.len()));
         for p in points {
             let _ = nix::mount::umount2(p.as_str(), nix::mount::MntFlags::MNT_DETACH);
-        }
-        for parent in &self.new_cgroup_parents {
-            // Children first (conmon's own cgroup lives there too).
-            if let Ok(children) = std::fs::read_dir(parent) {
-                for child in children.flatten().filter(|c| c.path().is_dir()) {
-                    let _ = std::fs::remove_dir(child.path());
-                }
-            }
-            let _ = std::fs::remove_dir(parent);
         }
     }
 }
