@@ -88,6 +88,8 @@ fn unescape(s: &str) -> String {
 
 /// One parsed mountinfo line (only the fields we need).
 struct MountLine {
+    id: u64,
+    parent: u64,
     root: String,
     mountpoint: PathBuf,
     fstype: String,
@@ -102,11 +104,72 @@ fn parse_mountinfo_line(line: &str) -> Option<MountLine> {
         return None;
     }
     Some(MountLine {
+        id: left[0].parse().ok()?,
+        parent: left[1].parse().ok()?,
         root: unescape(left[3]),
         mountpoint: PathBuf::from(unescape(left[4])),
         fstype: right[0].to_string(),
         super_opts: right.get(2).copied().unwrap_or("").to_string(),
     })
+}
+
+/// Which mounts of a mountinfo table no path reaches any more: one that
+/// another covers, mounted on top of it at the same place (its parent is
+/// the mount it covers) or by a sibling over a directory above its
+/// mountpoint, or whose parent is hidden. A private view of /sys/fs/cgroup
+/// (a tmpfs over it, some hierarchies bound back) leaves the host's mounts
+/// listed in mountinfo, hidden: a hybrid host's `unified` cgroup2, say.
+struct Visibility<'a> {
+    by_id: BTreeMap<u64, &'a MountLine>,
+    children: BTreeMap<u64, Vec<&'a MountLine>>,
+}
+
+impl<'a> Visibility<'a> {
+    fn new(lines: &'a [MountLine]) -> Self {
+        let mut children: BTreeMap<u64, Vec<&MountLine>> = BTreeMap::new();
+        for l in lines {
+            children.entry(l.parent).or_default().push(l);
+        }
+        Visibility {
+            by_id: lines.iter().map(|l| (l.id, l)).collect(),
+            children,
+        }
+    }
+
+    /// Whether another mount than `m` and `above` (the one we came from,
+    /// which may be stacked on `m`) covers `m`.
+    fn covered(&self, m: &MountLine, above: Option<u64>) -> bool {
+        let others = |parent| {
+            self.children
+                .get(&parent)
+                .into_iter()
+                .flatten()
+                .filter(move |n: &&&MountLine| n.id != m.id && Some(n.id) != above)
+        };
+        others(m.id).any(|n| n.mountpoint == m.mountpoint)
+            || others(m.parent)
+                .any(|n| n.mountpoint != m.mountpoint && m.mountpoint.starts_with(&n.mountpoint))
+    }
+
+    fn hidden(&self, m: &MountLine) -> bool {
+        let (mut at, mut above) = (Some(m), None);
+        // Bounded: ids could loop in an odd table.
+        for _ in 0..=self.by_id.len() {
+            let Some(mount) = at else {
+                return false;
+            };
+            if self.covered(mount, above) {
+                return true;
+            }
+            above = Some(mount.id);
+            at = self
+                .by_id
+                .get(&mount.parent)
+                .copied()
+                .filter(|p| p.id != mount.id);
+        }
+        false
+    }
 }
 
 /// Parse `/proc/self/cgroup`: map of key => path. v1 lines give one entry
@@ -149,7 +212,14 @@ pub fn detect(mountinfo: &str, proc_cgroup: &str, cgroup_root: &Path) -> Result<
     let mut v2: Option<Mount> = None;
     let mut v2_at_root = false;
     let mut v1: BTreeMap<String, Mount> = BTreeMap::new();
-    for line in mountinfo.lines().filter_map(parse_mountinfo_line) {
+    let lines: Vec<MountLine> = mountinfo.lines().filter_map(parse_mountinfo_line).collect();
+    let visibility = Visibility::new(&lines);
+    let cgroup_fs = |l: &&MountLine| l.fstype == "cgroup" || l.fstype == "cgroup2";
+    for line in lines
+        .iter()
+        .filter(cgroup_fs)
+        .filter(|l| !visibility.hidden(l))
+    {
         let mount = Mount {
             mountpoint: line.mountpoint.clone(),
             root: line.root.clone(),

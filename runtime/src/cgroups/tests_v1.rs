@@ -129,6 +129,42 @@ fn mountinfo_escapes_and_unknown_options() {
     assert_eq!(mounts.len(), 1, "{mounts:?}");
 }
 
+/// This host's table as a private view of it shows it: a tmpfs stacked on
+/// /sys/fs/cgroup (parent: the tmpfs it covers) with the v1 hierarchies
+/// bound back, the unified cgroup2 not. The host's mounts stay listed, hidden;
+/// the layout is pure v1, without `unified` (runc's statfs sees the same).
+#[test]
+fn mounts_hidden_by_a_private_view_are_not_used() {
+    let info = "27 1 254:0 / / rw - ext4 /dev/vda rw\n\
+                23 27 0:21 / /sys rw - sysfs sysfs rw\n\
+                31 23 0:26 / /sys/fs/cgroup ro - tmpfs tmpfs ro\n\
+                35 31 0:31 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n\
+                36 31 0:32 / /sys/fs/cgroup/pids rw - cgroup cgroup rw,pids\n\
+                41 31 0:37 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n\
+                90 31 0:60 / /sys/fs/cgroup rw - tmpfs cgroup-v1-view rw\n\
+                91 90 0:31 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n\
+                92 90 0:32 / /sys/fs/cgroup/pids rw - cgroup cgroup rw,pids";
+    let layout = detect::detect(
+        info,
+        "0::/\n4:memory:/\n3:pids:/\n",
+        Path::new("/sys/fs/cgroup"),
+    )
+    .expect("detect");
+    let Layout::V1 { mounts, .. } = layout else {
+        panic!("expected v1");
+    };
+    let keys: Vec<&str> = mounts.keys().map(String::as_str).collect();
+    assert_eq!(keys, ["memory", "pids"]);
+
+    // A sibling over a directory above the mountpoint hides it too.
+    let info = "27 1 254:0 / / rw - ext4 /dev/vda rw\n\
+                35 27 0:31 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n\
+                41 27 0:37 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n\
+                90 27 0:60 / /sys/fs rw - tmpfs tmpfs rw";
+    let err = detect::detect(info, "", Path::new("/sys/fs/cgroup"));
+    assert!(matches!(err, Err(Error::Detect { .. })), "{err:?}");
+}
+
 #[test]
 fn no_cgroup_mounts_is_an_error() {
     let err = detect::detect(
