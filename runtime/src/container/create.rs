@@ -311,8 +311,6 @@ fn apply_resources(spec: &oci_spec::runtime::Spec, cgroup: &dyn CgroupManager) -
     Ok(())
 }
 
-/// How init will learn it may start: the exec fifo `start` opens
-/// (`create`), or a message on the channel (`run`).
 /// Who must open the exec fifo for writing: init, as the container's
 /// root, which a new user namespace maps to another host id (`None`:
 /// root, which may anyway).
@@ -324,6 +322,8 @@ fn fifo_owner(bundle: &Bundle, new_userns: bool) -> Option<(u32, u32)> {
     Some((userns::host_id(uids, 0)?, userns::host_id(gids, 0)?))
 }
 
+/// How init will learn it may start: the exec fifo `start` opens
+/// (`create`), or a message on the channel (`run`).
 fn start_signal(
     dir: &ContainerDir,
     launch: Launch,
