@@ -198,7 +198,7 @@ fn bad_mappings_are_refused_and_leave_nothing() {
 
 /// `berth spec --rootless` plus `berth run` as an unprivileged user: a
 /// user namespace mapping only that user, no cgroup of its own, state in
-/// a directory the user owns.
+/// a directory the user owns; with `run`, and with `create` then `start`.
 #[test]
 fn rootless_run_as_an_unprivileged_user() {
     use std::os::unix::fs::PermissionsExt;
@@ -230,7 +230,10 @@ fn rootless_run_as_an_unprivileged_user() {
     let script = format!(
         "set -e; cd {dir}; {bin} spec --rootless; \
          sed -i 's/\"terminal\": true/\"terminal\": false/; s/\"sh\"$/\"sh\", \"-c\", \"id -u; cat \\/proc\\/self\\/uid_map\"/' config.json; \
-         {bin} --root {root} run rl-{id}; {bin} --root {root} list -q",
+         {bin} --root {root} run rl-{id}; \
+         {bin} --root {root} create rl2-{id}; {bin} --root {root} start rl2-{id}; \
+         for i in $(seq 100); do {bin} --root {root} state rl2-{id} | grep -q '\"stopped\"' && break; sleep 0.1; done; \
+         {bin} --root {root} delete rl2-{id}; {bin} --root {root} list -q",
         dir = dir.display(),
         root = root.display(),
         id = std::process::id(),
@@ -242,14 +245,15 @@ fn rootless_run_as_an_unprivileged_user() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "stdout: {stdout}\nstderr: {stderr}");
+    // Twice: `run`, then `create` and `start` (init opens the exec fifo
+    // as the container's root: nobody, here).
     let lines: Vec<&str> = stdout.lines().collect();
-    assert_eq!(lines.first(), Some(&"0"), "root inside: {stdout}");
-    let map: Vec<&str> = lines
-        .get(1)
-        .map(|l| l.split_whitespace().collect())
-        .unwrap_or_default();
-    assert_eq!(map, ["0", "65534", "1"], "only nobody is mapped: {stdout}");
-    assert_eq!(lines.len(), 2, "the container is gone after run: {stdout}");
+    assert_eq!(lines.len(), 4, "both ran, and are gone: {stdout}");
+    for pair in lines.chunks(2) {
+        assert_eq!(pair[0], "0", "root inside: {stdout}");
+        let map: Vec<&str> = pair[1].split_whitespace().collect();
+        assert_eq!(map, ["0", "65534", "1"], "only nobody is mapped: {stdout}");
+    }
 }
 
 /// A bind source the container's root could not reach on its own (a
