@@ -15,6 +15,7 @@ pub mod capabilities;
 pub mod cgroups;
 pub mod channel;
 pub mod container;
+pub mod criu;
 pub mod default_spec;
 pub mod error;
 pub mod features;
