@@ -221,6 +221,21 @@ pub fn join_session_keyring(name: &str) -> nix::Result<()> {
     Errno::result(ret).map(drop)
 }
 
+/// Take ownership of descriptor `fd`, which our caller passed us and named
+/// on the command line (`checkpoint --status-fd`). Fails when it is not
+/// open; it is made close-on-exec.
+pub fn take_inherited_fd(fd: RawFd) -> nix::Result<OwnedFd> {
+    if fd < 3 {
+        return Err(Errno::EBADF);
+    }
+    // SAFETY: F_SETFD with an integer argument has no memory effects; it
+    // fails with EBADF when `fd` is not open.
+    Errno::result(unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) })?;
+    // SAFETY: the descriptor is open (checked above) and was handed to this
+    // process by its caller for this purpose: nothing else here owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
 /// The effective uid of the caller.
 pub fn geteuid() -> u32 {
     nix::unistd::geteuid().as_raw()

@@ -227,7 +227,7 @@ fn create_in(
         crate::process::set_oom_score_adj(init.pid(), process)?;
     }
     init.join_cgroup(cgroup.as_ref(), join_v1_self)?;
-    let state = container_state(opts, bundle, &init, cgroup.state())?;
+    let state = container_state(&opts.id, bundle, init.pid().as_raw(), cgroup.state())?;
     drive_init(&init, &state)?;
     let console_master = match console_peer {
         Some(peer) => Some(receive_console(&peer)?),
@@ -262,9 +262,9 @@ fn with_listen_env(bundle: &Bundle, n: u32) -> Bundle {
 /// Removes the container's cgroup when a create fails half-way (the state
 /// directory is removed by `create`, init is killed by its
 /// [`spawn::Spawned`]). Disarmed once the container is complete.
-struct RemoveCgroup<'a> {
-    cgroup: &'a dyn CgroupManager,
-    armed: bool,
+pub(super) struct RemoveCgroup<'a> {
+    pub(super) cgroup: &'a dyn CgroupManager,
+    pub(super) armed: bool,
 }
 
 impl Drop for RemoveCgroup<'_> {
@@ -280,7 +280,10 @@ impl Drop for RemoveCgroup<'_> {
 /// Apply the spec's resources to a cgroup of our own. Device rules are
 /// always applied at create (deny all but the spec's and the default
 /// devices), even without a resources section.
-fn apply_resources(spec: &oci_spec::runtime::Spec, cgroup: &dyn CgroupManager) -> Result<()> {
+pub(super) fn apply_resources(
+    spec: &oci_spec::runtime::Spec,
+    cgroup: &dyn CgroupManager,
+) -> Result<()> {
     let unified = spec
         .linux()
         .as_ref()
@@ -362,19 +365,18 @@ fn map_users(init: &spawn::Spawned, bundle: &Bundle) -> Result<()> {
     .context("talking to the container's init")
 }
 
-/// The state to save once init is ready.
-fn container_state(
-    opts: &CreateOptions,
+/// The state to save once init (`pid`) is ready.
+pub(super) fn container_state(
+    id: &str,
     bundle: &Bundle,
-    init: &spawn::Spawned,
+    pid: i32,
     cgroup: cgroups::CgroupState,
 ) -> Result<ContainerState> {
-    let pid = init.pid().as_raw();
     let start_time = ProcessInfo::read(pid)
         .map(|p| p.start_time)
         .ok_or_else(|| Error::internal("the container's init vanished"))?;
     Ok(ContainerState {
-        id: opts.id.clone(),
+        id: id.to_string(),
         bundle: bundle.dir.clone(),
         rootfs: bundle.rootfs.clone(),
         pid,
@@ -421,7 +423,10 @@ fn receive_console(peer: &UnixStream) -> Result<OwnedFd> {
 /// not writable (rootless berth on cgroup v1, or v2 without delegation),
 /// a container that asks for no resource limits runs without a cgroup of
 /// its own, as runc's rootless mode does.
-fn container_cgroup(spec: &oci_spec::runtime::Spec, id: &str) -> Result<Box<dyn CgroupManager>> {
+pub(super) fn container_cgroup(
+    spec: &oci_spec::runtime::Spec,
+    id: &str,
+) -> Result<Box<dyn CgroupManager>> {
     let cgroups_path = spec
         .linux()
         .as_ref()

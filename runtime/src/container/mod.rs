@@ -1,6 +1,7 @@
 //! The container lifecycle, one verb per file. Each verb locks the
 //! container's directory for its whole duration.
 
+mod checkpoint;
 mod create;
 mod delete;
 mod events;
@@ -8,11 +9,16 @@ mod exec;
 mod kill;
 mod pause;
 mod ps;
+mod restore;
 mod run;
 mod signal;
 mod start;
 mod update;
 
+pub use checkpoint::{
+    checkpoint, parse_cgroup_mode, parse_empty_ns, parse_page_server, CheckpointOptions,
+    CriuOptions,
+};
 pub use create::{create, socket_activation_fds, CreateOptions, Created, Launch};
 pub use delete::delete;
 pub use events::{stats, watch, Event};
@@ -20,6 +26,7 @@ pub use exec::{exec, ExecOptions};
 pub use kill::{kill, signal_init};
 pub use pause::{pause, resume};
 pub use ps::pids;
+pub use restore::{restore, RestoreOptions};
 pub use run::run;
 pub use signal::parse_signal;
 pub use start::start;

@@ -440,16 +440,8 @@ fn mount_cgroup(
             // still everything in it is made relative to its descriptor.
             let tmpfs = resolver.open(container_dest)?;
             let dest = tmpfs.path.as_path();
-            let mountpoints = v1_mountpoints();
-            for path in paths.values() {
-                let Some(mp) = mountpoints
-                    .iter()
-                    .filter(|mp| path.starts_with(mp))
-                    .max_by_key(|mp| mp.as_os_str().len())
-                else {
-                    continue;
-                };
-                let Some(name) = mp.file_name() else { continue };
+            for (name, path) in v1_cgroup_binds(paths) {
+                let name = name.as_os_str();
                 match nix::sys::stat::mkdirat(
                     &tmpfs.fd,
                     name,
@@ -526,6 +518,31 @@ fn remount_bind_fs(dest: &Path, flags: MsFlags) -> Result<()> {
         Some("mode=755"),
     )
     .with_context(|| format!("remounting {} read-only", dest.display()))
+}
+
+/// What a v1 cgroup mount in the container holds: for each hierarchy the
+/// container's cgroup is in, the name of its directory in the tmpfs (the
+/// hierarchy's own name on the host, "cpu,cpuacct") and the container's
+/// cgroup there, bind-mounted on it.
+pub(crate) fn v1_cgroup_binds(
+    paths: &std::collections::BTreeMap<String, PathBuf>,
+) -> Vec<(std::ffi::OsString, &Path)> {
+    let mountpoints = v1_mountpoints();
+    let mut binds: Vec<(std::ffi::OsString, &Path)> = Vec::new();
+    for path in paths.values() {
+        let Some(mp) = mountpoints
+            .iter()
+            .filter(|mp| path.starts_with(mp))
+            .max_by_key(|mp| mp.as_os_str().len())
+        else {
+            continue;
+        };
+        let Some(name) = mp.file_name() else { continue };
+        if !binds.iter().any(|(n, _)| n == name) {
+            binds.push((name.to_os_string(), path.as_path()));
+        }
+    }
+    binds
 }
 
 /// Mount points of v1 cgroup hierarchies (and the unified one on hybrid

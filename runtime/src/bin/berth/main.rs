@@ -61,9 +61,10 @@ struct Cli {
     /// Manage cgroups through systemd (not supported by berth).
     #[arg(long, global = true)]
     systemd_cgroup: bool,
-    /// Accepted for runc compatibility; ignored.
-    #[arg(long, global = true, hide = true)]
-    criu: Option<String>,
+    /// The CRIU binary `checkpoint` and `restore` use [default: criu
+    /// from PATH].
+    #[arg(long, global = true)]
+    criu: Option<PathBuf>,
     /// Accepted for runc compatibility (before the command); ignored, berth
     /// detects rootless operation itself.
     #[arg(long = "rootless", id = "global_rootless", hide = true)]
@@ -108,6 +109,10 @@ enum Command {
     List(commands::list::Args),
     /// Write a default config.json.
     Spec(commands::spec::Args),
+    /// Save a running container to image files with CRIU.
+    Checkpoint(commands::checkpoint::Args),
+    /// Restore a container from a checkpoint.
+    Restore(commands::restore::Args),
     /// Print what this runtime supports, as JSON.
     Features,
 }
@@ -162,6 +167,10 @@ fn dispatch(cli: &Cli) -> anyhow::Result<u8> {
         Command::Update(args) => commands::update::run(root, args).map(|_| 0),
         Command::List(args) => commands::list::run(root, args).map(|_| 0),
         Command::Spec(args) => commands::spec::run(args).map(|_| 0),
+        Command::Checkpoint(args) => {
+            commands::checkpoint::run(root, cli.criu.as_deref(), args).map(|_| 0)
+        }
+        Command::Restore(args) => commands::restore::run(root, cli.criu.as_deref(), args),
         Command::Features => commands::features::run().map(|_| 0),
     }
 }
