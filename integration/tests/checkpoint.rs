@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use berth_integration::console::{read_until, ConsoleSocket};
 use berth_integration::leak::cgroup_dirs_named;
-use berth_integration::{Harness, SECS10};
+use berth_integration::{Bundle, Harness, SECS10};
 use serde_json::json;
 
 /// Whether CRIU works here; see the module comment.
@@ -32,6 +32,22 @@ fn criu_ready(name: &str) -> bool {
         eprintln!("SKIP {name}: criu is missing or does not work on this host (hack/install-criu)");
     }
     works
+}
+
+/// The harness of a checkpoint test, or `None` (skipped: see
+/// [`criu_ready`]).
+fn harness(name: &str) -> Option<Harness> {
+    let h = Harness::new(name)?;
+    criu_ready(&h.name).then_some(h)
+}
+
+/// A bundle whose shell runs `script`, with or without a terminal.
+fn shell_bundle(h: &Harness, script: &str, terminal: bool) -> Bundle {
+    let mut b = h.bundle();
+    b.set("/process/terminal", json!(terminal));
+    b.sh(script);
+    b.write();
+    b
 }
 
 /// Whether `criu check --feature NAME` passes.
@@ -121,15 +137,10 @@ fn path_str(p: &Path) -> String {
 
 #[test]
 fn a_restored_container_keeps_its_memory_and_gets_the_new_pipes() {
-    let Some(h) = Harness::new("cr_pipes") else {
+    let Some(h) = harness("cr_pipes") else {
         return;
     };
-    if !criu_ready(&h.name) {
-        return;
-    }
-    let mut b = h.bundle();
-    b.sh(COUNTER);
-    b.write();
+    let b = shell_bundle(&h, COUNTER, false);
     let bundle = path_str(b.path());
     let images = path_str(&h.tempdir().join("images"));
     let work = path_str(&h.tempdir());
@@ -190,15 +201,10 @@ fn a_restored_container_keeps_its_memory_and_gets_the_new_pipes() {
 
 #[test]
 fn a_restore_in_the_foreground_waits_and_passes_the_exit_status() {
-    let Some(h) = Harness::new("cr_foreground") else {
+    let Some(h) = harness("cr_foreground") else {
         return;
     };
-    if !criu_ready(&h.name) {
-        return;
-    }
-    let mut b = h.bundle();
-    b.sh(&format!("{COUNTER}; exit 7"));
-    b.write();
+    let b = shell_bundle(&h, &format!("{COUNTER}; exit 7"), false);
     let bundle = path_str(b.path());
     let images = path_str(&h.tempdir().join("images"));
     let first = Pipes::new();
@@ -225,16 +231,10 @@ fn a_restore_in_the_foreground_waits_and_passes_the_exit_status() {
 
 #[test]
 fn a_terminal_container_is_restored_onto_the_console_socket() {
-    let Some(h) = Harness::new("cr_tty") else {
+    let Some(h) = harness("cr_tty") else {
         return;
     };
-    if !criu_ready(&h.name) {
-        return;
-    }
-    let mut b = h.bundle();
-    b.set("/process/terminal", json!(true));
-    b.sh(COUNTER);
-    b.write();
+    let b = shell_bundle(&h, COUNTER, true);
     let bundle = path_str(b.path());
     let images = path_str(&h.tempdir().join("images"));
 
@@ -283,15 +283,10 @@ fn a_terminal_container_is_restored_onto_the_console_socket() {
 
 #[test]
 fn pre_dump_and_leave_running_keep_the_container_running() {
-    let Some(h) = Harness::new("cr_predump") else {
+    let Some(h) = harness("cr_predump") else {
         return;
     };
-    if !criu_ready(&h.name) {
-        return;
-    }
-    let mut b = h.bundle();
-    b.sh(COUNTER);
-    b.write();
+    let b = shell_bundle(&h, COUNTER, false);
     let bundle = path_str(b.path());
     let dir = h.tempdir();
     let parent = path_str(&dir.join("parent"));
@@ -361,12 +356,9 @@ fn pre_dump_and_leave_running_keep_the_container_running() {
 
 #[test]
 fn bad_checkpoints_and_restores_fail_clearly_and_leave_nothing() {
-    let Some(h) = Harness::new("cr_errors") else {
+    let Some(h) = harness("cr_errors") else {
         return;
     };
-    if !criu_ready(&h.name) {
-        return;
-    }
     let dir = h.tempdir();
     let images = path_str(&dir.join("images"));
     let fails_with = |args: &[&str], needle: &str| {
@@ -381,9 +373,7 @@ fn bad_checkpoints_and_restores_fail_clearly_and_leave_nothing() {
     );
 
     // Created but not started: nothing to checkpoint yet.
-    let mut b = h.bundle();
-    b.sh(COUNTER);
-    b.write();
+    let b = shell_bundle(&h, COUNTER, false);
     let bundle = path_str(b.path());
     h.rt.create(&b.id, b.path()).ok();
     fails_with(

@@ -123,22 +123,10 @@ pub fn checkpoint(
     }
     criu.require_version()?;
     if opts.pre_dump {
-        criu.require_features(
-            rpc::Features {
-                mem_track: Some(true),
-                ..Default::default()
-            },
-            "--pre-dump",
-        )?;
+        criu.require_memory_tracking("--pre-dump")?;
     }
     if opts.criu.lazy_pages {
-        criu.require_features(
-            rpc::Features {
-                lazy_pages: Some(true),
-                ..Default::default()
-            },
-            "--lazy-pages",
-        )?;
+        criu.require_lazy_pages("--lazy-pages")?;
     }
     let state = &loaded.state;
     let images = open_dir(&opts.criu.image_path, "--image-path", true)?;

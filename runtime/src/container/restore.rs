@@ -70,13 +70,7 @@ pub fn restore(store: &StateStore, criu: &Criu, opts: &RestoreOptions) -> Result
     let descriptors = read_descriptors(&opts.criu.image_path)?;
     criu.require_version()?;
     if opts.criu.lazy_pages {
-        criu.require_features(
-            rpc::Features {
-                lazy_pages: Some(true),
-                ..Default::default()
-            },
-            "--lazy-pages",
-        )?;
+        criu.require_lazy_pages("--lazy-pages")?;
     }
     let console = match (&opts.create.console_socket, terminal) {
         (Some(path), true) => Some(

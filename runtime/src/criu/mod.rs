@@ -61,6 +61,19 @@ pub struct Call<'a> {
 /// See [`Call::on_start`].
 pub type OnStart<'a> = Box<dyn FnOnce(i32, &mut rpc::Req) -> Result<()> + 'a>;
 
+impl<'a> Call<'a> {
+    /// A request that needs nothing but itself (version, feature check).
+    pub fn plain(request: rpc::Req) -> Self {
+        Self {
+            request,
+            inherit: Vec::new(),
+            stdio: false,
+            log: None,
+            on_start: None,
+        }
+    }
+}
+
 impl Criu {
     /// The CRIU at `path`, or `criu` from PATH.
     pub fn new(path: Option<&Path>) -> Self {
@@ -71,19 +84,11 @@ impl Criu {
 
     /// CRIU's version as major*10000 + minor*100 + sublevel.
     pub fn version(&self) -> Result<u32> {
-        let resp = self.call(
-            Call {
-                request: rpc::Req {
-                    r#type: rpc::ReqType::Version as i32,
-                    ..Default::default()
-                },
-                inherit: Vec::new(),
-                stdio: false,
-                log: None,
-                on_start: None,
-            },
-            |_| Ok(()),
-        )?;
+        let request = rpc::Req {
+            r#type: rpc::ReqType::Version as i32,
+            ..Default::default()
+        };
+        let resp = self.call(Call::plain(request), |_| Ok(()))?;
         let v = resp
             .version
             .ok_or_else(|| Error::internal("criu: its version reply has no version"))?;
@@ -104,37 +109,45 @@ impl Criu {
         Ok(version)
     }
 
-    /// Fail unless CRIU and this kernel support every feature set in
-    /// `wanted` (`what` names the option that needs them).
-    pub fn require_features(&self, wanted: rpc::Features, what: &str) -> Result<()> {
-        let resp = self.call(
-            Call {
-                request: rpc::Req {
-                    r#type: rpc::ReqType::FeatureCheck as i32,
-                    features: Some(wanted.clone()),
-                    ..Default::default()
-                },
-                inherit: Vec::new(),
-                stdio: false,
-                log: None,
-                on_start: None,
-            },
-            |_| Ok(()),
-        )?;
-        let got = resp.features.unwrap_or_default();
-        let missing =
-            |want: Option<bool>, have: Option<bool>| want == Some(true) && have != Some(true);
-        if missing(wanted.mem_track, got.mem_track) {
+    /// Fail unless CRIU and this kernel can track memory changes
+    /// (soft-dirty bits), which `option` needs.
+    pub fn require_memory_tracking(&self, option: &str) -> Result<()> {
+        let wanted = rpc::Features {
+            mem_track: Some(true),
+            ..Default::default()
+        };
+        if self.features(wanted)?.mem_track != Some(true) {
             return Err(Error::unsupported(format!(
-                "{what}: criu or this kernel cannot track memory changes (soft-dirty bits)"
-            )));
-        }
-        if missing(wanted.lazy_pages, got.lazy_pages) {
-            return Err(Error::unsupported(format!(
-                "{what}: criu or this kernel cannot restore memory lazily (userfaultfd)"
+                "{option}: criu or this kernel cannot track memory changes (soft-dirty bits)"
             )));
         }
         Ok(())
+    }
+
+    /// Fail unless CRIU and this kernel can restore memory lazily
+    /// (userfaultfd), which `option` needs.
+    pub fn require_lazy_pages(&self, option: &str) -> Result<()> {
+        let wanted = rpc::Features {
+            lazy_pages: Some(true),
+            ..Default::default()
+        };
+        if self.features(wanted)?.lazy_pages != Some(true) {
+            return Err(Error::unsupported(format!(
+                "{option}: criu or this kernel cannot restore memory lazily (userfaultfd)"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Which of the features set in `wanted` CRIU and this kernel have.
+    fn features(&self, wanted: rpc::Features) -> Result<rpc::Features> {
+        let request = rpc::Req {
+            r#type: rpc::ReqType::FeatureCheck as i32,
+            features: Some(wanted),
+            ..Default::default()
+        };
+        let resp = self.call(Call::plain(request), |_| Ok(()))?;
+        Ok(resp.features.unwrap_or_default())
     }
 
     /// Run one request: start `criu swrk`, send it, answer notifications
